@@ -1,0 +1,110 @@
+/*
+ * The mlmgpu command line: `mlmgpu COMMAND [options]`, one function per command,
+ * each with its own --help. Bad arguments exit with code 2 and a message naming
+ * the argument.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mlm/backend.h"
+#include "mlm/config.h"
+#include "mlm/log.h"
+#include "mlm/train.h"
+
+static const char *USAGE =
+    "usage: mlmgpu COMMAND [options]\n"
+    "\n"
+    "Pretrains BERT-style encoders with the masked-language-model objective.\n"
+    "\n"
+    "commands:\n"
+    "  train     train a model from a config file\n"
+    "\n"
+    "  mlmgpu COMMAND --help   options of a command\n"
+    "  mlmgpu --version        print the version\n";
+
+static const char *TRAIN_USAGE =
+    "usage: mlmgpu train --config FILE [--set section.key=value ...] [--device auto|cpu|cuda]\n"
+    "\n"
+    "Trains the model described by FILE (an INI file; see configs/ and README.md).\n"
+    "\n"
+    "  --config FILE            the run configuration\n"
+    "  --set section.key=value  override one config key (repeatable, applied in order)\n"
+    "  --device auto|cpu|cuda   where to train (default auto: a usable GPU, else the CPU)\n"
+    "\n"
+    "Logs go to stderr; the resolved config and metrics.jsonl go to train.out_dir.\n";
+
+_Noreturn static void usage_error(const char *usage, const char *fmt, const char *arg) {
+    fprintf(stderr, "mlmgpu: error: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n\n%s", usage);
+    exit(MLM_EXIT_INPUT);
+}
+
+/* Picks the backend for --device; the CUDA backend arrives with its own issue. */
+static mlm_backend *choose_backend(const char *device, int threads) {
+    if (strcmp(device, "cuda") == 0)
+        mlm_die(MLM_EXIT_INPUT, "--device cuda: this build of mlmgpu has no CUDA backend yet; use --device cpu");
+    if (strcmp(device, "auto") == 0) mlm_log("device: auto: no CUDA backend in this build, using the CPU");
+    mlm_backend *be = mlm_backend_cpu(threads);
+    mlm_log("device: %s", be->name);
+    return be;
+}
+
+static int cmd_train(int argc, char **argv) {
+    const char *config = NULL, *device = "auto";
+    const char **sets = mlm_xcalloc(argc, sizeof(char *), "arguments");
+    int nsets = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(TRAIN_USAGE, stdout);
+            free(sets);
+            return 0;
+        }
+        int has_value = i + 1 < argc;
+        if (strcmp(a, "--config") == 0 && has_value) config = argv[++i];
+        else if (strcmp(a, "--set") == 0 && has_value) sets[nsets++] = argv[++i];
+        else if (strcmp(a, "--device") == 0 && has_value) device = argv[++i];
+        else if (!strcmp(a, "--config") || !strcmp(a, "--set") || !strcmp(a, "--device"))
+            usage_error(TRAIN_USAGE, "%s needs a value", a);
+        else usage_error(TRAIN_USAGE, "unknown argument '%s'", a);
+    }
+    if (!config) usage_error(TRAIN_USAGE, "%s", "--config FILE is required");
+    if (strcmp(device, "auto") && strcmp(device, "cpu") && strcmp(device, "cuda"))
+        usage_error(TRAIN_USAGE, "--device '%s': expected auto, cpu or cuda", device);
+    mlm_config cfg;
+    char err[2048];
+    if (mlm_config_load(&cfg, config, sets, nsets, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        free(sets);
+        return MLM_EXIT_INPUT;
+    }
+    free(sets);
+    printf("# resolved configuration\n");
+    mlm_config_write(&cfg, stdout);
+    fflush(stdout);
+    mlm_backend *be = choose_backend(device, cfg.train.threads);
+    int rc = mlm_train(&cfg, be);
+    be->destroy(be);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fputs(USAGE, stderr);
+        return MLM_EXIT_INPUT;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        fputs(USAGE, stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version")) {
+        printf("mlmgpu %s\n", MLM_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
+    fprintf(stderr, "mlmgpu: error: unknown command '%s'\n\n%s", cmd, USAGE);
+    return MLM_EXIT_INPUT;
+}

@@ -1,0 +1,566 @@
+/*
+ * Run configuration (include/mlm/config.h): defaults, INI files read with libinih,
+ * `--set section.key=value` overrides, validation, and writing the resolved config.
+ *
+ * One table, FIELDS, lists every key once: its section, name, type, place in
+ * mlm_config, default and accepted range. Defaults, parsing, overrides, range checks,
+ * error messages and mlm_config_write are loops over that table; only the checks
+ * that relate two keys (hidden_size % num_heads, ...) are written out by hand.
+ *
+ * Every error is one line `where: section.key: what is wrong`, where `where` is
+ * `file:line`, `--set section.key=value`, or for values nobody set, the file name
+ * (or "(default)" when there is no file). Validation blames the latest place that
+ * set the offending key.
+ */
+#include "mlm/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ini.h>
+
+/* ---- the table ---- */
+
+typedef enum { T_INT, T_U64, T_FLOAT, T_PATH, T_SCHED } field_type;
+
+enum { OPEN_LO = 1, OPEN_HI = 2 };  // range bounds that are excluded
+
+typedef struct {
+    const char *section, *key;
+    size_t offset;        // into mlm_config
+    field_type type;
+    const char *def;      // default, parsed like a file value
+    double lo, hi;        // accepted range of numbers
+    int open;             // OPEN_LO | OPEN_HI
+} field;
+
+// AT names a key and where it lives; the section is the struct member of mlm_config.
+#define AT(sec, name) #sec, #name, offsetof(mlm_config, sec.name)
+#define ANY -INFINITY, INFINITY, 0
+#define AT_LEAST(x) x, INFINITY, 0
+#define ABOVE(x) x, INFINITY, OPEN_LO
+#define UNIT 0, 1, 0               // [0, 1]
+#define UNIT_BELOW_1 0, 1, OPEN_HI // [0, 1)
+
+static const field FIELDS[] = {
+    {AT(model, vocab_size), T_INT, "30522", AT_LEAST(1)},
+    {AT(model, hidden_size), T_INT, "128", AT_LEAST(1)},
+    {AT(model, num_layers), T_INT, "2", AT_LEAST(1)},
+    {AT(model, num_heads), T_INT, "2", AT_LEAST(1)},
+    {AT(model, intermediate_size), T_INT, "512", AT_LEAST(1)},
+    {AT(model, max_position), T_INT, "512", AT_LEAST(1)},
+    {AT(model, type_vocab_size), T_INT, "2", AT_LEAST(1)},
+    {AT(model, layer_norm_eps), T_FLOAT, "1e-12", ABOVE(0)},
+    {AT(model, hidden_dropout), T_FLOAT, "0.1", UNIT_BELOW_1},
+    {AT(model, attention_dropout), T_FLOAT, "0.1", UNIT_BELOW_1},
+    {AT(model, init_range), T_FLOAT, "0.02", AT_LEAST(0)},
+
+    {AT(data, train), T_PATH, "", ANY},
+    {AT(data, val), T_PATH, "", ANY},
+    {AT(data, vocab), T_PATH, "", ANY},
+    {AT(data, seq_len), T_INT, "128", AT_LEAST(2)},  // at least [CLS] and [SEP]
+    {AT(data, mask_prob), T_FLOAT, "0.15", UNIT},
+    {AT(data, mask_token_prob), T_FLOAT, "0.8", UNIT},
+    {AT(data, random_token_prob), T_FLOAT, "0.1", UNIT},
+
+    {AT(train, micro_batch), T_INT, "32", AT_LEAST(1)},
+    {AT(train, batch), T_INT, "32", AT_LEAST(1)},
+    {AT(train, steps), T_INT, "1000", AT_LEAST(1)},
+    {AT(train, seed), T_U64, "1234", ANY},
+    {AT(train, log_every), T_INT, "10", AT_LEAST(1)},
+    {AT(train, eval_every), T_INT, "0", AT_LEAST(0)},
+    {AT(train, eval_steps), T_INT, "20", AT_LEAST(1)},
+    {AT(train, checkpoint_every), T_INT, "0", AT_LEAST(0)},
+    {AT(train, checkpoint_keep), T_INT, "3", AT_LEAST(1)},
+    {AT(train, threads), T_INT, "0", AT_LEAST(0)},
+    {AT(train, out_dir), T_PATH, "runs/default", ANY},
+
+    {AT(optim, lr), T_FLOAT, "1e-4", ABOVE(0)},
+    {AT(optim, warmup_steps), T_INT, "100", AT_LEAST(0)},
+    {AT(optim, schedule), T_SCHED, "linear", ANY},
+    {AT(optim, min_lr), T_FLOAT, "0", AT_LEAST(0)},  // <= lr: checked in check_pairs
+    {AT(optim, weight_decay), T_FLOAT, "0.01", AT_LEAST(0)},
+    {AT(optim, beta1), T_FLOAT, "0.9", UNIT_BELOW_1},
+    {AT(optim, beta2), T_FLOAT, "0.999", UNIT_BELOW_1},
+    {AT(optim, eps), T_FLOAT, "1e-6", ABOVE(0)},
+    {AT(optim, grad_clip), T_FLOAT, "1.0", AT_LEAST(0)},
+};
+#define NFIELDS (sizeof FIELDS / sizeof FIELDS[0])
+
+static const char *const SCHEDULES[] = {"linear", "cosine", "constant"};  // mlm_schedule order
+#define NSCHEDULES (sizeof SCHEDULES / sizeof SCHEDULES[0])
+
+const char *mlm_schedule_name(mlm_schedule s) {
+    return (unsigned)s < NSCHEDULES ? SCHEDULES[s] : "unknown";
+}
+
+static const field *find_field(const char *section, const char *key) {
+    for (size_t i = 0; i < NFIELDS; i++)
+        if (!strcmp(FIELDS[i].section, section) && !strcmp(FIELDS[i].key, key)) return &FIELDS[i];
+    return NULL;
+}
+
+static const field *field_at(size_t offset) {
+    for (size_t i = 0; i < NFIELDS; i++)
+        if (FIELDS[i].offset == offset) return &FIELDS[i];
+    return NULL;
+}
+
+static int known_section(const char *section) {
+    for (size_t i = 0; i < NFIELDS; i++)
+        if (!strcmp(FIELDS[i].section, section)) return 1;
+    return 0;
+}
+
+static void *slot(mlm_config *cfg, const field *f) { return (char *)cfg + f->offset; }
+static const void *cslot(const mlm_config *cfg, const field *f) {
+    return (const char *)cfg + f->offset;
+}
+
+/* ---- values: text <-> struct ---- */
+
+// strto* stop at trailing blanks; the whole value must be consumed apart from those.
+static int only_blanks(const char *s) {
+    while (isspace((unsigned char)*s)) s++;
+    return *s == '\0';
+}
+
+__attribute__((format(printf, 3, 4)))
+static int reject(char *why, size_t n, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, n, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int parse_int(const char *text, int *out, char *why, size_t n) {
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (end == text || !only_blanks(end))
+        return reject(why, n, "expected an integer, got \"%s\"", text);
+    if (errno == ERANGE || v < INT_MIN || v > INT_MAX)
+        return reject(why, n, "integer %s does not fit in an int", text);
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_u64(const char *text, uint64_t *out, char *why, size_t n) {
+    const char *s = text;
+    while (isspace((unsigned char)*s)) s++;
+    // strtoull would accept "-1" and wrap it, so insist on a leading digit.
+    if (!isdigit((unsigned char)*s))
+        return reject(why, n, "expected a non-negative integer, got \"%s\"", text);
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (!only_blanks(end))
+        return reject(why, n, "expected a non-negative integer, got \"%s\"", text);
+    if (errno == ERANGE) return reject(why, n, "integer %s does not fit in 64 bits", text);
+    *out = (uint64_t)v;
+    return 0;
+}
+
+static int parse_float(const char *text, float *out, char *why, size_t n) {
+    char *end;
+    float v = strtof(text, &end);
+    if (end == text || !only_blanks(end))
+        return reject(why, n, "expected a number, got \"%s\"", text);
+    // Overflow ("1e999") comes back as inf; underflow to a tiny value is harmless.
+    if (!isfinite(v)) return reject(why, n, "expected a finite float, got \"%s\"", text);
+    *out = v;
+    return 0;
+}
+
+static int parse_path(const char *text, char *out, char *why, size_t n) {
+    size_t len = strlen(text);
+    if (len > MLM_PATH_MAX - 1)
+        return reject(why, n, "path is %zu characters long, the limit is %d", len,
+                      MLM_PATH_MAX - 1);
+    memcpy(out, text, len + 1);
+    return 0;
+}
+
+static int parse_schedule(const char *text, mlm_schedule *out, char *why, size_t n) {
+    for (size_t i = 0; i < NSCHEDULES; i++)
+        if (!strcmp(text, SCHEDULES[i])) {
+            *out = (mlm_schedule)i;
+            return 0;
+        }
+    return reject(why, n, "unknown schedule \"%s\" (expected %s, %s or %s)", text,
+                  SCHEDULES[0], SCHEDULES[1], SCHEDULES[2]);
+}
+
+/* Parses text into cfg's slot for f; on failure leaves the slot alone and says why. */
+static int parse_value(const field *f, const char *text, mlm_config *cfg, char *why, size_t n) {
+    void *p = slot(cfg, f);
+    switch (f->type) {
+    case T_INT: return parse_int(text, p, why, n);
+    case T_U64: return parse_u64(text, p, why, n);
+    case T_FLOAT: return parse_float(text, p, why, n);
+    case T_PATH: return parse_path(text, p, why, n);
+    case T_SCHED: return parse_schedule(text, p, why, n);
+    }
+    return -1;
+}
+
+/* Shortest %g text that strtof turns back into exactly v (at most 9 digits do). */
+static void format_float(float v, char *buf, size_t n) {
+    for (int digits = 1; digits <= 9; digits++) {
+        snprintf(buf, n, "%.*g", digits, (double)v);
+        if (strtof(buf, NULL) == v) return;
+    }
+}
+
+static void format_value(const field *f, const mlm_config *cfg, char *buf, size_t n) {
+    const void *p = cslot(cfg, f);
+    switch (f->type) {
+    case T_INT: snprintf(buf, n, "%d", *(const int *)p); break;
+    case T_U64: snprintf(buf, n, "%" PRIu64, *(const uint64_t *)p); break;
+    case T_FLOAT: format_float(*(const float *)p, buf, n); break;
+    case T_PATH: snprintf(buf, n, "%s", (const char *)p); break;
+    case T_SCHED: snprintf(buf, n, "%s", mlm_schedule_name(*(const mlm_schedule *)p)); break;
+    }
+}
+
+static double numeric_value(const field *f, const mlm_config *cfg) {
+    const void *p = cslot(cfg, f);
+    return f->type == T_INT ? (double)*(const int *)p : (double)*(const float *)p;
+}
+
+void mlm_config_defaults(mlm_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);  // padding and string tails compare equal with memcmp
+    char why[64];
+    for (size_t i = 0; i < NFIELDS; i++)
+        parse_value(&FIELDS[i], FIELDS[i].def, cfg, why, sizeof why);  // constants: cannot fail
+}
+
+/* Values are written bare, so a path that starts or ends with blanks, holds " ;" or
+ * " #", or makes its line longer than libinih's line limit will not read back. */
+void mlm_config_write(const mlm_config *cfg, FILE *f) {
+    fprintf(f, "; mlmgpu resolved config (from %s); every key, mlm_config_load reads it back\n",
+            cfg->source[0] ? cfg->source : "defaults");
+    const char *section = "";
+    char value[MLM_PATH_MAX];
+    for (size_t i = 0; i < NFIELDS; i++) {
+        if (strcmp(section, FIELDS[i].section))
+            fprintf(f, "\n[%s]\n", section = FIELDS[i].section);
+        format_value(&FIELDS[i], cfg, value, sizeof value);
+        fprintf(f, "%s = %s\n", FIELDS[i].key, value);
+    }
+}
+
+/* ---- loading: where each value came from, and errors that say so ---- */
+
+// "When" a value was set, ordered so that a later setting compares greater:
+// 0 = default (or the file as a whole), 1.. = line of the file, FROM_SET + i = the i-th --set.
+enum { FROM_DEFAULT = 0, WHOLE_FILE = 0, FROM_SET = 1 << 30 };
+
+typedef struct {
+    mlm_config *cfg;
+    const char *path;           // the file, or NULL
+    const char *const *sets;
+    int origin[NFIELDS];        // when each field was last set
+    FILE *file;
+    char *line_buf;             // getline's buffer for the reader
+    size_t line_cap;
+    int line;                   // lines of the file read so far
+    int section_line;           // line of the latest [section] header
+    int read_errno;             // errno of a failed read, 0 if none
+    int failed_at;              // when the first error happened; -1 if none yet
+    char *err;
+    size_t err_len;
+} loader;
+
+static void vfail(loader *ld, int when, const char *section, const char *key, const char *fmt,
+                  va_list ap) {
+    // Keep the earliest error: inih reports a syntax error only after the whole file,
+    // by which time a bad value on a later line may already have failed.
+    if (ld->failed_at >= 0 && ld->failed_at <= when) return;
+    ld->failed_at = when;
+    if (!ld->err || !ld->err_len) return;
+    char where[MLM_PATH_MAX + 32], subject[160] = "";
+    if (when >= FROM_SET) snprintf(where, sizeof where, "--set %s", ld->sets[when - FROM_SET]);
+    else if (when > 0) snprintf(where, sizeof where, "%s:%d", ld->path, when);
+    else snprintf(where, sizeof where, "%s", ld->path ? ld->path : "(default)");
+    if (key) snprintf(subject, sizeof subject, "%s.%s: ", section, key);
+    else if (section) snprintf(subject, sizeof subject, "[%s]: ", section);
+    char what[MLM_PATH_MAX + 128];
+    vsnprintf(what, sizeof what, fmt, ap);
+    snprintf(ld->err, ld->err_len, "%s: %s%s", where, subject, what);
+}
+
+/* Records an error `where: section.key: what` (key NULL: `[section]`; both NULL: none). */
+__attribute__((format(printf, 5, 6)))
+static void fail(loader *ld, int when, const char *section, const char *key, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(ld, when, section, key, fmt, ap);
+    va_end(ap);
+}
+
+static int failed(const loader *ld) { return ld->failed_at >= 0; }
+
+// Edit distance of short names, for "did you mean" hints; long names get no hint.
+static int edit_distance(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 63 || lb > 63) return INT_MAX;
+    int row[64];
+    for (size_t j = 0; j <= lb; j++) row[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        int diag = row[0];
+        row[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int up = row[j], sub = diag + (a[i - 1] != b[j - 1]);
+            int best = up + 1 < row[j - 1] + 1 ? up + 1 : row[j - 1] + 1;
+            row[j] = sub < best ? sub : best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+/* The known key closest to section.key: a typo in the same section, or the same key
+ * put in the wrong section. NULL if nothing is close. */
+static const field *closest_field(const char *section, const char *key) {
+    const field *best = NULL;
+    int best_d = 3;  // more than 2 edits is not a typo
+    for (size_t i = 0; i < NFIELDS; i++) {
+        int d = edit_distance(key, FIELDS[i].key);
+        if (d < INT_MAX && strcmp(section, FIELDS[i].section)) d += 2;  // a misplaced key
+        if (d < best_d) best_d = d, best = &FIELDS[i];
+    }
+    return best;
+}
+
+static void fail_unknown_key(loader *ld, int when, const char *section, const char *key) {
+    const field *near = closest_field(section, key);
+    if (near)
+        fail(ld, when, section, key, "unknown key (did you mean %s.%s?)", near->section, near->key);
+    else
+        fail(ld, when, section, key, "unknown key");
+}
+
+static void fail_unknown_section(loader *ld, int when, const char *section) {
+    char known[128] = "";
+    for (size_t i = 0; i < NFIELDS; i++)
+        if (i == 0 || strcmp(FIELDS[i - 1].section, FIELDS[i].section))
+            snprintf(known + strlen(known), sizeof known - strlen(known), "%s[%s]",
+                     known[0] ? ", " : "", FIELDS[i].section);
+    fail(ld, when, section, NULL, "unknown section (known sections: %s)", known);
+}
+
+static void fail_no_section(loader *ld, int when, const char *key) {
+    const field *home = closest_field("", key);  // only an exact key name is close enough
+    if (home)
+        fail(ld, when, NULL, NULL, "%s: key outside any section (it belongs under [%s])", key,
+             home->section);
+    else
+        fail(ld, when, NULL, NULL, "%s: key outside any section", key);
+}
+
+/* Sets section.key = value, set at `when`; section_when locates the section name. */
+static void apply(loader *ld, int when, int section_when, const char *section, const char *key,
+                  const char *value) {
+    const field *f = find_field(section, key);
+    size_t i = f ? (size_t)(f - FIELDS) : 0;
+    char why[MLM_PATH_MAX + 64];
+    if (!section[0])
+        fail_no_section(ld, when, key);
+    else if (!known_section(section))
+        fail_unknown_section(ld, section_when, section);
+    else if (!f)
+        fail_unknown_key(ld, when, section, key);
+    // Within one file a second setting is a mistake; --set exists to override.
+    else if (when < FROM_SET && ld->origin[i] > FROM_DEFAULT)
+        fail(ld, when, section, key, "duplicate key (first set at line %d)", ld->origin[i]);
+    else if (parse_value(f, value, ld->cfg, why, sizeof why))
+        fail(ld, when, section, key, "%s", why);
+    else
+        ld->origin[i] = when;
+}
+
+/* ---- the INI file ---- */
+
+// ini_parse_stream's handler runs right after the reader returned the key's line,
+// so the reader's line count is the key's line (this libinih lacks INI_HANDLER_LINENO).
+static int on_key(void *user, const char *section, const char *key, const char *value) {
+    loader *ld = user;
+    apply(ld, ld->line, ld->section_line, section, key, value);
+    return !failed(ld);
+}
+
+// inih treats ';' after a blank as a comment; do the same for '#'.
+static void cut_hash_comment(char *s) {
+    for (char *p = s; (p = strchr(p, '#')) != NULL; p++)
+        if (p == s || *(p - 1) == ' ' || *(p - 1) == '\t') {
+            *p = '\0';
+            return;
+        }
+}
+
+/* Reads one whole line for inih. Leading blanks are dropped so that indented keys are
+ * keys, not continuations of the previous value (libinih's multi-line values). inih's
+ * buffer is fixed (INI_MAX_LINE), so a longer line is an error rather than split. */
+static char *read_line(char *str, int num, void *stream) {
+    loader *ld = stream;
+    if (failed(ld)) return NULL;  // stop at the first error
+    errno = 0;
+    ssize_t got = getline(&ld->line_buf, &ld->line_cap, ld->file);
+    if (got < 0) {
+        ld->read_errno = ferror(ld->file) ? (errno ? errno : EIO) : 0;
+        return NULL;
+    }
+    ld->line++;
+    char *s = ld->line_buf;
+    while (*s == ' ' || *s == '\t') s++;
+    s[strcspn(s, "\r\n")] = '\0';
+    cut_hash_comment(s);
+    if (*s == '[') ld->section_line = ld->line;
+    if (strlen(s) > (size_t)num - 1) {
+        fail(ld, ld->line, NULL, NULL, "line longer than %d characters", num - 1);
+        return NULL;
+    }
+    return strcpy(str, s);
+}
+
+static void load_file(loader *ld) {
+    ld->file = fopen(ld->path, "r");
+    if (!ld->file) {
+        fail(ld, WHOLE_FILE, NULL, NULL, "cannot open: %s", strerror(errno));
+        return;
+    }
+    int bad_line = ini_parse_stream(read_line, ld, on_key, ld);
+    if (ld->read_errno)
+        fail(ld, WHOLE_FILE, NULL, NULL, "cannot read: %s", strerror(ld->read_errno));
+    // inih returns the first line it could not parse, or a handler's failing line;
+    // fail() keeps whichever error came first.
+    else if (bad_line > 0)
+        fail(ld, bad_line, NULL, NULL, "expected \"[section]\" or \"key = value\"");
+    free(ld->line_buf);
+    fclose(ld->file);
+}
+
+/* ---- --set section.key=value ---- */
+
+static char *trim(char *s) {
+    while (isspace((unsigned char)*s)) s++;
+    size_t n = strlen(s);
+    while (n && isspace((unsigned char)s[n - 1])) s[--n] = '\0';
+    return s;
+}
+
+static void apply_set(loader *ld, int i) {
+    int when = FROM_SET + i;
+    char *copy = strdup(ld->sets[i]);
+    if (!copy) {
+        fail(ld, when, NULL, NULL, "out of memory");
+        return;
+    }
+    char *eq = strchr(copy, '='), *dot = eq ? memchr(copy, '.', (size_t)(eq - copy)) : NULL;
+    if (!dot) {
+        fail(ld, when, NULL, NULL, "expected section.key=value, e.g. model.hidden_size=256");
+    } else {
+        *eq = *dot = '\0';
+        char *section = trim(copy), *key = trim(dot + 1);
+        if (!section[0] || !key[0])
+            fail(ld, when, NULL, NULL, "expected section.key=value, e.g. model.hidden_size=256");
+        else
+            apply(ld, when, when, section, key, trim(eq + 1));
+    }
+    free(copy);
+}
+
+/* ---- validation ---- */
+
+static void describe_range(const field *f, char *buf, size_t n) {
+    if (isinf(f->hi))
+        snprintf(buf, n, "must be %s %g", f->open & OPEN_LO ? ">" : ">=", f->lo);
+    else
+        snprintf(buf, n, "must be in %c%g, %g%c", f->open & OPEN_LO ? '(' : '[', f->lo, f->hi,
+                 f->open & OPEN_HI ? ')' : ']');
+}
+
+static int in_range(const field *f, double v) {
+    int above_lo = f->open & OPEN_LO ? v > f->lo : v >= f->lo;
+    int below_hi = f->open & OPEN_HI ? v < f->hi : v <= f->hi;
+    return above_lo && below_hi;
+}
+
+static void check_ranges(loader *ld) {
+    for (size_t i = 0; i < NFIELDS && !failed(ld); i++) {
+        const field *f = &FIELDS[i];
+        if (f->type != T_INT && f->type != T_FLOAT) continue;
+        if (in_range(f, numeric_value(f, ld->cfg))) continue;
+        char range[64], value[32];
+        describe_range(f, range, sizeof range);
+        format_value(f, ld->cfg, value, sizeof value);
+        fail(ld, ld->origin[i], f->section, f->key, "%s, got %s", range, value);
+    }
+}
+
+/* Two keys that disagree: blame whichever was set later, the one the user just changed. */
+__attribute__((format(printf, 4, 5)))
+static void fail_pair(loader *ld, size_t offset_a, size_t offset_b, const char *fmt, ...) {
+    const field *a = field_at(offset_a), *b = field_at(offset_b);
+    int when_a = ld->origin[a - FIELDS], when_b = ld->origin[b - FIELDS];
+    const field *culprit = when_b > when_a ? b : a;
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(ld, when_b > when_a ? when_b : when_a, culprit->section, culprit->key, fmt, ap);
+    va_end(ap);
+}
+
+#define OFF(member) offsetof(mlm_config, member)
+
+static void check_pairs(loader *ld) {
+    const mlm_config *c = ld->cfg;
+    if (c->model.hidden_size % c->model.num_heads)
+        fail_pair(ld, OFF(model.hidden_size), OFF(model.num_heads),
+                  "hidden_size %d is not divisible by num_heads %d", c->model.hidden_size,
+                  c->model.num_heads);
+    else if (c->train.batch % c->train.micro_batch)
+        fail_pair(ld, OFF(train.batch), OFF(train.micro_batch),
+                  "batch %d is not a multiple of micro_batch %d", c->train.batch,
+                  c->train.micro_batch);
+    else if (c->data.seq_len > c->model.max_position)
+        fail_pair(ld, OFF(data.seq_len), OFF(model.max_position),
+                  "seq_len %d exceeds model.max_position %d", c->data.seq_len,
+                  c->model.max_position);
+    // float sums such as 0.7 + 0.3 can land a rounding step above 1
+    else if (c->data.mask_token_prob + c->data.random_token_prob > 1.0f + 1e-6f)
+        fail_pair(ld, OFF(data.mask_token_prob), OFF(data.random_token_prob),
+                  "mask_token_prob %g + random_token_prob %g exceeds 1",
+                  (double)c->data.mask_token_prob, (double)c->data.random_token_prob);
+    else if (c->optim.min_lr > c->optim.lr)
+        fail_pair(ld, OFF(optim.min_lr), OFF(optim.lr), "min_lr %g exceeds lr %g",
+                  (double)c->optim.min_lr, (double)c->optim.lr);
+}
+
+/* ---- entry point ---- */
+
+int mlm_config_load(mlm_config *cfg, const char *path, const char *const *sets, int nsets,
+                    char *err, size_t err_len) {
+    loader ld = {.cfg = cfg, .path = path, .sets = sets, .failed_at = -1, .err = err,
+                 .err_len = err_len};
+    if (err && err_len) err[0] = '\0';
+    mlm_config_defaults(cfg);
+    if (path && strlen(path) > MLM_PATH_MAX - 1)
+        fail(&ld, WHOLE_FILE, NULL, NULL, "file name longer than %d characters", MLM_PATH_MAX - 1);
+    else if (path) {
+        strcpy(cfg->source, path);
+        load_file(&ld);
+    }
+    for (int i = 0; i < nsets && !failed(&ld); i++) apply_set(&ld, i);
+    if (!failed(&ld)) check_ranges(&ld);
+    if (!failed(&ld)) check_pairs(&ld);
+    return failed(&ld) ? -1 : 0;
+}

@@ -1,0 +1,135 @@
+/*
+ * The CPU backend: fp32 everywhere (act_size = wgt_size = 4), matmuls through
+ * OpenBLAS cblas_sgemm, row loops through OpenMP. It is the oracle every CUDA op is
+ * tested against. This file builds the op table and holds what the op families
+ * share: host memory, thread setup, the scratch arena, Philox dropout and
+ * deterministic column sums. The ops live in cpu_norm.c, cpu_linear.c,
+ * cpu_attention.c and cpu_loss_optim.c.
+ */
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mlm/log.h"
+#include "mlm/philox.h"
+#include "cpu_ops.h"
+
+/* ---- memory: host buffers, 64-byte aligned for the vector loops ---- */
+
+static void *cpu_alloc(mlm_backend *be, size_t bytes, const char *what) {
+    size_t rounded = (bytes + 63) / 64 * 64;
+    void *p = aligned_alloc(64, rounded ? rounded : 64);
+    if (!p) mlm_die(MLM_EXIT_RUNTIME, "cpu backend: out of host memory allocating %zu bytes for %s",
+                    bytes, what);
+    return p;
+}
+
+static void cpu_free(mlm_backend *be, void *p) { free(p); }
+
+static void cpu_copy(mlm_backend *be, void *dst, const void *src, size_t bytes) {
+    memcpy(dst, src, bytes);
+}
+
+static void cpu_zero(mlm_backend *be, void *p, size_t bytes) { memset(p, 0, bytes); }
+
+static void cpu_sync(mlm_backend *be) {}
+
+static void cpu_copy_f32(mlm_backend *be, void *dst, const float *src, size_t n) {
+    if (dst != src) memcpy(dst, src, n * sizeof(float));
+}
+
+static void cpu_download_f32(mlm_backend *be, float *dst, const void *src, size_t n) {
+    if (dst != src) memcpy(dst, src, n * sizeof(float));
+}
+
+float *cpu_scratch(mlm_backend *be, size_t n) {
+    cpu_state *st = be->impl;
+    if (n > st->scratch_n) {
+        free(st->scratch);
+        st->scratch = cpu_alloc(be, n * sizeof(float), "cpu backend scratch");
+        st->scratch_n = n;
+    }
+    return st->scratch;
+}
+
+/* ---- threads ---- */
+
+void cpu_blas_serial(mlm_backend *be, int serial) {
+    cpu_state *st = be->impl;
+    openblas_set_num_threads(serial ? 1 : st->threads);
+}
+
+/* ---- shared helpers ---- */
+
+void cpu_dropout_apply(const mlm_dropout *drop, int b, uint32_t e0, float *x, int n) {
+    uint32_t seq = drop->seq_base + (uint32_t)b;
+    mlm_u32x4 r = {{0, 0, 0, 0}};
+    uint32_t group = UINT32_MAX;   // e >> 2 never reaches it
+    for (int k = 0; k < n; k++) {
+        uint32_t e = e0 + (uint32_t)k;
+        if (e >> 2 != group) {     // one Philox call serves four elements
+            group = e >> 2;
+            r = mlm_philox(group, drop->site, seq, drop->step, drop->seed);
+        }
+        x[k] = r.v[e & 3] >= drop->threshold ? x[k] * drop->scale : 0.0f;
+    }
+}
+
+enum { COLSUM_BLOCK = 64 };
+
+void cpu_colsum_add(float *acc, const float *x, int M, int n) {
+    int blocks = (n + COLSUM_BLOCK - 1) / COLSUM_BLOCK;
+    #pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < blocks; blk++) {
+        int c0 = blk * COLSUM_BLOCK, w = n - c0 < COLSUM_BLOCK ? n - c0 : COLSUM_BLOCK;
+        double sum[COLSUM_BLOCK] = {0};
+        for (int r = 0; r < M; r++) {
+            const float *row = x + (size_t)r * n + c0;
+            for (int c = 0; c < w; c++) sum[c] += row[c];
+        }
+        for (int c = 0; c < w; c++) acc[c0 + c] += (float)sum[c];
+    }
+}
+
+/* ---- the table ---- */
+
+static void cpu_destroy(mlm_backend *be) {
+    cpu_state *st = be->impl;
+    free(st->scratch);
+    free(st);
+    free(be);
+}
+
+static void cpu_set_threads(cpu_state *st, int threads) {
+    if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads <= 0) threads = 1;
+    st->threads = threads;
+    omp_set_num_threads(threads);
+    openblas_set_num_threads(threads);
+}
+
+mlm_backend *mlm_backend_cpu(int threads) {
+    mlm_backend *be = mlm_xcalloc(1, sizeof *be, "cpu backend");
+    cpu_state *st = mlm_xcalloc(1, sizeof *st, "cpu backend state");
+    cpu_set_threads(st, threads);
+    *be = (mlm_backend){
+        .name = "cpu", .act_size = sizeof(float), .wgt_size = sizeof(float), .impl = st,
+        .alloc = cpu_alloc, .free = cpu_free, .upload = cpu_copy, .download = cpu_copy,
+        .zero = cpu_zero, .sync = cpu_sync,
+        .upload_f32_as_act = cpu_copy_f32, .download_act_as_f32 = cpu_download_f32,
+        .copy_master_to_wgt = cpu_copy_f32,
+        .embed_fwd = cpu_embed_fwd, .embed_bwd = cpu_embed_bwd,
+        .linear_fwd = cpu_linear_fwd, .linear_bwd = cpu_linear_bwd,
+        .residual_ln_fwd = cpu_residual_ln_fwd, .residual_ln_bwd = cpu_residual_ln_bwd,
+        .layernorm_fwd = cpu_layernorm_fwd, .layernorm_bwd = cpu_layernorm_bwd,
+        .attention_saved_bytes = cpu_attention_saved_bytes,
+        .attention_fwd = cpu_attention_fwd, .attention_bwd = cpu_attention_bwd,
+        .gather_rows = cpu_gather_rows, .scatter_rows = cpu_scatter_rows,
+        .decoder_fwd = cpu_decoder_fwd, .decoder_bwd = cpu_decoder_bwd,
+        .cross_entropy = cpu_cross_entropy,
+        .sum_squares = cpu_sum_squares, .adamw = cpu_adamw,
+        .destroy = cpu_destroy,
+    };
+    return be;
+}

@@ -1,0 +1,48 @@
+/*
+ * Logging to stderr, fatal errors with exit codes, and allocation that names
+ * what did not fit.
+ */
+#include "mlm/log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+void mlm_log(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("mlmgpu: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+_Noreturn void mlm_die(int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("mlmgpu: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(code);
+}
+
+void *mlm_xmalloc(size_t bytes, const char *what) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) mlm_die(MLM_EXIT_RUNTIME, "out of host memory allocating %zu bytes for %s", bytes, what);
+    return p;
+}
+
+void *mlm_xcalloc(size_t count, size_t size, const char *what) {
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p) mlm_die(MLM_EXIT_RUNTIME, "out of host memory allocating %zu x %zu bytes for %s", count, size, what);
+    return p;
+}
+
+int mlm_fail(char *err, size_t err_len, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    if (err && err_len) vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
+    return -1;
+}

@@ -1,0 +1,456 @@
+/*
+ * The BERT masked-LM model: parameter layout in one buffer, the activation arena,
+ * HF-compatible initialisation, and the forward and backward of a micro-batch as
+ * straight-line calls against a backend op table.
+ *
+ * Post-LN layer (HF BertLayer), N = B*S tokens:
+ *   qkv = x W_qkv^T + b                        (N, 3d)
+ *   ctx = attention(qkv, lengths)              (N, d)
+ *   x1  = LN1(dropout(ctx W_o^T + b_o) + x)    (N, d)
+ *   h   = GELU(x1 W_i^T + b_i)                 (N, I)
+ *   y   = LN2(dropout(h W_f^T + b_f) + x1)     (N, d)
+ * MLM head on the M masked rows only: gather, dense + GELU, LN, tied decoder,
+ * fused softmax cross-entropy.
+ */
+#include "mlm/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mlm/log.h"
+#include "mlm/philox.h"
+
+/* ---------------------------------------------------------------- layout */
+
+void mlm_layout_init(mlm_layout *lay, const mlm_model_config *c) {
+    memset(lay, 0, sizeof *lay);
+    lay->cfg = *c;
+    size_t V = c->vocab_size, d = c->hidden_size, L = c->num_layers, I = c->intermediate_size;
+    const struct { const char *name; int layers; size_t rows, cols; } spec[MLM_T_COUNT] = {
+        [MLM_T_WTE] = {"wte", 1, V, d},
+        [MLM_T_WPE] = {"wpe", 1, c->max_position, d},
+        [MLM_T_WTT] = {"wtt", 1, c->type_vocab_size, d},
+        [MLM_T_QKV_W] = {"qkv_w", L, 3 * d, d},
+        [MLM_T_ATTN_O_W] = {"attn_o_w", L, d, d},
+        [MLM_T_FFN_IN_W] = {"ffn_in_w", L, I, d},
+        [MLM_T_FFN_OUT_W] = {"ffn_out_w", L, d, I},
+        [MLM_T_HEAD_W] = {"head_w", 1, d, d},
+        [MLM_T_EMB_LN_W] = {"emb_ln_w", 1, d, 1},
+        [MLM_T_EMB_LN_B] = {"emb_ln_b", 1, d, 1},
+        [MLM_T_QKV_B] = {"qkv_b", L, 3 * d, 1},
+        [MLM_T_ATTN_O_B] = {"attn_o_b", L, d, 1},
+        [MLM_T_LN1_W] = {"ln1_w", L, d, 1},
+        [MLM_T_LN1_B] = {"ln1_b", L, d, 1},
+        [MLM_T_FFN_IN_B] = {"ffn_in_b", L, I, 1},
+        [MLM_T_FFN_OUT_B] = {"ffn_out_b", L, d, 1},
+        [MLM_T_LN2_W] = {"ln2_w", L, d, 1},
+        [MLM_T_LN2_B] = {"ln2_b", L, d, 1},
+        [MLM_T_HEAD_B] = {"head_b", 1, d, 1},
+        [MLM_T_HEAD_LN_W] = {"head_ln_w", 1, d, 1},
+        [MLM_T_HEAD_LN_B] = {"head_ln_b", 1, d, 1},
+        [MLM_T_DEC_B] = {"dec_b", 1, V, 1},
+    };
+    size_t off = 0;
+    for (int i = 0; i < MLM_T_COUNT; i++) {
+        if (i == MLM_T_FIRST_NO_DECAY) lay->num_decay = off;
+        lay->t[i] = (mlm_tensor_info){spec[i].name, spec[i].layers, spec[i].rows, spec[i].cols, off};
+        off += (size_t)spec[i].layers * spec[i].rows * spec[i].cols;
+    }
+    lay->num_params = off;
+}
+
+size_t mlm_offset(const mlm_layout *lay, mlm_tensor_id id, int l) {
+    const mlm_tensor_info *t = &lay->t[id];
+    return t->offset + (size_t)l * t->rows * t->cols;
+}
+
+/* ---------------------------------------------------------------- HF names */
+
+typedef struct {
+    const char *fmt;      // HF name, %d = layer
+    mlm_tensor_id id;
+    int part;             // row block of qkv (0..2), else 0
+    int parts;            // 3 for query/key/value, else 1
+} hf_name;
+
+static const hf_name HF_NAMES[] = {
+    {"bert.embeddings.word_embeddings.weight", MLM_T_WTE, 0, 1},
+    {"bert.embeddings.position_embeddings.weight", MLM_T_WPE, 0, 1},
+    {"bert.embeddings.token_type_embeddings.weight", MLM_T_WTT, 0, 1},
+    {"bert.embeddings.LayerNorm.weight", MLM_T_EMB_LN_W, 0, 1},
+    {"bert.embeddings.LayerNorm.bias", MLM_T_EMB_LN_B, 0, 1},
+    {"bert.encoder.layer.%d.attention.self.query.weight", MLM_T_QKV_W, 0, 3},
+    {"bert.encoder.layer.%d.attention.self.query.bias", MLM_T_QKV_B, 0, 3},
+    {"bert.encoder.layer.%d.attention.self.key.weight", MLM_T_QKV_W, 1, 3},
+    {"bert.encoder.layer.%d.attention.self.key.bias", MLM_T_QKV_B, 1, 3},
+    {"bert.encoder.layer.%d.attention.self.value.weight", MLM_T_QKV_W, 2, 3},
+    {"bert.encoder.layer.%d.attention.self.value.bias", MLM_T_QKV_B, 2, 3},
+    {"bert.encoder.layer.%d.attention.output.dense.weight", MLM_T_ATTN_O_W, 0, 1},
+    {"bert.encoder.layer.%d.attention.output.dense.bias", MLM_T_ATTN_O_B, 0, 1},
+    {"bert.encoder.layer.%d.attention.output.LayerNorm.weight", MLM_T_LN1_W, 0, 1},
+    {"bert.encoder.layer.%d.attention.output.LayerNorm.bias", MLM_T_LN1_B, 0, 1},
+    {"bert.encoder.layer.%d.intermediate.dense.weight", MLM_T_FFN_IN_W, 0, 1},
+    {"bert.encoder.layer.%d.intermediate.dense.bias", MLM_T_FFN_IN_B, 0, 1},
+    {"bert.encoder.layer.%d.output.dense.weight", MLM_T_FFN_OUT_W, 0, 1},
+    {"bert.encoder.layer.%d.output.dense.bias", MLM_T_FFN_OUT_B, 0, 1},
+    {"bert.encoder.layer.%d.output.LayerNorm.weight", MLM_T_LN2_W, 0, 1},
+    {"bert.encoder.layer.%d.output.LayerNorm.bias", MLM_T_LN2_B, 0, 1},
+    {"cls.predictions.transform.dense.weight", MLM_T_HEAD_W, 0, 1},
+    {"cls.predictions.transform.dense.bias", MLM_T_HEAD_B, 0, 1},
+    {"cls.predictions.transform.LayerNorm.weight", MLM_T_HEAD_LN_W, 0, 1},
+    {"cls.predictions.transform.LayerNorm.bias", MLM_T_HEAD_LN_B, 0, 1},
+    {"cls.predictions.bias", MLM_T_DEC_B, 0, 1},
+};
+
+int mlm_hf_tensors(const mlm_layout *lay, mlm_hf_tensor *out, int max) {
+    int n = 0;
+    for (size_t i = 0; i < sizeof HF_NAMES / sizeof HF_NAMES[0]; i++) {
+        const hf_name *h = &HF_NAMES[i];
+        const mlm_tensor_info *t = &lay->t[h->id];
+        for (int l = 0; l < t->layers; l++, n++) {
+            if (n >= max) continue;
+            mlm_hf_tensor *o = &out[n];
+            snprintf(o->name, sizeof o->name, h->fmt, l);
+            o->rows = t->rows / h->parts;
+            o->cols = t->cols == 1 ? 0 : t->cols;
+            o->offset = mlm_offset(lay, h->id, l) + (size_t)h->part * o->rows * t->cols;
+        }
+    }
+    return n;
+}
+
+/* ---------------------------------------------------------------- activations */
+
+struct mlm_acts {
+    void *base;
+    int32_t *ids, *lengths, *rows, *labels;  // i32 (N) (B) (M) (M)
+    void *emb_sum;                  // act (N, d)
+    float *emb_mean, *emb_rstd;     // f32 (N)
+    void **x;                       // act (L+1) x (N, d): layer inputs, x[L] = encoder output
+    void **qkv;                     // act L x (N, 3d)
+    void **att_saved;               // L x attention_saved_bytes
+    void **ctx;                     // act L x (N, d)
+    void **s1, **x1, **s2;          // act L x (N, d)
+    float **m1, **r1, **m2, **r2;   // f32 L x (N)
+    void **ffn_pre, **ffn_act;      // act L x (N, I)
+    void *h_in, *h_pre, *h_act, *h_ln;  // act (M, d)
+    float *h_mean, *h_rstd;         // f32 (M)
+    float *logits;                  // f32 (M, V)
+    void *g_a, *g_b, *g_c, *g_d, *g_e;  // act (N, d) backward scratch
+    void *g_ffn;                    // act (N, I)
+    void *g_qkv;                    // act (N, 3d)
+    void *g_h1, *g_h2;              // act (M, d)
+};
+
+/* Hands out aligned slices of one block; with base == NULL it only counts. */
+typedef struct { char *base; size_t used; } carver;
+
+static void *carve(carver *c, size_t bytes) {
+    size_t at = (c->used + 255) & ~(size_t)255;
+    c->used = at + bytes;
+    return c->base ? c->base + at : NULL;
+}
+
+static void carve_acts(mlm_acts *a, carver *c, const mlm_layout *lay, const mlm_backend *be, int B,
+                       int S, int M) {
+    const mlm_model_config *cfg = &lay->cfg;
+    size_t N = (size_t)B * S, d = cfg->hidden_size, I = cfg->intermediate_size, L = cfg->num_layers;
+    size_t A = be->act_size, F = sizeof(float);
+    size_t att = be->attention_saved_bytes((mlm_backend *)be, B, S, cfg->num_heads);
+    a->ids = carve(c, N * sizeof(int32_t));
+    a->lengths = carve(c, B * sizeof(int32_t));
+    a->rows = carve(c, M * sizeof(int32_t));
+    a->labels = carve(c, M * sizeof(int32_t));
+    a->emb_sum = carve(c, N * d * A);
+    a->emb_mean = carve(c, N * F);
+    a->emb_rstd = carve(c, N * F);
+    for (size_t l = 0; l <= L; l++) a->x[l] = carve(c, N * d * A);
+    for (size_t l = 0; l < L; l++) {
+        a->qkv[l] = carve(c, N * 3 * d * A);
+        a->att_saved[l] = carve(c, att);
+        a->ctx[l] = carve(c, N * d * A);
+        a->s1[l] = carve(c, N * d * A);
+        a->x1[l] = carve(c, N * d * A);
+        a->s2[l] = carve(c, N * d * A);
+        a->m1[l] = carve(c, N * F);
+        a->r1[l] = carve(c, N * F);
+        a->m2[l] = carve(c, N * F);
+        a->r2[l] = carve(c, N * F);
+        a->ffn_pre[l] = carve(c, N * I * A);
+        a->ffn_act[l] = carve(c, N * I * A);
+    }
+    a->h_in = carve(c, M * d * A);
+    a->h_pre = carve(c, M * d * A);
+    a->h_act = carve(c, M * d * A);
+    a->h_ln = carve(c, M * d * A);
+    a->h_mean = carve(c, M * F);
+    a->h_rstd = carve(c, M * F);
+    a->logits = carve(c, (size_t)M * cfg->vocab_size * F);
+    a->g_a = carve(c, N * d * A);
+    a->g_b = carve(c, N * d * A);
+    a->g_c = carve(c, N * d * A);
+    a->g_d = carve(c, N * d * A);
+    a->g_e = carve(c, N * d * A);
+    a->g_ffn = carve(c, N * I * A);
+    a->g_qkv = carve(c, N * 3 * d * A);
+    a->g_h1 = carve(c, M * d * A);
+    a->g_h2 = carve(c, M * d * A);
+}
+
+static mlm_acts *acts_new(int L) {
+    mlm_acts *a = mlm_xcalloc(1, sizeof *a, "activation table");
+    void ***vecs[] = {&a->x, &a->qkv, &a->att_saved, &a->ctx, &a->s1, &a->x1, &a->s2, &a->ffn_pre, &a->ffn_act};
+    for (size_t i = 0; i < sizeof vecs / sizeof vecs[0]; i++)
+        *vecs[i] = mlm_xcalloc(L + 1, sizeof(void *), "activation table");
+    float ***stats[] = {&a->m1, &a->r1, &a->m2, &a->r2};
+    for (size_t i = 0; i < sizeof stats / sizeof stats[0]; i++)
+        *stats[i] = mlm_xcalloc(L + 1, sizeof(float *), "activation table");
+    return a;
+}
+
+static void acts_free(mlm_acts *a) {
+    void *vecs[] = {a->x, a->qkv, a->att_saved, a->ctx, a->s1, a->x1, a->s2, a->ffn_pre, a->ffn_act,
+                    a->m1, a->r1, a->m2, a->r2};
+    for (size_t i = 0; i < sizeof vecs / sizeof vecs[0]; i++) free(vecs[i]);
+    free(a);
+}
+
+size_t mlm_model_act_bytes(const mlm_layout *lay, const mlm_backend *be, int B, int S, int M) {
+    mlm_acts *a = acts_new(lay->cfg.num_layers);
+    carver c = {NULL, 0};
+    carve_acts(a, &c, lay, be, B, S, M);
+    acts_free(a);
+    return c.used;
+}
+
+/* ---------------------------------------------------------------- lifetime */
+
+void mlm_model_create(mlm_model *m, const mlm_model_config *cfg, mlm_backend *be, int max_B, int S,
+                      int max_M, uint64_t seed) {
+    memset(m, 0, sizeof *m);
+    mlm_layout_init(&m->lay, cfg);
+    m->be = be;
+    m->seed = seed;
+    m->max_B = max_B;
+    m->max_M = max_M;
+    size_t n = m->lay.num_params;
+    m->params = be->alloc(be, n * be->wgt_size, "parameters");
+    m->master = be->wgt_size == sizeof(float) ? m->params : be->alloc(be, n * sizeof(float), "master weights");
+    m->grads = be->alloc(be, n * sizeof(float), "gradients");
+    m->m = be->alloc(be, n * sizeof(float), "AdamW first moments");
+    m->v = be->alloc(be, n * sizeof(float), "AdamW second moments");
+    m->stats = be->alloc(be, 4 * sizeof(float), "step statistics");
+    be->zero(be, m->grads, n * sizeof(float));
+    be->zero(be, m->m, n * sizeof(float));
+    be->zero(be, m->v, n * sizeof(float));
+    be->zero(be, m->stats, 4 * sizeof(float));
+    m->acts = acts_new(cfg->num_layers);
+    carver c = {NULL, 0};
+    carve_acts(m->acts, &c, &m->lay, be, max_B, S, max_M);
+    m->act_bytes = c.used;
+    m->acts->base = be->alloc(be, c.used, "activations");
+    c = (carver){m->acts->base, 0};
+    carve_acts(m->acts, &c, &m->lay, be, max_B, S, max_M);
+}
+
+void mlm_model_destroy(mlm_model *m) {
+    mlm_backend *be = m->be;
+    be->free(be, m->acts->base);
+    acts_free(m->acts);
+    if (m->master != m->params) be->free(be, m->master);
+    void *bufs[] = {m->params, m->grads, m->m, m->v, m->stats};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->free(be, bufs[i]);
+    memset(m, 0, sizeof *m);
+}
+
+void mlm_model_set_params(mlm_model *m, const float *host) {
+    mlm_backend *be = m->be;
+    size_t n = m->lay.num_params;
+    be->upload(be, m->master, host, n * sizeof(float));
+    be->copy_master_to_wgt(be, m->params, m->master, n);
+}
+
+/* Standard normal from two Philox words (Box-Muller). */
+static float normal01(uint32_t a, uint32_t b) {
+    float u1 = ((float)(a >> 8) + 1.0f) * (1.0f / 16777216.0f);   // (0, 1]
+    float u2 = mlm_u01(b);
+    return sqrtf(-2.0f * logf(u1)) * cosf(6.28318530718f * u2);
+}
+
+void mlm_model_init_params(mlm_model *m, uint64_t seed) {
+    const mlm_layout *lay = &m->lay;
+    float *host = mlm_xmalloc(lay->num_params * sizeof(float), "initial parameters");
+    for (int id = 0; id < MLM_T_COUNT; id++) {
+        const mlm_tensor_info *t = &lay->t[id];
+        size_t n = (size_t)t->layers * t->rows * t->cols;
+        float *p = host + t->offset;
+        int is_ln_weight = id == MLM_T_EMB_LN_W || id == MLM_T_LN1_W || id == MLM_T_LN2_W || id == MLM_T_HEAD_LN_W;
+        for (size_t i = 0; i < n; i++) {
+            if (t->cols == 1) {
+                p[i] = is_ln_weight ? 1.0f : 0.0f;
+            } else {
+                mlm_u32x4 r = mlm_philox((uint32_t)i, 0x40000000u + (uint32_t)id, (uint32_t)(i >> 32), 0, seed);
+                p[i] = lay->cfg.init_range * normal01(r.v[0], r.v[1]);
+            }
+        }
+    }
+    // HF zeroes the [PAD] row (padding_idx = 0) of the word embeddings
+    memset(host + lay->t[MLM_T_WTE].offset, 0, lay->cfg.hidden_size * sizeof(float));
+    mlm_model_set_params(m, host);
+    free(host);
+}
+
+/* ---------------------------------------------------------------- forward */
+
+static const void *W(const mlm_model *m, mlm_tensor_id id, int l) {
+    return (const char *)m->params + mlm_offset(&m->lay, id, l) * m->be->wgt_size;
+}
+
+static float *G(const mlm_model *m, mlm_tensor_id id, int l) {
+    return m->grads + mlm_offset(&m->lay, id, l);
+}
+
+static mlm_dropout dropout_at(const mlm_model *m, const mlm_batch *b, float p, uint32_t site) {
+    mlm_dropout d = {0, 1.0f, m->seed, b->step, site, b->seq_base};
+    if (p > 0) {
+        d.threshold = (uint32_t)fmin(4294967295.0, (double)p * 4294967296.0);
+        d.scale = 1.0f / (1.0f - p);
+    }
+    return d;
+}
+
+static void upload_batch(mlm_model *m, const mlm_batch *b) {
+    mlm_backend *be = m->be;
+    mlm_acts *a = m->acts;
+    if (b->B > m->max_B || b->M > m->max_M)
+        mlm_die(MLM_EXIT_RUNTIME, "micro-batch of %d sequences with %d masked tokens exceeds the arena (%d, %d)",
+                b->B, b->M, m->max_B, m->max_M);
+    be->upload(be, a->ids, b->ids, (size_t)b->B * b->S * sizeof(int32_t));
+    be->upload(be, a->lengths, b->lengths, (size_t)b->B * sizeof(int32_t));
+    be->upload(be, a->rows, b->rows, (size_t)b->M * sizeof(int32_t));
+    be->upload(be, a->labels, b->labels, (size_t)b->M * sizeof(int32_t));
+}
+
+/* Embeddings and the encoder layers; a->x[L] holds the encoder output. */
+static void encoder_forward(mlm_model *m, const mlm_batch *b, int train) {
+    mlm_backend *be = m->be;
+    mlm_acts *a = m->acts;
+    const mlm_model_config *c = &m->lay.cfg;
+    int B = b->B, S = b->S, N = B * S, d = c->hidden_size, I = c->intermediate_size;
+    float ph = train ? c->hidden_dropout : 0, pa = train ? c->attention_dropout : 0;
+    mlm_dropout drop = dropout_at(m, b, ph, MLM_SITE_EMB);
+    be->embed_fwd(be, a->x[0], a->emb_sum, a->emb_mean, a->emb_rstd, a->ids, NULL, W(m, MLM_T_WTE, 0),
+                  W(m, MLM_T_WPE, 0), W(m, MLM_T_WTT, 0), W(m, MLM_T_EMB_LN_W, 0), W(m, MLM_T_EMB_LN_B, 0),
+                  B, S, d, c->layer_norm_eps, &drop);
+    for (int l = 0; l < c->num_layers; l++) {
+        be->linear_fwd(be, a->qkv[l], NULL, a->x[l], W(m, MLM_T_QKV_W, l), W(m, MLM_T_QKV_B, l), N, d, 3 * d,
+                       MLM_ACT_NONE);
+        drop = dropout_at(m, b, pa, MLM_SITE_ATTN_PROBS(l));
+        be->attention_fwd(be, a->ctx[l], a->att_saved[l], a->qkv[l], a->lengths, B, S, c->num_heads,
+                          d / c->num_heads, &drop);
+        be->linear_fwd(be, a->g_a, NULL, a->ctx[l], W(m, MLM_T_ATTN_O_W, l), W(m, MLM_T_ATTN_O_B, l), N, d, d,
+                       MLM_ACT_NONE);
+        drop = dropout_at(m, b, ph, MLM_SITE_ATTN_OUT(l));
+        be->residual_ln_fwd(be, a->x1[l], a->s1[l], a->m1[l], a->r1[l], a->g_a, a->x[l], W(m, MLM_T_LN1_W, l),
+                            W(m, MLM_T_LN1_B, l), B, S, d, c->layer_norm_eps, &drop);
+        be->linear_fwd(be, a->ffn_act[l], a->ffn_pre[l], a->x1[l], W(m, MLM_T_FFN_IN_W, l),
+                       W(m, MLM_T_FFN_IN_B, l), N, d, I, MLM_ACT_GELU);
+        be->linear_fwd(be, a->g_a, NULL, a->ffn_act[l], W(m, MLM_T_FFN_OUT_W, l), W(m, MLM_T_FFN_OUT_B, l), N,
+                       I, d, MLM_ACT_NONE);
+        drop = dropout_at(m, b, ph, MLM_SITE_FFN_OUT(l));
+        be->residual_ln_fwd(be, a->x[l + 1], a->s2[l], a->m2[l], a->r2[l], a->g_a, a->x1[l],
+                            W(m, MLM_T_LN2_W, l), W(m, MLM_T_LN2_B, l), B, S, d, c->layer_norm_eps, &drop);
+    }
+}
+
+/* MLM head on the masked rows: a->logits (M, V) before the loss. */
+static void head_forward(mlm_model *m, const mlm_batch *b) {
+    mlm_backend *be = m->be;
+    mlm_acts *a = m->acts;
+    const mlm_model_config *c = &m->lay.cfg;
+    int M = b->M, d = c->hidden_size;
+    be->gather_rows(be, a->h_in, a->x[c->num_layers], a->rows, M, d);
+    be->linear_fwd(be, a->h_act, a->h_pre, a->h_in, W(m, MLM_T_HEAD_W, 0), W(m, MLM_T_HEAD_B, 0), M, d, d,
+                   MLM_ACT_GELU);
+    be->layernorm_fwd(be, a->h_ln, a->h_mean, a->h_rstd, a->h_act, W(m, MLM_T_HEAD_LN_W, 0),
+                      W(m, MLM_T_HEAD_LN_B, 0), M, d, c->layer_norm_eps);
+    be->decoder_fwd(be, a->logits, a->h_ln, W(m, MLM_T_WTE, 0), W(m, MLM_T_DEC_B, 0), M, d, c->vocab_size);
+}
+
+/* ---------------------------------------------------------------- backward */
+
+/* From dlogits (in a->logits) to the encoder output gradient, returned (N, d). */
+static void *head_backward(mlm_model *m, const mlm_batch *b) {
+    mlm_backend *be = m->be;
+    mlm_acts *a = m->acts;
+    const mlm_model_config *c = &m->lay.cfg;
+    int M = b->M, N = b->B * b->S, d = c->hidden_size;
+    be->decoder_bwd(be, a->g_h1, G(m, MLM_T_WTE, 0), G(m, MLM_T_DEC_B, 0), a->logits, a->h_ln,
+                    W(m, MLM_T_WTE, 0), M, d, c->vocab_size);
+    be->layernorm_bwd(be, a->g_h2, G(m, MLM_T_HEAD_LN_W, 0), G(m, MLM_T_HEAD_LN_B, 0), a->g_h1, a->h_act,
+                      a->h_mean, a->h_rstd, W(m, MLM_T_HEAD_LN_W, 0), M, d);
+    be->linear_bwd(be, a->g_h1, G(m, MLM_T_HEAD_W, 0), G(m, MLM_T_HEAD_B, 0), a->g_h2, a->h_in,
+                   W(m, MLM_T_HEAD_W, 0), a->h_pre, M, d, d, MLM_ACT_GELU, 0);
+    be->scatter_rows(be, a->g_a, a->g_h1, a->rows, M, N, d);
+    return a->g_a;
+}
+
+/* One layer's backward: dy = d x[l+1] in, returns d x[l] (the other ping-pong buffer). */
+static void *layer_backward(mlm_model *m, const mlm_batch *b, int l, void *dy) {
+    mlm_backend *be = m->be;
+    mlm_acts *a = m->acts;
+    const mlm_model_config *c = &m->lay.cfg;
+    int B = b->B, S = b->S, N = B * S, d = c->hidden_size, I = c->intermediate_size;
+    void *dx = dy == a->g_a ? a->g_b : a->g_a;
+    void *d_dense = a->g_c, *d_x1 = a->g_d, *d_ctx = a->g_e;
+    mlm_dropout drop = dropout_at(m, b, c->hidden_dropout, MLM_SITE_FFN_OUT(l));
+    be->residual_ln_bwd(be, d_dense, d_x1, G(m, MLM_T_LN2_W, l), G(m, MLM_T_LN2_B, l), dy, a->s2[l], a->m2[l],
+                        a->r2[l], W(m, MLM_T_LN2_W, l), B, S, d, &drop);
+    be->linear_bwd(be, a->g_ffn, G(m, MLM_T_FFN_OUT_W, l), G(m, MLM_T_FFN_OUT_B, l), d_dense, a->ffn_act[l],
+                   W(m, MLM_T_FFN_OUT_W, l), NULL, N, I, d, MLM_ACT_NONE, 0);
+    be->linear_bwd(be, d_x1, G(m, MLM_T_FFN_IN_W, l), G(m, MLM_T_FFN_IN_B, l), a->g_ffn, a->x1[l],
+                   W(m, MLM_T_FFN_IN_W, l), a->ffn_pre[l], N, d, I, MLM_ACT_GELU, 1);
+    drop = dropout_at(m, b, c->hidden_dropout, MLM_SITE_ATTN_OUT(l));
+    be->residual_ln_bwd(be, d_dense, dx, G(m, MLM_T_LN1_W, l), G(m, MLM_T_LN1_B, l), d_x1, a->s1[l], a->m1[l],
+                        a->r1[l], W(m, MLM_T_LN1_W, l), B, S, d, &drop);
+    be->linear_bwd(be, d_ctx, G(m, MLM_T_ATTN_O_W, l), G(m, MLM_T_ATTN_O_B, l), d_dense, a->ctx[l],
+                   W(m, MLM_T_ATTN_O_W, l), NULL, N, d, d, MLM_ACT_NONE, 0);
+    drop = dropout_at(m, b, c->attention_dropout, MLM_SITE_ATTN_PROBS(l));
+    be->attention_bwd(be, a->g_qkv, d_ctx, a->qkv[l], a->ctx[l], a->att_saved[l], a->lengths, B, S,
+                      c->num_heads, d / c->num_heads, &drop);
+    be->linear_bwd(be, dx, G(m, MLM_T_QKV_W, l), G(m, MLM_T_QKV_B, l), a->g_qkv, a->x[l], W(m, MLM_T_QKV_W, l),
+                   NULL, N, d, 3 * d, MLM_ACT_NONE, 1);
+    return dx;
+}
+
+void mlm_model_step_micro(mlm_model *m, const mlm_batch *b, float loss_scale) {
+    mlm_backend *be = m->be;
+    mlm_acts *a = m->acts;
+    const mlm_model_config *c = &m->lay.cfg;
+    if (b->M == 0) return;   // nothing masked: no loss, no gradient
+    upload_batch(m, b);
+    encoder_forward(m, b, 1);
+    head_forward(m, b);
+    be->cross_entropy(be, a->logits, a->labels, b->M, c->vocab_size, loss_scale, m->stats);
+    void *dy = head_backward(m, b);
+    for (int l = c->num_layers - 1; l >= 0; l--) dy = layer_backward(m, b, l, dy);
+    mlm_dropout drop = dropout_at(m, b, c->hidden_dropout, MLM_SITE_EMB);
+    be->embed_bwd(be, G(m, MLM_T_WTE, 0), G(m, MLM_T_WPE, 0), G(m, MLM_T_WTT, 0), G(m, MLM_T_EMB_LN_W, 0),
+                  G(m, MLM_T_EMB_LN_B, 0), dy, a->emb_sum, a->emb_mean, a->emb_rstd, a->ids, NULL,
+                  W(m, MLM_T_EMB_LN_W, 0), b->B, b->S, c->hidden_size, &drop);
+}
+
+void mlm_model_forward(mlm_model *m, const mlm_batch *b, float *logits_out) {
+    mlm_backend *be = m->be;
+    mlm_acts *a = m->acts;
+    const mlm_model_config *c = &m->lay.cfg;
+    if (b->M == 0) return;
+    upload_batch(m, b);
+    encoder_forward(m, b, 0);
+    head_forward(m, b);
+    if (logits_out)
+        be->download(be, logits_out, a->logits, (size_t)b->M * c->vocab_size * sizeof(float));
+    be->cross_entropy(be, a->logits, a->labels, b->M, c->vocab_size, 0.0f, m->stats);
+}

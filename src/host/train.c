@@ -1,0 +1,278 @@
+/*
+ * The training loop. Step t reads the global batch of sequences
+ * [(t-1)*batch, t*batch) in order, masks every micro-batch first (so the loss can
+ * be normalised by the masked tokens of the whole step), accumulates gradients over
+ * the micro-batches, clips and applies AdamW, then logs. Validation runs every
+ * eval_every steps and at the end, with fixed masking and no dropout.
+ */
+#include "mlm/train.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "mlm/log.h"
+#include "mlm/optim.h"
+
+int mlm_max_masked(int n, float mask_prob) {
+    double mean = (double)n * mask_prob;
+    double bound = ceil(mean + 10.0 * sqrt(mean * (1.0 - mask_prob)) + 16.0);
+    return bound < n ? (int)bound : n;
+}
+
+/* ---------------------------------------------------------------- micro-batches */
+
+void mlm_microbatch_init(mlm_microbatch *mb, int B, int S, int max_M) {
+    memset(mb, 0, sizeof *mb);
+    mb->B = B;
+    mb->S = S;
+    mb->max_M = max_M;
+    mb->ids = mlm_xmalloc((size_t)B * S * sizeof(int32_t), "micro-batch ids");
+    mb->lengths = mlm_xmalloc((size_t)B * sizeof(int32_t), "micro-batch lengths");
+    // masking appends up to one sequence past max_M before truncation
+    mb->rows = mlm_xmalloc(((size_t)max_M + S) * sizeof(int32_t), "micro-batch rows");
+    mb->labels = mlm_xmalloc(((size_t)max_M + S) * sizeof(int32_t), "micro-batch labels");
+}
+
+void mlm_microbatch_free(mlm_microbatch *mb) {
+    free(mb->ids);
+    free(mb->lengths);
+    free(mb->rows);
+    free(mb->labels);
+    memset(mb, 0, sizeof *mb);
+}
+
+void mlm_microbatch_fill(mlm_microbatch *mb, const mlm_shards *sh, uint64_t first, const mlm_data_config *dc,
+                         const mlm_special_ids *sp, uint64_t seed, uint32_t step, uint32_t seq_base) {
+    char err[512];
+    int M = 0, S = mb->S;
+    for (int b = 0; b < mb->B; b++) {
+        int32_t *ids = mb->ids + (size_t)b * S;
+        int len = mlm_shards_get(sh, first + b, ids, sp->vocab_size, err, sizeof err);
+        if (len < 0) mlm_die(MLM_EXIT_INPUT, "%s", err);
+        mb->lengths[b] = len > 0 ? len : 1;   // an all-padding row still attends to one key
+        M += mlm_mask_sequence(ids, len, dc, sp, seed, step, seq_base + (uint32_t)b, b * S, mb->rows + M,
+                               mb->labels + M);
+        if (M > mb->max_M) {
+            mlm_log("warning: step %u: %d masked tokens in a micro-batch, above the bound %d; the excess is not scored",
+                    step, M, mb->max_M);
+            M = mb->max_M;
+        }
+    }
+    mb->batch = (mlm_batch){mb->B, S, M, mb->ids, NULL, mb->lengths, mb->rows, mb->labels, seq_base, step};
+}
+
+/* ---------------------------------------------------------------- evaluation */
+
+/* Downloads and clears the backend's loss/correct/grad-norm statistics. */
+static void take_stats(mlm_model *m, float out[3]) {
+    float s[4];
+    m->be->download(m->be, s, m->stats, sizeof s);
+    m->be->zero(m->be, m->stats, sizeof s);
+    memcpy(out, s, 3 * sizeof(float));
+}
+
+mlm_eval_result mlm_evaluate(mlm_model *m, const mlm_shards *sh, const mlm_config *cfg,
+                             const mlm_special_ids *sp, int n) {
+    mlm_microbatch mb;
+    mlm_microbatch_init(&mb, cfg->train.micro_batch, cfg->data.seq_len, m->max_M);
+    double loss = 0, correct = 0;
+    long tokens = 0;
+    float saved[3];
+    take_stats(m, saved);   // keep training statistics out of the evaluation
+    for (int i = 0; i < n; i++) {
+        uint64_t first = (uint64_t)i * mb.B;
+        mlm_microbatch_fill(&mb, sh, first, &cfg->data, sp, cfg->train.seed, 0, (uint32_t)first);
+        mlm_model_forward(m, &mb.batch, NULL);
+        float s[3];
+        take_stats(m, s);
+        loss += s[0];
+        correct += s[1];
+        tokens += mb.batch.M;
+    }
+    mlm_microbatch_free(&mb);
+    mlm_eval_result r = {tokens ? loss / tokens : 0, tokens ? correct / tokens : 0, tokens};
+    return r;
+}
+
+/* ---------------------------------------------------------------- run directory */
+
+static int mkdir_p(const char *path) {
+    char buf[MLM_PATH_MAX];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+static FILE *open_in_run(const char *dir, const char *name, const char *mode) {
+    char path[MLM_PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, mode);
+    if (!f) mlm_die(MLM_EXIT_INPUT, "%s: cannot write: %s", path, strerror(errno));
+    return f;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void fmt_duration(char *buf, size_t n, double s) {
+    int t = (int)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%dh%02dm", t / 3600, t / 60 % 60);
+    else snprintf(buf, n, "%dm%02ds", t / 60, t % 60);
+}
+
+/* ---------------------------------------------------------------- the loop */
+
+typedef struct {
+    const mlm_config *cfg;
+    mlm_model model;
+    mlm_shards train, val;
+    int have_val;
+    mlm_special_ids sp;
+    FILE *metrics;
+} run_state;
+
+static void open_data(run_state *r) {
+    const mlm_config *cfg = r->cfg;
+    char err[1024];
+    uint64_t vhash = 0;
+    r->sp = mlm_special_ids_default(cfg->model.vocab_size);
+    if (cfg->data.vocab[0]) {
+        mlm_vocab v;
+        if (mlm_vocab_load(&v, cfg->data.vocab, err, sizeof err) != 0 ||
+            mlm_special_ids_from_vocab(&v, cfg->model.vocab_size, &r->sp, cfg->data.vocab, err, sizeof err) != 0)
+            mlm_die(MLM_EXIT_INPUT, "data.vocab: %s", err);
+        mlm_vocab_free(&v);
+        vhash = mlm_vocab_hash(cfg->data.vocab, err, sizeof err);
+    }
+    if (!cfg->data.train[0]) mlm_die(MLM_EXIT_INPUT, "%s: data.train: no training data given", cfg->source);
+    if (mlm_shards_open(&r->train, cfg->data.train, cfg->data.seq_len, vhash, err, sizeof err) != 0)
+        mlm_die(MLM_EXIT_INPUT, "data.train: %s", err);
+    r->have_val = cfg->data.val[0] != 0;
+    if (r->have_val && mlm_shards_open(&r->val, cfg->data.val, cfg->data.seq_len, vhash, err, sizeof err) != 0)
+        mlm_die(MLM_EXIT_INPUT, "data.val: %s", err);
+    mlm_log("data: %llu training sequences of %d tokens in %d file(s)%s", (unsigned long long)r->train.total,
+            r->train.seq_len, r->train.nfiles, r->have_val ? "" : "; no validation set");
+}
+
+static void log_eval(run_state *r, int step) {
+    const mlm_config *cfg = r->cfg;
+    int n = cfg->train.eval_steps;
+    uint64_t avail = r->val.total / (uint64_t)cfg->train.micro_batch;
+    if (avail == 0) avail = 1;   // fewer sequences than a micro-batch: read them wrapped
+    if ((uint64_t)n > avail) n = (int)avail;
+    mlm_eval_result e = mlm_evaluate(&r->model, &r->val, cfg, &r->sp, n);
+    mlm_log("val  step %6d | loss %.4f | acc %.4f | ppl %.2f | %ld masked tokens", step, e.loss, e.acc,
+            exp(e.loss), e.tokens);
+    fprintf(r->metrics, "{\"split\":\"val\",\"step\":%d,\"loss\":%.6f,\"acc\":%.6f,\"ppl\":%.4f,\"tokens\":%ld}\n",
+            step, e.loss, e.acc, exp(e.loss), e.tokens);
+    fflush(r->metrics);
+}
+
+/* Masks all micro-batches of a step, runs them, applies the optimizer.
+ * Returns the step's loss sum, correct count, masked count and grad norm. */
+typedef struct { double loss, correct, grad_norm; long masked; } step_stats;
+
+static step_stats train_step(run_state *r, mlm_microbatch *mbs, int nmicro, int step, float lr) {
+    const mlm_config *cfg = r->cfg;
+    long masked = 0;
+    for (int k = 0; k < nmicro; k++) {
+        uint32_t seq_base = (uint32_t)(k * cfg->train.micro_batch);
+        uint64_t first = (uint64_t)(step - 1) * cfg->train.batch + seq_base;
+        mlm_microbatch_fill(&mbs[k], &r->train, first, &cfg->data, &r->sp, cfg->train.seed, (uint32_t)step,
+                            seq_base);
+        masked += mbs[k].batch.M;
+    }
+    float scale = masked ? 1.0f / (float)masked : 0.0f;
+    for (int k = 0; k < nmicro; k++) mlm_model_step_micro(&r->model, &mbs[k].batch, scale);
+    mlm_optim_step(&r->model, &cfg->optim, step, lr);
+    float s[3];
+    take_stats(&r->model, s);
+    return (step_stats){s[0], s[1], sqrt(s[2]), masked};
+}
+
+static void print_startup(run_state *r, mlm_backend *be) {
+    const mlm_model_config *c = &r->cfg->model;
+    const mlm_layout *lay = &r->model.lay;
+    mlm_log("model: %d layers, hidden %d, %d heads, FFN %d, vocab %d: %.2fM parameters", c->num_layers,
+            c->hidden_size, c->num_heads, c->intermediate_size, c->vocab_size, lay->num_params / 1e6);
+    size_t n = lay->num_params;
+    mlm_log("memory (%s): parameters %.1f MiB, gradients + AdamW %.1f MiB, activations %.1f MiB", be->name,
+            n * (be->wgt_size + (be->wgt_size != 4 ? 4 : 0)) / 1048576.0, n * 12 / 1048576.0,
+            r->model.act_bytes / 1048576.0);
+}
+
+int mlm_train(const mlm_config *cfg, mlm_backend *be) {
+    run_state r = {.cfg = cfg};
+    open_data(&r);
+    const mlm_train_config *t = &cfg->train;
+    if (mkdir_p(t->out_dir) != 0)
+        mlm_die(MLM_EXIT_INPUT, "train.out_dir: cannot create %s: %s", t->out_dir, strerror(errno));
+    FILE *cf = open_in_run(t->out_dir, "config.ini", "w");
+    mlm_config_write(cfg, cf);
+    fclose(cf);
+    r.metrics = open_in_run(t->out_dir, "metrics.jsonl", "w");
+
+    int S = cfg->data.seq_len, nmicro = t->batch / t->micro_batch;
+    int max_M = mlm_max_masked(t->micro_batch * S, cfg->data.mask_prob);
+    mlm_model_create(&r.model, &cfg->model, be, t->micro_batch, S, max_M, t->seed);
+    mlm_model_init_params(&r.model, t->seed);
+    print_startup(&r, be);
+    mlm_microbatch *mbs = mlm_xcalloc(nmicro, sizeof *mbs, "micro-batches");
+    for (int k = 0; k < nmicro; k++) mlm_microbatch_init(&mbs[k], t->micro_batch, S, max_M);
+
+    double t0 = now_s(), last_t = t0, loss_acc = 0, correct_acc = 0;
+    long masked_acc = 0;
+    int last_step = 0, rc = 0;
+    for (int step = 1; step <= t->steps; step++) {
+        float lr = mlm_lr_at(&cfg->optim, step, t->steps);
+        step_stats s = train_step(&r, mbs, nmicro, step, lr);
+        if (!isfinite(s.loss) || !isfinite(s.grad_norm)) {
+            mlm_log("error: step %d: the loss or gradient norm is not finite (loss sum %g, grad norm %g); "
+                    "stopping. Lower optim.lr or raise optim.warmup_steps.", step, s.loss, s.grad_norm);
+            rc = MLM_EXIT_RUNTIME;
+            break;
+        }
+        loss_acc += s.loss;
+        correct_acc += s.correct;
+        masked_acc += s.masked;
+        if (step % t->log_every == 0 || step == t->steps) {
+            double now = now_s(), tps = (double)(step - last_step) * t->batch * S / (now - last_t);
+            double loss = masked_acc ? loss_acc / masked_acc : 0, acc = masked_acc ? correct_acc / masked_acc : 0;
+            char el[32], eta[32];
+            fmt_duration(el, sizeof el, now - t0);
+            fmt_duration(eta, sizeof eta, (now - t0) / step * (t->steps - step));
+            mlm_log("step %6d/%d | loss %.4f | acc %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | %s elapsed | ETA %s",
+                    step, t->steps, loss, acc, lr, s.grad_norm, tps, el, eta);
+            fprintf(r.metrics,
+                    "{\"split\":\"train\",\"step\":%d,\"loss\":%.6f,\"acc\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,"
+                    "\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f}\n",
+                    step, loss, acc, lr, s.grad_norm, tps, now - t0);
+            fflush(r.metrics);
+            loss_acc = correct_acc = 0;
+            masked_acc = 0;
+            last_step = step;
+            last_t = now;
+        }
+        if (r.have_val && ((t->eval_every && step % t->eval_every == 0) || step == t->steps)) log_eval(&r, step);
+    }
+    for (int k = 0; k < nmicro; k++) mlm_microbatch_free(&mbs[k]);
+    free(mbs);
+    fclose(r.metrics);
+    mlm_model_destroy(&r.model);
+    mlm_shards_close(&r.train);
+    if (r.have_val) mlm_shards_close(&r.val);
+    return rc;
+}
