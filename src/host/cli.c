@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "mlm/backend.h"
+#include "mlm/cli.h"
 #include "mlm/config.h"
 #include "mlm/log.h"
 #include "mlm/train.h"
@@ -19,6 +20,7 @@ static const char *USAGE =
     "\n"
     "commands:\n"
     "  train     train a model from a config file\n"
+
     "\n"
     "  mlmgpu COMMAND --help   options of a command\n"
     "  mlmgpu --version        print the version\n";
@@ -34,7 +36,7 @@ static const char *TRAIN_USAGE =
     "\n"
     "Logs go to stderr; the resolved config and metrics.jsonl go to train.out_dir.\n";
 
-_Noreturn static void usage_error(const char *usage, const char *fmt, const char *arg) {
+_Noreturn void mlm_usage_error(const char *usage, const char *fmt, const char *arg) {
     fprintf(stderr, "mlmgpu: error: ");
     fprintf(stderr, fmt, arg);
     fprintf(stderr, "\n\n%s", usage);
@@ -51,7 +53,7 @@ static mlm_backend *choose_backend(const char *device, int threads) {
     return be;
 }
 
-static int cmd_train(int argc, char **argv) {
+int mlm_cmd_train(int argc, char **argv) {
     const char *config = NULL, *device = "auto";
     const char **sets = mlm_xcalloc(argc, sizeof(char *), "arguments");
     int nsets = 0;
@@ -67,12 +69,12 @@ static int cmd_train(int argc, char **argv) {
         else if (strcmp(a, "--set") == 0 && has_value) sets[nsets++] = argv[++i];
         else if (strcmp(a, "--device") == 0 && has_value) device = argv[++i];
         else if (!strcmp(a, "--config") || !strcmp(a, "--set") || !strcmp(a, "--device"))
-            usage_error(TRAIN_USAGE, "%s needs a value", a);
-        else usage_error(TRAIN_USAGE, "unknown argument '%s'", a);
+            mlm_usage_error(TRAIN_USAGE, "%s needs a value", a);
+        else mlm_usage_error(TRAIN_USAGE, "unknown argument '%s'", a);
     }
-    if (!config) usage_error(TRAIN_USAGE, "%s", "--config FILE is required");
+    if (!config) mlm_usage_error(TRAIN_USAGE, "%s", "--config FILE is required");
     if (strcmp(device, "auto") && strcmp(device, "cpu") && strcmp(device, "cuda"))
-        usage_error(TRAIN_USAGE, "--device '%s': expected auto, cpu or cuda", device);
+        mlm_usage_error(TRAIN_USAGE, "--device '%s': expected auto, cpu or cuda", device);
     mlm_config cfg;
     char err[2048];
     if (mlm_config_load(&cfg, config, sets, nsets, err, sizeof err) != 0) {
@@ -104,7 +106,11 @@ int main(int argc, char **argv) {
         printf("mlmgpu %s\n", MLM_VERSION);
         return 0;
     }
-    if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
+    static const struct { const char *name; int (*run)(int, char **); } cmds[] = {
+        {"train", mlm_cmd_train},
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (!strcmp(cmd, cmds[i].name)) return cmds[i].run(argc - 2, argv + 2);
     fprintf(stderr, "mlmgpu: error: unknown command '%s'\n\n%s", cmd, USAGE);
     return MLM_EXIT_INPUT;
 }

@@ -141,6 +141,7 @@ typedef struct {
     mlm_shards train, val;
     int have_val;
     mlm_special_ids sp;
+    mlm_vocab vocab;      // empty when data.vocab is not given
     FILE *metrics;
 } run_state;
 
@@ -150,11 +151,10 @@ static void open_data(run_state *r) {
     uint64_t vhash = 0;
     r->sp = mlm_special_ids_default(cfg->model.vocab_size);
     if (cfg->data.vocab[0]) {
-        mlm_vocab v;
-        if (mlm_vocab_load(&v, cfg->data.vocab, err, sizeof err) != 0 ||
-            mlm_special_ids_from_vocab(&v, cfg->model.vocab_size, &r->sp, cfg->data.vocab, err, sizeof err) != 0)
+        if (mlm_vocab_load(&r->vocab, cfg->data.vocab, err, sizeof err) != 0 ||
+            mlm_special_ids_from_vocab(&r->vocab, cfg->model.vocab_size, &r->sp, cfg->data.vocab, err,
+                                       sizeof err) != 0)
             mlm_die(MLM_EXIT_INPUT, "data.vocab: %s", err);
-        mlm_vocab_free(&v);
         vhash = mlm_vocab_hash(cfg->data.vocab, err, sizeof err);
     }
     if (!cfg->data.train[0]) mlm_die(MLM_EXIT_INPUT, "%s: data.train: no training data given", cfg->source);
@@ -179,6 +179,51 @@ static void log_eval(run_state *r, int step) {
     fprintf(r->metrics, "{\"split\":\"val\",\"step\":%d,\"loss\":%.6f,\"acc\":%.6f,\"ppl\":%.4f,\"tokens\":%ld}\n",
             step, e.loss, e.acc, exp(e.loss), e.tokens);
     fflush(r->metrics);
+}
+
+/* Appends tokens [from, to) of ids to out as text, joining "##" pieces. */
+static void detokenize(char *out, size_t n, const mlm_vocab *v, const int32_t *ids, int from, int to) {
+    size_t len = strlen(out);
+    for (int s = from; s < to && len + 1 < n; s++) {
+        const char *t = ids[s] < v->count ? v->tokens[ids[s]] : "[?]";
+        int piece = strncmp(t, "##", 2) == 0;
+        snprintf(out + len, n - len, "%s%s", piece || len == 0 ? "" : " ", piece ? t + 2 : t);
+        len = strlen(out);
+    }
+}
+
+/* Shows what the model predicts for the masked tokens of one validation sequence. */
+static void print_predictions(run_state *r, int max_shown) {
+    const mlm_config *cfg = r->cfg;
+    int S = cfg->data.seq_len, V = cfg->model.vocab_size;
+    mlm_microbatch mb;
+    mlm_microbatch_init(&mb, 1, S, r->model.max_M);
+    mlm_data_config dc = cfg->data;
+    dc.mask_token_prob = 1;   // show [MASK] wherever a token is scored
+    mlm_microbatch_fill(&mb, &r->val, 0, &dc, &r->sp, cfg->train.seed, 0, 0);
+    int M = mb.batch.M < max_shown ? mb.batch.M : max_shown;
+    mb.batch.M = M;
+    float *logits = mlm_xmalloc((size_t)M * V * sizeof(float), "prediction logits");
+    mlm_model_forward(&r->model, &mb.batch, logits);
+    float discard[3];
+    take_stats(&r->model, discard);
+    printf("\npredictions on a validation sequence (*[MASK]* -> top prediction (probability), and the truth):\n");
+    for (int i = 0; i < M; i++) {
+        const float *row = logits + (size_t)i * V;
+        int best = 0;
+        double z = 0;
+        for (int k = 1; k < V; k++) best = row[k] > row[best] ? k : best;
+        for (int k = 0; k < V; k++) z += exp(row[k] - row[best]);
+        int s = mb.rows[i];
+        char before[256] = "", after[256] = "";
+        detokenize(before, sizeof before, &r->vocab, mb.ids, s > 8 ? s - 8 : 0, s);
+        detokenize(after, sizeof after, &r->vocab, mb.ids, s + 1, s + 7 < mb.lengths[0] ? s + 7 : mb.lengths[0]);
+        printf("  %s *[MASK]* %s\n      -> %-14s (%.2f)  truth: %s\n", before, after,
+               best < r->vocab.count ? r->vocab.tokens[best] : "?", 1.0 / z,
+               mb.labels[i] < r->vocab.count ? r->vocab.tokens[mb.labels[i]] : "?");
+    }
+    free(logits);
+    mlm_microbatch_free(&mb);
 }
 
 /* Masks all micro-batches of a step, runs them, applies the optimizer.
@@ -268,8 +313,10 @@ int mlm_train(const mlm_config *cfg, mlm_backend *be) {
         }
         if (r.have_val && ((t->eval_every && step % t->eval_every == 0) || step == t->steps)) log_eval(&r, step);
     }
+    if (rc == 0 && r.have_val && r.vocab.count) print_predictions(&r, 8);
     for (int k = 0; k < nmicro; k++) mlm_microbatch_free(&mbs[k]);
     free(mbs);
+    mlm_vocab_free(&r.vocab);
     fclose(r.metrics);
     mlm_model_destroy(&r.model);
     mlm_shards_close(&r.train);

@@ -1,0 +1,16 @@
+/*
+ * The subcommands of the mlmgpu program. Each takes the arguments after its name,
+ * prints its own --help, and returns a process exit code (2 for bad input).
+ */
+#ifndef MLM_CLI_H
+#define MLM_CLI_H
+
+int mlm_cmd_train(int argc, char **argv);     // src/host/cli.c
+int mlm_cmd_tokenize(int argc, char **argv);  // src/host/cmd_tokenize.c
+int mlm_cmd_vocab(int argc, char **argv);     // src/host/cmd_vocab.c
+int mlm_cmd_prepare(int argc, char **argv);   // src/host/cmd_prepare.c
+
+/* Prints "mlmgpu: error: MSG\n\nUSAGE" to stderr and exits with code 2. */
+_Noreturn void mlm_usage_error(const char *usage, const char *fmt, const char *arg);
+
+#endif
