@@ -10,7 +10,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common.h"
 #include "mlm/data.h"
+#include "mlm/loader.h"
 #include "mlm/model.h"
 #include "mlm/philox.h"
 #include "mlm/train.h"
@@ -123,19 +125,6 @@ Test(masking, max_masked_bound) {
 
 /* ---- shards ---- */
 
-static char tmpdir[64];
-
-static void make_tmpdir(void) {
-    strcpy(tmpdir, "/tmp/mlm_data_XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
-}
-
-static void rm_tmpdir(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    cr_assert_eq(system(cmd), 0);
-}
-
 static void write_shard(const char *name, int count, int seq_len, int dtype, uint64_t vh, int first_id) {
     int32_t *ids = calloc((size_t)count * seq_len, sizeof(int32_t));
     for (int i = 0; i < count; i++)
@@ -240,18 +229,10 @@ Test(shards, write_rejects_wide_ids_for_uint16) {
 
 /* ---- vocab ---- */
 
-static void write_text(const char *name, const char *text) {
-    char path[256];
-    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
-    FILE *f = fopen(path, "wb");
-    fputs(text, f);
-    fclose(f);
-}
-
 TestSuite(vocab, .init = make_tmpdir, .fini = rm_tmpdir);
 
 Test(vocab, loads_and_finds_specials) {
-    write_text("v.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\n##s\r\n");
+    write_file("v.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\n##s\r\n");
     char path[256], err[512];
     snprintf(path, sizeof path, "%s/v.txt", tmpdir);
     mlm_vocab v;
@@ -275,7 +256,7 @@ Test(vocab, bad_files) {
     };
     const char *want[] = {"empty vocabulary", ":2: empty token", "no [MASK]", "[PAD] is id 1"};
     for (int i = 0; i < 4; i++) {
-        write_text(cases[i][0], cases[i][1]);
+        write_file(cases[i][0], cases[i][1]);
         char path[256], err[512] = "";
         snprintf(path, sizeof path, "%s/%s", tmpdir, cases[i][0]);
         mlm_vocab v;
@@ -305,10 +286,11 @@ Test(microbatch, independent_of_split) {
     mlm_microbatch whole, half;
     mlm_microbatch_init(&whole, 8, 32, 8 * 32);
     mlm_microbatch_init(&half, 4, 32, 4 * 32);
-    mlm_microbatch_fill(&whole, &sh, 0, &dc, &sp, 11, 3, 0);
+    uint64_t idx[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    mlm_microbatch_fill(&whole, &sh, idx, &dc, &sp, 11, 3, 0);
     int m = 0;
     for (int k = 0; k < 2; k++) {
-        mlm_microbatch_fill(&half, &sh, 4 * k, &dc, &sp, 11, 3, 4 * k);
+        mlm_microbatch_fill(&half, &sh, idx + 4 * k, &dc, &sp, 11, 3, 4 * k);
         cr_assert_eq(memcmp(half.ids, whole.ids + 4 * k * 32, 4 * 32 * sizeof(int32_t)), 0);
         for (int i = 0; i < half.batch.M; i++, m++) {
             cr_assert_eq(half.rows[i] + 4 * k * 32, whole.rows[m]);
@@ -319,5 +301,120 @@ Test(microbatch, independent_of_split) {
     cr_expect_gt(m, 0);
     mlm_microbatch_free(&whole);
     mlm_microbatch_free(&half);
+    mlm_shards_close(&sh);
+}
+
+/* ---- loader: shuffle, rank slices, resume, prefetch ---- */
+
+Test(loader, shuffle_is_a_keyed_bijection) {
+    uint64_t sizes[] = {1, 2, 3, 7, 1000, 4097};
+    for (int k = 0; k < 6; k++) {
+        uint64_t n = sizes[k];
+        uint8_t *seen = calloc(n, 1);
+        int moved = 0, differs = 0;
+        for (uint64_t x = 0; x < n; x++) {
+            uint64_t y = mlm_shuffle_index(x, n, 5, 0);
+            cr_assert_lt(y, n);
+            cr_assert_eq(seen[y], 0, "n=%llu: %llu hit twice", (unsigned long long)n, (unsigned long long)y);
+            seen[y] = 1;
+            moved += y != x;
+            differs += y != mlm_shuffle_index(x, n, 5, 1);
+            cr_assert_eq(y, mlm_shuffle_index(x, n, 5, 0), "not deterministic");
+        }
+        if (n >= 1000) {
+            cr_expect_gt(moved, (int)(n * 9 / 10), "n=%llu: only %d moved", (unsigned long long)n, moved);
+            cr_expect_gt(differs, (int)(n * 9 / 10), "epochs too alike");
+        }
+        free(seen);
+    }
+}
+
+static mlm_config loader_cfg(int micro, int batch) {
+    mlm_config c;
+    mlm_config_defaults(&c);
+    c.data.seq_len = 32;
+    c.data.mask_prob = 0.3f;
+    c.train.micro_batch = micro;
+    c.train.batch = batch;
+    c.train.seed = 9;
+    return c;
+}
+
+TestSuite(loader, .init = make_tmpdir, .fini = rm_tmpdir);
+
+/* Every rank's slice of a step, gathered, equals the single-rank step; sequences
+ * and masks keyed by the global position are the same. */
+Test(loader, ranks_split_the_global_batch) {
+    write_shard("d.shard", 37, 32, 2, 0, 1000);
+    mlm_shards sh;
+    char err[512];
+    cr_assert_eq(mlm_shards_open(&sh, tmpdir, 32, 0, err, sizeof err), 0, "%s", err);
+    mlm_special_ids sp = mlm_special_ids_default(30522);
+    mlm_config one = loader_cfg(8, 16), two = loader_cfg(4, 16);
+    mlm_loader a, b[2];
+    int max_M = 8 * 32;
+    mlm_loader_start(&a, &sh, &one, &sp, 0, 1, 1, 6, max_M);
+    for (int r = 0; r < 2; r++) mlm_loader_start(&b[r], &sh, &two, &sp, r, 2, 1, 6, max_M);
+    for (int step = 1; step <= 6; step++) {   // 96 samples: wraps into a second epoch
+        mlm_step_data *d = mlm_loader_next(&a);
+        cr_assert_eq(d->step, step);
+        int32_t *whole = calloc(16 * 32, sizeof(int32_t));
+        for (int k = 0; k < 2; k++) memcpy(whole + k * 8 * 32, d->micro[k].ids, 8 * 32 * sizeof(int32_t));
+        long masked = 0;
+        for (int r = 0; r < 2; r++) {
+            mlm_step_data *e = mlm_loader_next(&b[r]);
+            cr_assert_eq(e->step, step);
+            for (int k = 0; k < 2; k++) {
+                int pos = r * 8 + k * 4;
+                cr_assert_eq(memcmp(e->micro[k].ids, whole + pos * 32, 4 * 32 * sizeof(int32_t)), 0,
+                             "step %d rank %d micro %d differs", step, r, k);
+            }
+            masked += e->masked_local;
+            mlm_loader_release(&b[r]);
+        }
+        cr_expect_eq(masked, d->masked_local);
+        free(whole);
+        mlm_loader_release(&a);
+    }
+    // within one epoch the 37 sequences are all visited once
+    uint64_t idx[8];
+    uint8_t seen[37] = {0};
+    int hits = 0;
+    for (int i = 0; i < 4; i++) {   // steps 1-2 = samples 0..31, all in epoch 0
+        mlm_loader_indices(&a, 1 + i / 2, i % 2, idx);
+        for (int k = 0; k < 8; k++) hits += !seen[idx[k]]++;
+    }
+    cr_expect_eq(hits, 32, "samples repeated within an epoch");
+    mlm_loader_stop(&a);
+    for (int r = 0; r < 2; r++) mlm_loader_stop(&b[r]);
+    mlm_shards_close(&sh);
+}
+
+Test(loader, resume_at_a_step_gives_the_same_data) {
+    write_shard("d.shard", 20, 32, 2, 0, 1000);
+    mlm_shards sh;
+    char err[512];
+    cr_assert_eq(mlm_shards_open(&sh, tmpdir, 32, 0, err, sizeof err), 0, "%s", err);
+    mlm_special_ids sp = mlm_special_ids_default(30522);
+    mlm_config c = loader_cfg(4, 8);
+    mlm_loader full, resumed;
+    mlm_loader_start(&full, &sh, &c, &sp, 0, 1, 1, 7, 4 * 32);
+    mlm_loader_start(&resumed, &sh, &c, &sp, 0, 1, 5, 7, 4 * 32);
+    for (int step = 1; step <= 7; step++) {
+        mlm_step_data *d = mlm_loader_next(&full);
+        if (step >= 5) {
+            mlm_step_data *e = mlm_loader_next(&resumed);
+            cr_assert_eq(e->step, step);
+            for (int k = 0; k < 2; k++) {
+                cr_assert_eq(memcmp(d->micro[k].ids, e->micro[k].ids, 4 * 32 * sizeof(int32_t)), 0);
+                cr_assert_eq(d->micro[k].batch.M, e->micro[k].batch.M);
+                cr_assert_eq(memcmp(d->micro[k].rows, e->micro[k].rows, d->micro[k].batch.M * sizeof(int32_t)), 0);
+            }
+            mlm_loader_release(&resumed);
+        }
+        mlm_loader_release(&full);
+    }
+    mlm_loader_stop(&full);
+    mlm_loader_stop(&resumed);
     mlm_shards_close(&sh);
 }

@@ -9,6 +9,12 @@ int mlm_cmd_train(int argc, char **argv);     // src/host/cli.c
 int mlm_cmd_tokenize(int argc, char **argv);  // src/host/cmd_tokenize.c
 int mlm_cmd_vocab(int argc, char **argv);     // src/host/cmd_vocab.c
 int mlm_cmd_prepare(int argc, char **argv);   // src/host/cmd_prepare.c
+int mlm_cmd_eval(int argc, char **argv);      // src/host/cmd_eval.c
+int mlm_cmd_fill_mask(int argc, char **argv); // src/host/cmd_fill_mask.c
+
+/* The backend for --device auto|cpu|cuda: auto takes a usable GPU, else the CPU,
+ * and says which; cuda without a usable GPU exits 2 with the reason. */
+struct mlm_backend *mlm_choose_backend(const char *device, int threads);
 
 /* Prints "mlmgpu: error: MSG\n\nUSAGE" to stderr and exits with code 2. */
 _Noreturn void mlm_usage_error(const char *usage, const char *fmt, const char *arg);

@@ -28,6 +28,7 @@ typedef struct {
     float hidden_dropout;
     float attention_dropout;
     float init_range;        // std of the N(0, init_range) init
+    char init_from[MLM_PATH_MAX]; // HF BERT directory to start from; its config.json sets the shape
 } mlm_model_config;
 
 typedef struct {
@@ -35,6 +36,7 @@ typedef struct {
     char val[MLM_PATH_MAX];    // may be empty: no validation
     char vocab[MLM_PATH_MAX];  // vocab.txt; may be empty
     int seq_len;               // S, must equal the shards' seq_len
+    int cased;                 // 0: the vocab is uncased (lowercase + strip accents)
     float mask_prob;
     float mask_token_prob;
     float random_token_prob;   // mask_token_prob + random_token_prob <= 1

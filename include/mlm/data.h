@@ -82,8 +82,9 @@ typedef struct {
     char *text;           // the file's bytes, tokens point into it
 } mlm_vocab;
 
-/* Loads path; fails with `path:line: ...` on an empty file, an empty or duplicate
- * token, or bytes that are not UTF-8-free of NUL. Returns 0 or -1 with err. */
+/* Loads path; fails with `path:line: ...` on an empty file, an empty token, or a
+ * NUL byte. A token listed twice keeps both lines (the tokenizer, like HF, maps it
+ * to the later id). Returns 0 or -1 with err. */
 int mlm_vocab_load(mlm_vocab *v, const char *path, char *err, size_t err_len);
 void mlm_vocab_free(mlm_vocab *v);
 /* Id of token, or -1. */

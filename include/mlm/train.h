@@ -25,10 +25,11 @@ typedef struct {
 
 void mlm_microbatch_init(mlm_microbatch *mb, int B, int S, int max_M);
 void mlm_microbatch_free(mlm_microbatch *mb);
-/* Fills mb with B sequences first, first+1, ... of sh, masked with (seed, step) and
- * global sequence indices seq_base + b. Dies naming the shard on a bad token id. */
-void mlm_microbatch_fill(mlm_microbatch *mb, const mlm_shards *sh, uint64_t first, const mlm_data_config *dc,
-                         const mlm_special_ids *sp, uint64_t seed, uint32_t step, uint32_t seq_base);
+/* Fills mb with the B sequences seq_idx[0..B) of sh, masked with (seed, step) and
+ * global-batch positions seq_base + b. Dies naming the shard on a bad token id. */
+void mlm_microbatch_fill(mlm_microbatch *mb, const mlm_shards *sh, const uint64_t *seq_idx,
+                         const mlm_data_config *dc, const mlm_special_ids *sp, uint64_t seed, uint32_t step,
+                         uint32_t seq_base);
 
 /* Mean masked-LM loss and accuracy over n micro-batches of sh from the start, with
  * fixed masking (step 0), no dropout. */
@@ -36,7 +37,10 @@ typedef struct { double loss, acc; long tokens; } mlm_eval_result;
 mlm_eval_result mlm_evaluate(mlm_model *m, const mlm_shards *sh, const mlm_config *cfg,
                              const mlm_special_ids *sp, int n);
 
-/* Runs the training described by cfg on be. Returns a process exit code. */
-int mlm_train(const mlm_config *cfg, mlm_backend *be);
+/* Runs the training described by cfg on be, from scratch or (resume = "auto" or a
+ * checkpoint directory; NULL = never) from a checkpoint. Checkpoints every
+ * checkpoint_every steps, at the end, and on SIGINT/SIGTERM (after finishing the
+ * step). Returns a process exit code. */
+int mlm_train(const mlm_config *cfg, mlm_backend *be, const char *resume);
 
 #endif

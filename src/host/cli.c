@@ -20,6 +20,10 @@ static const char *USAGE =
     "\n"
     "commands:\n"
     "  train     train a model from a config file\n"
+    "  tokenize  text on stdin to WordPiece token ids\n"
+    "  vocab     train a WordPiece vocabulary on text files\n"
+    "  eval      masked-LM loss, accuracy and perplexity of a model on shards\n"
+    "  fill-mask the most likely tokens for each [MASK] of a text\n"
 
     "\n"
     "  mlmgpu COMMAND --help   options of a command\n"
@@ -27,14 +31,18 @@ static const char *USAGE =
 
 static const char *TRAIN_USAGE =
     "usage: mlmgpu train --config FILE [--set section.key=value ...] [--device auto|cpu|cuda]\n"
+    "                    [--resume auto|DIR]\n"
     "\n"
     "Trains the model described by FILE (an INI file; see configs/ and README.md).\n"
     "\n"
     "  --config FILE            the run configuration\n"
     "  --set section.key=value  override one config key (repeatable, applied in order)\n"
     "  --device auto|cpu|cuda   where to train (default auto: a usable GPU, else the CPU)\n"
+    "  --resume auto|DIR        continue from a checkpoint: auto = the latest in\n"
+    "                           train.out_dir/checkpoints, if any\n"
     "\n"
-    "Logs go to stderr; the resolved config and metrics.jsonl go to train.out_dir.\n";
+    "Logs go to stderr; the resolved config, metrics.jsonl and checkpoints/ go to\n"
+    "train.out_dir. SIGINT or SIGTERM: the step finishes, a checkpoint is written, exit 0.\n";
 
 _Noreturn void mlm_usage_error(const char *usage, const char *fmt, const char *arg) {
     fprintf(stderr, "mlmgpu: error: ");
@@ -43,8 +51,7 @@ _Noreturn void mlm_usage_error(const char *usage, const char *fmt, const char *a
     exit(MLM_EXIT_INPUT);
 }
 
-/* Picks the backend for --device; the CUDA backend arrives with its own issue. */
-static mlm_backend *choose_backend(const char *device, int threads) {
+mlm_backend *mlm_choose_backend(const char *device, int threads) {
     if (strcmp(device, "cuda") == 0)
         mlm_die(MLM_EXIT_INPUT, "--device cuda: this build of mlmgpu has no CUDA backend yet; use --device cpu");
     if (strcmp(device, "auto") == 0) mlm_log("device: auto: no CUDA backend in this build, using the CPU");
@@ -54,7 +61,7 @@ static mlm_backend *choose_backend(const char *device, int threads) {
 }
 
 int mlm_cmd_train(int argc, char **argv) {
-    const char *config = NULL, *device = "auto";
+    const char *config = NULL, *device = "auto", *resume = NULL;
     const char **sets = mlm_xcalloc(argc, sizeof(char *), "arguments");
     int nsets = 0;
     for (int i = 0; i < argc; i++) {
@@ -68,7 +75,8 @@ int mlm_cmd_train(int argc, char **argv) {
         if (strcmp(a, "--config") == 0 && has_value) config = argv[++i];
         else if (strcmp(a, "--set") == 0 && has_value) sets[nsets++] = argv[++i];
         else if (strcmp(a, "--device") == 0 && has_value) device = argv[++i];
-        else if (!strcmp(a, "--config") || !strcmp(a, "--set") || !strcmp(a, "--device"))
+        else if (strcmp(a, "--resume") == 0 && has_value) resume = argv[++i];
+        else if (!strcmp(a, "--config") || !strcmp(a, "--set") || !strcmp(a, "--device") || !strcmp(a, "--resume"))
             mlm_usage_error(TRAIN_USAGE, "%s needs a value", a);
         else mlm_usage_error(TRAIN_USAGE, "unknown argument '%s'", a);
     }
@@ -86,8 +94,8 @@ int mlm_cmd_train(int argc, char **argv) {
     printf("# resolved configuration\n");
     mlm_config_write(&cfg, stdout);
     fflush(stdout);
-    mlm_backend *be = choose_backend(device, cfg.train.threads);
-    int rc = mlm_train(&cfg, be);
+    mlm_backend *be = mlm_choose_backend(device, cfg.train.threads);
+    int rc = mlm_train(&cfg, be, resume);
     be->destroy(be);
     return rc;
 }
@@ -108,6 +116,10 @@ int main(int argc, char **argv) {
     }
     static const struct { const char *name; int (*run)(int, char **); } cmds[] = {
         {"train", mlm_cmd_train},
+        {"tokenize", mlm_cmd_tokenize},
+        {"vocab", mlm_cmd_vocab},
+        {"eval", mlm_cmd_eval},
+        {"fill-mask", mlm_cmd_fill_mask},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(cmd, cmds[i].name)) return cmds[i].run(argc - 2, argv + 2);

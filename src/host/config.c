@@ -61,11 +61,13 @@ static const field FIELDS[] = {
     {AT(model, hidden_dropout), T_FLOAT, "0.1", UNIT_BELOW_1},
     {AT(model, attention_dropout), T_FLOAT, "0.1", UNIT_BELOW_1},
     {AT(model, init_range), T_FLOAT, "0.02", AT_LEAST(0)},
+    {AT(model, init_from), T_PATH, "", ANY},
 
     {AT(data, train), T_PATH, "", ANY},
     {AT(data, val), T_PATH, "", ANY},
     {AT(data, vocab), T_PATH, "", ANY},
     {AT(data, seq_len), T_INT, "128", AT_LEAST(2)},  // at least [CLS] and [SEP]
+    {AT(data, cased), T_INT, "0", UNIT},
     {AT(data, mask_prob), T_FLOAT, "0.15", UNIT},
     {AT(data, mask_token_prob), T_FLOAT, "0.8", UNIT},
     {AT(data, random_token_prob), T_FLOAT, "0.1", UNIT},

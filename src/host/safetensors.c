@@ -24,6 +24,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "mlm/fileio.h"
 #include "mlm/log.h"
 #include "mlm/safetensors.h"
 
@@ -67,34 +68,6 @@ static int shape_size(const int64_t *shape, int ndim, size_t elem, size_t *numel
 }
 
 /* ---------------------------------------------------------------- reading */
-
-static int read_file(const char *path, uint8_t **buf, size_t *bytes, char *err, size_t len) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return mlm_fail(err, len, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return mlm_fail(err, len, "%s: not a regular file", path);
-    }
-    *bytes = (size_t)st.st_size;
-    *buf = malloc(*bytes ? *bytes : 1);
-    if (!*buf) {
-        close(fd);
-        return mlm_fail(err, len, "%s: out of memory reading %zu bytes", path, *bytes);
-    }
-    size_t got = 0;
-    while (got < *bytes) {
-        ssize_t r = read(fd, *buf + got, *bytes - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        got += (size_t)r;
-    }
-    close(fd);
-    if (got == *bytes) return 0;
-    free(*buf);
-    *buf = NULL;
-    return mlm_fail(err, len, "%s: read %zu of %zu bytes (file changed or unreadable)", path, got, *bytes);
-}
 
 /* Index of the first byte that is not well-formed UTF-8 (or is NUL), else n. */
 static size_t utf8_bad_at(const uint8_t *s, size_t n) {
@@ -284,7 +257,7 @@ int mlm_st_open(mlm_st_file *f, const char *path, char *err, size_t err_len) {
     memset(f, 0, sizeof *f);
     uint8_t *buf = NULL;
     size_t bytes = 0;
-    if (read_file(path, &buf, &bytes, err, err_len) != 0) return -1;
+    if (mlm_read_file(path, (char **)&buf, &bytes, err, err_len) != 0) return -1;
     f->map = buf;
     f->map_bytes = bytes;
     uint64_t n = 0;
@@ -454,63 +427,27 @@ static char *build_header(const mlm_st_out *t, int count, const char *const *key
     return out;
 }
 
-static int write_all(int fd, const void *p, size_t n) {
-    const uint8_t *b = p;
-    while (n > 0) {
-        ssize_t w = write(fd, b, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return -1;
-        b += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* Writes length, header and data to a new file tmp and fsyncs it. */
-static int write_new_file(const char *path, const char *tmp, const char *header, uint64_t header_bytes,
-                          const mlm_st_out *t, int count, char *err, size_t len) {
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0) return mlm_fail(err, len, "%s: cannot create %s: %s", path, tmp, strerror(errno));
-    int rc = write_all(fd, &header_bytes, 8) || write_all(fd, header, header_bytes);
-    for (int i = 0; i < count && rc == 0; i++) {
-        size_t bytes = 0;
-        out_bytes(&t[i], &bytes);
-        rc = bytes ? write_all(fd, t[i].data, bytes) : 0;
-    }
-    if (rc == 0) rc = fsync(fd);
-    int saved = errno;
-    if (close(fd) != 0 && rc == 0) rc = -1, saved = errno;
-    return rc == 0 ? 0 : mlm_fail(err, len, "%s: writing %s failed: %s", path, tmp, strerror(saved));
-}
-
-/* Makes a rename in path's directory durable. */
-static int fsync_dir(const char *path, char *err, size_t len) {
-    char *copy = mlm_xmalloc(strlen(path) + 1, "a file name");
-    strcpy(copy, path);
-    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int rc = fd >= 0 ? fsync(fd) : -1;
-    if (rc != 0 && errno == EINVAL) rc = 0;   // the filesystem cannot sync directories
-    if (rc != 0) mlm_fail(err, len, "%s: written, but syncing its directory failed: %s", path, strerror(errno));
-    if (fd >= 0) close(fd);
-    free(copy);
-    return rc;
-}
-
 int mlm_st_write(const char *path, const mlm_st_out *tensors, int count, const char *const *meta_keys,
                  const char *const *meta_values, int nmeta, char *err, size_t err_len) {
     if (check_outputs(tensors, count, meta_keys, meta_values, nmeta, path, err, err_len) != 0) return -1;
     size_t header_bytes;
     char *header = build_header(tensors, count, meta_keys, meta_values, nmeta, &header_bytes);
     if (!header) return mlm_fail(err, err_len, "%s: out of memory building the header", path);
-    size_t tmp_len = strlen(path) + 32;
-    char *tmp = mlm_xmalloc(tmp_len, "a file name");
-    snprintf(tmp, tmp_len, "%s.tmp.%ld", path, (long)getpid());
-    int rc = write_new_file(path, tmp, header, header_bytes, tensors, count, err, err_len);
-    if (rc == 0 && rename(tmp, path) != 0)
-        rc = mlm_fail(err, err_len, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
-    if (rc != 0) unlink(tmp);
-    if (rc == 0) rc = fsync_dir(path, err, err_len);
-    free(tmp);
+    uint64_t length = header_bytes;
+    int nparts = count + 2;
+    const void **parts = mlm_xmalloc(nparts * sizeof(void *), "safetensors parts");
+    size_t *sizes = mlm_xmalloc(nparts * sizeof(size_t), "safetensors parts");
+    parts[0] = &length;
+    sizes[0] = 8;
+    parts[1] = header;
+    sizes[1] = header_bytes;
+    for (int i = 0; i < count; i++) {
+        parts[i + 2] = tensors[i].data;
+        out_bytes(&tensors[i], &sizes[i + 2]);
+    }
+    int rc = mlm_write_file_atomic(path, parts, sizes, nparts, err, err_len);
+    free(parts);
+    free(sizes);
     free(header);
     return rc;
 }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "mlm/data.h"
+#include "mlm/fileio.h"
 #include "mlm/log.h"
 
 _Static_assert(sizeof(mlm_shard_header) == MLM_SHARD_HEADER_BYTES, "shard header is 64 bytes");
@@ -146,7 +147,7 @@ int mlm_shards_open(mlm_shards *sh, const char *path, int expect_seq_len, uint64
             goto bad;
         }
         if (expect_vocab_hash && h.vocab_hash && h.vocab_hash != expect_vocab_hash) {
-            mlm_fail(err, err_len, "%s: made with another vocabulary than data.vocab (vocab hash %016llx, expected %016llx)",
+            mlm_fail(err, err_len, "%s: made with another vocabulary (vocab hash %016llx) than the model's (%016llx)",
                  p, (unsigned long long)h.vocab_hash, (unsigned long long)expect_vocab_hash);
             goto bad;
         }
@@ -201,19 +202,6 @@ int mlm_shards_get(const mlm_shards *sh, uint64_t idx, int32_t *ids, int vocab_s
     return len;
 }
 
-/* Writes all of buf or fails. */
-static int write_all(int fd, const void *buf, size_t n) {
-    const char *p = buf;
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 int mlm_shard_write(const char *path, const int32_t *ids, uint64_t count, int seq_len, int dtype_bytes,
                     uint64_t vocab_hash, char *err, size_t err_len) {
     size_t n = (size_t)count * seq_len, bytes = n * dtype_bytes;
@@ -230,17 +218,9 @@ int mlm_shard_write(const char *path, const int32_t *ids, uint64_t count, int se
                           .seq_len = (uint32_t)seq_len, .count = count, .vocab_hash = vocab_hash,
                           .checksum = mlm_fnv1a(MLM_FNV_OFFSET, payload, bytes)};
     memcpy(h.magic, MLM_SHARD_MAGIC, 8);
-    char tmp[MLM_PATH_MAX + 32];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    int ok = fd >= 0 && write_all(fd, &h, sizeof h) == 0 && write_all(fd, payload, bytes) == 0 && fsync(fd) == 0;
-    int saved = errno;
-    if (fd >= 0) ok = close(fd) == 0 && ok;
+    const void *parts[2] = {&h, payload};
+    size_t sizes[2] = {sizeof h, bytes};
+    int rc = mlm_write_file_atomic(path, parts, sizes, 2, err, err_len);
     free(payload);
-    if (!ok || rename(tmp, path) != 0) {
-        if (ok) saved = errno;
-        unlink(tmp);
-        return mlm_fail(err, err_len, "%s: cannot write: %s", path, strerror(saved));
-    }
-    return 0;
+    return rc;
 }

@@ -1,13 +1,14 @@
 /*
- * The training loop. Step t reads the global batch of sequences
- * [(t-1)*batch, t*batch) in order, masks every micro-batch first (so the loss can
- * be normalised by the masked tokens of the whole step), accumulates gradients over
+ * The training loop. The loader (loader.c) hands over step t's micro-batches, read
+ * from the shuffled shards and all masked already (so the loss can be normalised
+ * by the masked tokens of the whole step); accumulates gradients over
  * the micro-batches, clips and applies AdamW, then logs. Validation runs every
  * eval_every steps and at the end, with fixed masking and no dropout.
  */
 #include "mlm/train.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,9 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "mlm/checkpoint.h"
+#include "mlm/fileio.h"
+#include "mlm/loader.h"
 #include "mlm/log.h"
 #include "mlm/optim.h"
 
@@ -46,13 +50,14 @@ void mlm_microbatch_free(mlm_microbatch *mb) {
     memset(mb, 0, sizeof *mb);
 }
 
-void mlm_microbatch_fill(mlm_microbatch *mb, const mlm_shards *sh, uint64_t first, const mlm_data_config *dc,
-                         const mlm_special_ids *sp, uint64_t seed, uint32_t step, uint32_t seq_base) {
+void mlm_microbatch_fill(mlm_microbatch *mb, const mlm_shards *sh, const uint64_t *seq_idx,
+                         const mlm_data_config *dc, const mlm_special_ids *sp, uint64_t seed, uint32_t step,
+                         uint32_t seq_base) {
     char err[512];
     int M = 0, S = mb->S;
     for (int b = 0; b < mb->B; b++) {
         int32_t *ids = mb->ids + (size_t)b * S;
-        int len = mlm_shards_get(sh, first + b, ids, sp->vocab_size, err, sizeof err);
+        int len = mlm_shards_get(sh, seq_idx[b], ids, sp->vocab_size, err, sizeof err);
         if (len < 0) mlm_die(MLM_EXIT_INPUT, "%s", err);
         mb->lengths[b] = len > 0 ? len : 1;   // an all-padding row still attends to one key
         M += mlm_mask_sequence(ids, len, dc, sp, seed, step, seq_base + (uint32_t)b, b * S, mb->rows + M,
@@ -82,11 +87,13 @@ mlm_eval_result mlm_evaluate(mlm_model *m, const mlm_shards *sh, const mlm_confi
     mlm_microbatch_init(&mb, cfg->train.micro_batch, cfg->data.seq_len, m->max_M);
     double loss = 0, correct = 0;
     long tokens = 0;
-    float saved[3];
-    take_stats(m, saved);   // keep training statistics out of the evaluation
+    float stale[3];
+    take_stats(m, stale);   // evaluation statistics start from zero
+    uint64_t *seq_idx = mlm_xmalloc(mb.B * sizeof(uint64_t), "evaluation indices");
     for (int i = 0; i < n; i++) {
         uint64_t first = (uint64_t)i * mb.B;
-        mlm_microbatch_fill(&mb, sh, first, &cfg->data, sp, cfg->train.seed, 0, (uint32_t)first);
+        for (int b = 0; b < mb.B; b++) seq_idx[b] = first + b;
+        mlm_microbatch_fill(&mb, sh, seq_idx, &cfg->data, sp, cfg->train.seed, 0, (uint32_t)first);
         mlm_model_forward(m, &mb.batch, NULL);
         float s[3];
         take_stats(m, s);
@@ -94,24 +101,13 @@ mlm_eval_result mlm_evaluate(mlm_model *m, const mlm_shards *sh, const mlm_confi
         correct += s[1];
         tokens += mb.batch.M;
     }
+    free(seq_idx);
     mlm_microbatch_free(&mb);
     mlm_eval_result r = {tokens ? loss / tokens : 0, tokens ? correct / tokens : 0, tokens};
     return r;
 }
 
 /* ---------------------------------------------------------------- run directory */
-
-static int mkdir_p(const char *path) {
-    char buf[MLM_PATH_MAX];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
-        *p = '/';
-    }
-    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
-}
 
 static FILE *open_in_run(const char *dir, const char *name, const char *mode) {
     char path[MLM_PATH_MAX + 64];
@@ -200,7 +196,8 @@ static void print_predictions(run_state *r, int max_shown) {
     mlm_microbatch_init(&mb, 1, S, r->model.max_M);
     mlm_data_config dc = cfg->data;
     dc.mask_token_prob = 1;   // show [MASK] wherever a token is scored
-    mlm_microbatch_fill(&mb, &r->val, 0, &dc, &r->sp, cfg->train.seed, 0, 0);
+    uint64_t first = 0;
+    mlm_microbatch_fill(&mb, &r->val, &first, &dc, &r->sp, cfg->train.seed, 0, 0);
     int M = mb.batch.M < max_shown ? mb.batch.M : max_shown;
     mb.batch.M = M;
     float *logits = mlm_xmalloc((size_t)M * V * sizeof(float), "prediction logits");
@@ -226,23 +223,18 @@ static void print_predictions(run_state *r, int max_shown) {
     mlm_microbatch_free(&mb);
 }
 
-/* Masks all micro-batches of a step, runs them, applies the optimizer.
+/* Runs the loader's micro-batches of one step and applies the optimizer.
  * Returns the step's loss sum, correct count, masked count and grad norm. */
 typedef struct { double loss, correct, grad_norm; long masked; } step_stats;
 
-static step_stats train_step(run_state *r, mlm_microbatch *mbs, int nmicro, int step, float lr) {
-    const mlm_config *cfg = r->cfg;
-    long masked = 0;
-    for (int k = 0; k < nmicro; k++) {
-        uint32_t seq_base = (uint32_t)(k * cfg->train.micro_batch);
-        uint64_t first = (uint64_t)(step - 1) * cfg->train.batch + seq_base;
-        mlm_microbatch_fill(&mbs[k], &r->train, first, &cfg->data, &r->sp, cfg->train.seed, (uint32_t)step,
-                            seq_base);
-        masked += mbs[k].batch.M;
-    }
+static step_stats train_step(run_state *r, mlm_loader *ld, int step, float lr) {
+    mlm_step_data *d = mlm_loader_next(ld);
+    if (d->step != step) mlm_die(MLM_EXIT_RUNTIME, "loader handed step %d for step %d", d->step, step);
+    long masked = d->masked_local;
     float scale = masked ? 1.0f / (float)masked : 0.0f;
-    for (int k = 0; k < nmicro; k++) mlm_model_step_micro(&r->model, &mbs[k].batch, scale);
-    mlm_optim_step(&r->model, &cfg->optim, step, lr);
+    for (int k = 0; k < ld->nmicro; k++) mlm_model_step_micro(&r->model, &d->micro[k].batch, scale);
+    mlm_loader_release(ld);
+    mlm_optim_step(&r->model, &r->cfg->optim, step, lr);
     float s[3];
     take_stats(&r->model, s);
     return (step_stats){s[0], s[1], sqrt(s[2]), masked};
@@ -259,63 +251,114 @@ static void print_startup(run_state *r, mlm_backend *be) {
             r->model.act_bytes / 1048576.0);
 }
 
-int mlm_train(const mlm_config *cfg, mlm_backend *be) {
-    run_state r = {.cfg = cfg};
-    open_data(&r);
+/* Creates the model: fresh, imported from model.init_from, or resumed from a
+ * checkpoint. Returns the first step to train. */
+static int setup_model(run_state *r, mlm_config *cfg, mlm_backend *be, const char *resume, int max_M) {
     const mlm_train_config *t = &cfg->train;
-    if (mkdir_p(t->out_dir) != 0)
+    int S = cfg->data.seq_len;
+    char err[2048], dir[2 * MLM_PATH_MAX] = "";
+    if (resume && mlm_checkpoint_find(cfg, resume, dir, sizeof dir, err, sizeof err) != 0)
+        mlm_die(MLM_EXIT_INPUT, "%s", err);
+    if (cfg->model.init_from[0]) {
+        if (mlm_model_load_dir(&r->model, cfg->model.init_from, &cfg->model, be, t->micro_batch, S, max_M,
+                               t->seed, err, sizeof err) != 0)
+            mlm_die(MLM_EXIT_INPUT, "model.init_from: %s", err);
+        cfg->model = r->model.lay.cfg;   // the shape comes from the imported config.json
+        mlm_log("model: imported from %s", cfg->model.init_from);
+    } else {
+        mlm_model_create(&r->model, &cfg->model, be, t->micro_batch, S, max_M, t->seed);
+        mlm_model_init_params(&r->model, t->seed);
+    }
+    if (!dir[0]) return 1;
+    int step;
+    if (mlm_checkpoint_resume(&r->model, cfg, dir, &step, err, sizeof err) != 0)
+        mlm_die(MLM_EXIT_INPUT, "--resume: %s", err);
+    mlm_log("resumed from %s at step %d", dir, step);
+    return step + 1;
+}
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig) {
+    stop_signal = sig;
+    signal(sig, SIG_DFL);   // a second signal ends the process at once
+}
+
+static void save_checkpoint(run_state *r, int step) {
+    char err[2048];
+    if (mlm_checkpoint_save(&r->model, r->cfg, step, err, sizeof err) != 0)
+        mlm_die(MLM_EXIT_RUNTIME, "checkpoint at step %d: %s", step, err);
+    mlm_log("checkpoint: %s/checkpoints/step_%07d", r->cfg->train.out_dir, step);
+}
+
+/* Loss and accuracy over the steps since the last log line. */
+typedef struct { double loss, correct, t; long masked; int step; } log_window;
+
+static void log_train(run_state *r, log_window *w, const step_stats *s, int step, int first, float lr, double t0) {
+    const mlm_train_config *t = &r->cfg->train;
+    double now = now_s(), tps = (double)(step - w->step) * t->batch * r->cfg->data.seq_len / (now - w->t);
+    double loss = w->masked ? w->loss / w->masked : 0, acc = w->masked ? w->correct / w->masked : 0;
+    char el[32], eta[32];
+    fmt_duration(el, sizeof el, now - t0);
+    fmt_duration(eta, sizeof eta, (now - t0) / (step - first + 1) * (t->steps - step));
+    mlm_log("step %6d/%d | loss %.4f | acc %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | %s elapsed | ETA %s", step,
+            t->steps, loss, acc, lr, s->grad_norm, tps, el, eta);
+    fprintf(r->metrics,
+            "{\"split\":\"train\",\"step\":%d,\"loss\":%.6f,\"acc\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,"
+            "\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f}\n",
+            step, loss, acc, lr, s->grad_norm, tps, now - t0);
+    fflush(r->metrics);
+    *w = (log_window){0, 0, now, 0, step};
+}
+
+int mlm_train(const mlm_config *config, mlm_backend *be, const char *resume) {
+    mlm_config cfg = *config;
+    run_state r = {.cfg = &cfg};
+    const mlm_train_config *t = &cfg.train;
+    int S = cfg.data.seq_len;
+    int max_M = mlm_max_masked(t->micro_batch * S, cfg.data.mask_prob);
+    int first = setup_model(&r, &cfg, be, resume, max_M);   // first: init_from may set the shape
+    open_data(&r);
+    if (mlm_mkdir_p(t->out_dir) != 0)
         mlm_die(MLM_EXIT_INPUT, "train.out_dir: cannot create %s: %s", t->out_dir, strerror(errno));
     FILE *cf = open_in_run(t->out_dir, "config.ini", "w");
-    mlm_config_write(cfg, cf);
+    mlm_config_write(&cfg, cf);
     fclose(cf);
-    r.metrics = open_in_run(t->out_dir, "metrics.jsonl", "w");
-
-    int S = cfg->data.seq_len, nmicro = t->batch / t->micro_batch;
-    int max_M = mlm_max_masked(t->micro_batch * S, cfg->data.mask_prob);
-    mlm_model_create(&r.model, &cfg->model, be, t->micro_batch, S, max_M, t->seed);
-    mlm_model_init_params(&r.model, t->seed);
+    r.metrics = open_in_run(t->out_dir, "metrics.jsonl", first > 1 ? "a" : "w");
     print_startup(&r, be);
-    mlm_microbatch *mbs = mlm_xcalloc(nmicro, sizeof *mbs, "micro-batches");
-    for (int k = 0; k < nmicro; k++) mlm_microbatch_init(&mbs[k], t->micro_batch, S, max_M);
+    if (first > t->steps) mlm_log("the checkpoint is at step %d of %d: nothing left to train", first - 1, t->steps);
+    mlm_loader ld;
+    mlm_loader_start(&ld, &r.train, &cfg, &r.sp, 0, 1, first, t->steps, max_M);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
 
-    double t0 = now_s(), last_t = t0, loss_acc = 0, correct_acc = 0;
-    long masked_acc = 0;
-    int last_step = 0, rc = 0;
-    for (int step = 1; step <= t->steps; step++) {
-        float lr = mlm_lr_at(&cfg->optim, step, t->steps);
-        step_stats s = train_step(&r, mbs, nmicro, step, lr);
+    double t0 = now_s();
+    log_window w = {0, 0, t0, 0, first - 1};
+    int rc = 0, step;
+    for (step = first; step <= t->steps; step++) {
+        float lr = mlm_lr_at(&cfg.optim, step, t->steps);
+        step_stats s = train_step(&r, &ld, step, lr);
         if (!isfinite(s.loss) || !isfinite(s.grad_norm)) {
             mlm_log("error: step %d: the loss or gradient norm is not finite (loss sum %g, grad norm %g); "
                     "stopping. Lower optim.lr or raise optim.warmup_steps.", step, s.loss, s.grad_norm);
             rc = MLM_EXIT_RUNTIME;
             break;
         }
-        loss_acc += s.loss;
-        correct_acc += s.correct;
-        masked_acc += s.masked;
-        if (step % t->log_every == 0 || step == t->steps) {
-            double now = now_s(), tps = (double)(step - last_step) * t->batch * S / (now - last_t);
-            double loss = masked_acc ? loss_acc / masked_acc : 0, acc = masked_acc ? correct_acc / masked_acc : 0;
-            char el[32], eta[32];
-            fmt_duration(el, sizeof el, now - t0);
-            fmt_duration(eta, sizeof eta, (now - t0) / step * (t->steps - step));
-            mlm_log("step %6d/%d | loss %.4f | acc %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | %s elapsed | ETA %s",
-                    step, t->steps, loss, acc, lr, s.grad_norm, tps, el, eta);
-            fprintf(r.metrics,
-                    "{\"split\":\"train\",\"step\":%d,\"loss\":%.6f,\"acc\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,"
-                    "\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f}\n",
-                    step, loss, acc, lr, s.grad_norm, tps, now - t0);
-            fflush(r.metrics);
-            loss_acc = correct_acc = 0;
-            masked_acc = 0;
-            last_step = step;
-            last_t = now;
-        }
+        w.loss += s.loss;
+        w.correct += s.correct;
+        w.masked += s.masked;
+        if (step % t->log_every == 0 || step == t->steps || stop_signal) log_train(&r, &w, &s, step, first, lr, t0);
         if (r.have_val && ((t->eval_every && step % t->eval_every == 0) || step == t->steps)) log_eval(&r, step);
+        if (stop_signal) {
+            mlm_log("%s at step %d: writing a checkpoint; continue with --resume auto",
+                    stop_signal == SIGINT ? "interrupted" : "terminated", step);
+            save_checkpoint(&r, step);
+            break;
+        }
+        if (step == t->steps || (t->checkpoint_every && step % t->checkpoint_every == 0)) save_checkpoint(&r, step);
     }
-    if (rc == 0 && r.have_val && r.vocab.count) print_predictions(&r, 8);
-    for (int k = 0; k < nmicro; k++) mlm_microbatch_free(&mbs[k]);
-    free(mbs);
+    if (rc == 0 && !stop_signal && r.have_val && r.vocab.count) print_predictions(&r, 8);
+    mlm_loader_stop(&ld);
     mlm_vocab_free(&r.vocab);
     fclose(r.metrics);
     mlm_model_destroy(&r.model);

@@ -9,38 +9,14 @@
 #include <string.h>
 
 #include "mlm/data.h"
+#include "mlm/fileio.h"
 #include "mlm/log.h"
-
-static char *read_all(const char *path, size_t *bytes, char *err, size_t len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        mlm_fail(err, len, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = mlm_xmalloc(cap + 1, "vocab file");
-    for (size_t r; (r = fread(buf + n, 1, cap - n, f)) > 0;) {
-        n += r;
-        if (n == cap) buf = realloc(buf, (cap *= 2) + 1);
-        if (!buf) mlm_die(MLM_EXIT_RUNTIME, "out of memory reading %s", path);
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        mlm_fail(err, len, "%s: read error", path);
-        return NULL;
-    }
-    buf[n] = 0;
-    *bytes = n;
-    return buf;
-}
 
 int mlm_vocab_load(mlm_vocab *v, const char *path, char *err, size_t err_len) {
     memset(v, 0, sizeof *v);
     size_t n;
-    char *text = read_all(path, &n, err, err_len);
-    if (!text) return -1;
+    char *text;
+    if (mlm_read_file(path, &text, &n, err, err_len) != 0) return -1;
     if (memchr(text, 0, n)) {
         free(text);
         return mlm_fail(err, err_len, "%s: contains a NUL byte: not a vocab.txt", path);

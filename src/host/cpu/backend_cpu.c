@@ -2,9 +2,9 @@
  * The CPU backend: fp32 everywhere (act_size = wgt_size = 4), matmuls through
  * OpenBLAS cblas_sgemm, row loops through OpenMP. It is the oracle every CUDA op is
  * tested against. This file builds the op table and holds what the op families
- * share: host memory, thread setup, the scratch arena, Philox dropout and
+ * share: host memory, thread setup, the scratch arena, the threaded matmul and
  * deterministic column sums. The ops live in cpu_norm.c, cpu_linear.c,
- * cpu_attention.c and cpu_loss_optim.c.
+ * cpu_attention.c and cpu_loss_optim.c; Philox dropout in cpu_dropout.c.
  */
 #include <omp.h>
 #include <stdlib.h>
@@ -12,7 +12,6 @@
 #include <unistd.h>
 
 #include "mlm/log.h"
-#include "mlm/philox.h"
 #include "cpu_ops.h"
 
 /* ---- memory: host buffers, 64-byte aligned for the vector loops ---- */
@@ -53,28 +52,30 @@ float *cpu_scratch(mlm_backend *be, size_t n) {
     return st->scratch;
 }
 
-/* ---- threads ---- */
+/* ---- matmul ---- */
 
-void cpu_blas_serial(mlm_backend *be, int serial) {
-    cpu_state *st = be->impl;
-    openblas_set_num_threads(serial ? 1 : st->threads);
+enum { GEMM_ALIGN = 16 };   // block edges on multiples of the sgemm kernel's tile
+
+void cpu_gemm(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
+              const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    int split_rows = M >= N, len = split_rows ? M : N;
+    #pragma omp parallel
+    {
+        int team = omp_get_num_threads(), t = omp_get_thread_num();
+        int chunk = ((len + team - 1) / team + GEMM_ALIGN - 1) / GEMM_ALIGN * GEMM_ALIGN;
+        int lo = t * chunk, n = len - lo < chunk ? len - lo : chunk;
+        if (n > 0 && split_rows)     // rows lo.. of op(A) and C
+            cblas_sgemm(CblasRowMajor, ta, tb, n, N, K, alpha,
+                        A + (ta == CblasNoTrans ? (size_t)lo * lda : (size_t)lo), lda, B, ldb,
+                        beta, C + (size_t)lo * ldc, ldc);
+        else if (n > 0)              // columns lo.. of op(B) and C
+            cblas_sgemm(CblasRowMajor, ta, tb, M, n, K, alpha, A, lda,
+                        B + (tb == CblasNoTrans ? (size_t)lo : (size_t)lo * ldb), ldb,
+                        beta, C + lo, ldc);
+    }
 }
 
 /* ---- shared helpers ---- */
-
-void cpu_dropout_apply(const mlm_dropout *drop, int b, uint32_t e0, float *x, int n) {
-    uint32_t seq = drop->seq_base + (uint32_t)b;
-    mlm_u32x4 r = {{0, 0, 0, 0}};
-    uint32_t group = UINT32_MAX;   // e >> 2 never reaches it
-    for (int k = 0; k < n; k++) {
-        uint32_t e = e0 + (uint32_t)k;
-        if (e >> 2 != group) {     // one Philox call serves four elements
-            group = e >> 2;
-            r = mlm_philox(group, drop->site, seq, drop->step, drop->seed);
-        }
-        x[k] = r.v[e & 3] >= drop->threshold ? x[k] * drop->scale : 0.0f;
-    }
-}
 
 enum { COLSUM_BLOCK = 64 };
 
@@ -101,18 +102,16 @@ static void cpu_destroy(mlm_backend *be) {
     free(be);
 }
 
-static void cpu_set_threads(cpu_state *st, int threads) {
+static void cpu_set_threads(int threads) {
     if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (threads <= 0) threads = 1;
-    st->threads = threads;
-    omp_set_num_threads(threads);
-    openblas_set_num_threads(threads);
+    omp_set_num_threads(threads > 0 ? threads : 1);
+    openblas_set_num_threads(1);   // all parallelism is ours: see cpu_gemm
 }
 
 mlm_backend *mlm_backend_cpu(int threads) {
     mlm_backend *be = mlm_xcalloc(1, sizeof *be, "cpu backend");
     cpu_state *st = mlm_xcalloc(1, sizeof *st, "cpu backend state");
-    cpu_set_threads(st, threads);
+    cpu_set_threads(threads);
     *be = (mlm_backend){
         .name = "cpu", .act_size = sizeof(float), .wgt_size = sizeof(float), .impl = st,
         .alloc = cpu_alloc, .free = cpu_free, .upload = cpu_copy, .download = cpu_copy,

@@ -1,9 +1,9 @@
 /*
  * CPU self-attention over a padded micro-batch, forward and backward. Each
  * (sequence, head) pair is independent: OpenMP runs the pairs in parallel, each
- * calling single-threaded cblas_sgemm straight on the strided q/k/v columns of qkv
- * (leading dimension 3d, no copies). Keys j >= lengths[b] get probability exactly 0;
- * every query row, padded or not, attends over the valid keys, as HF's additive mask
+ * calling cblas_sgemm (single-threaded, see cpu_gemm) straight on the strided
+ * q/k/v columns of qkv (leading dimension 3d, no copies). Keys j >= lengths[b] get
+ * probability exactly 0; every query row, padded or not, attends over the valid keys, as HF's additive mask
  * does. saved holds the softmax probabilities before dropout, (B, H, S, S); the
  * dropout mask is recomputed from Philox in the backward, never stored.
  */
@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "mlm/log.h"
+#include "cpu_math.h"
 #include "cpu_ops.h"
 
 size_t cpu_attention_saved_bytes(mlm_backend *be, int B, int S, int H) {
@@ -26,12 +27,14 @@ static void check_lengths(const int32_t *lengths, int B, int S) {
 }
 
 /* p[0..L) = softmax(p[0..L)), p[L..S) = 0. */
-static void softmax_row(float *p, int L, int S) {
+CPU_VECTOR_CLONES static void softmax_row(float *p, int L, int S) {
     float mx = p[0];
+    #pragma omp simd reduction(max : mx)
     for (int j = 1; j < L; j++) mx = p[j] > mx ? p[j] : mx;
     double sum = 0;
+    #pragma omp simd reduction(+ : sum)
     for (int j = 0; j < L; j++) {
-        p[j] = expf(p[j] - mx);
+        p[j] = cpu_expf(p[j] - mx);
         sum += p[j];
     }
     float inv = (float)(1.0 / sum);
@@ -69,7 +72,6 @@ void cpu_attention_fwd(mlm_backend *be, void *out_, void *saved, const void *qkv
     int d = H * dh;
     check_lengths(lengths, B, S);
     float *scratch = cpu_scratch(be, (size_t)omp_get_max_threads() * S * S);
-    cpu_blas_serial(be, 1);
     #pragma omp parallel for schedule(dynamic, 1)
     for (int bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H;
@@ -77,7 +79,14 @@ void cpu_attention_fwd(mlm_backend *be, void *out_, void *saved, const void *qkv
         attn_fwd_head(out + (size_t)b * S * d, P + (size_t)bh * S * S, Pd,
                       qkv + (size_t)b * S * 3 * d, b, h, lengths[b], S, dh, d, drop);
     }
-    cpu_blas_serial(be, 0);
+}
+
+/* dp = p * (dp - dp . p) over one row of L: softmax backward. */
+CPU_VECTOR_CLONES static void softmax_bwd_row(float *dp, const float *p, int L) {
+    double dot = 0;
+    #pragma omp simd reduction(+ : dot)
+    for (int j = 0; j < L; j++) dot += dp[j] * p[j];
+    for (int j = 0; j < L; j++) dp[j] = p[j] * (dp[j] - (float)dot);
 }
 
 /* Softmax and dropout backward of one head, row by row: dS enters as dPd (S, L), the
@@ -96,9 +105,7 @@ static void attn_softmax_bwd(float *dS, float *Pd, float *keep, const float *P, 
                 dp[j] *= keep[j];
             }
         }
-        double dot = 0;
-        for (int j = 0; j < L; j++) dot += dp[j] * p[j];
-        for (int j = 0; j < L; j++) dp[j] = p[j] * (dp[j] - (float)dot);
+        softmax_bwd_row(dp, p, L);
     }
 }
 
@@ -140,7 +147,6 @@ void cpu_attention_bwd(mlm_backend *be, void *dqkv_, const void *dout_, const vo
     check_lengths(lengths, B, S);
     size_t per_thread = 2 * (size_t)S * S + S;                    // dS, Pd (S, S), keep (S)
     float *scratch = cpu_scratch(be, (size_t)omp_get_max_threads() * per_thread);
-    cpu_blas_serial(be, 1);
     #pragma omp parallel for schedule(dynamic, 1)
     for (int bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H;
@@ -149,5 +155,4 @@ void cpu_attention_bwd(mlm_backend *be, void *dqkv_, const void *dout_, const vo
                       P + (size_t)bh * S * S, scratch + (size_t)omp_get_thread_num() * per_thread,
                       b, h, lengths[b], S, dh, d, drop);
     }
-    cpu_blas_serial(be, 0);
 }

@@ -1,55 +1,52 @@
 /*
  * CPU linear layers: y = act(x W^T + b) with exact erf GELU, its backward, the
  * tied decoder (the same matmul with fp32 logits) and the masked-row gather and
- * scatter around the MLM head. Matmuls are cblas_sgemm on the OpenBLAS pool; bias
- * and GELU run as one OpenMP pass over the output rows.
+ * scatter around the MLM head. Matmuls are cpu_gemm (blocks of C over the OpenMP
+ * team); GELU runs as an OpenMP pass over the output rows through the
+ * vectorizable cpu_math.h.
  */
-#include <math.h>
 #include <string.h>
 
+#include "cpu_math.h"
 #include "cpu_ops.h"
 
-static inline float gelu(float x) { return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2)); }
-
-/* d gelu / dx = Phi(x) + x * phi(x), as PyTorch's GeluBackward. */
-static inline float gelu_grad(float x) {
-    float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
-    float pdf = expf(-0.5f * x * x) * 0.39894228040143267794f;   // 1/sqrt(2 pi)
-    return cdf + x * pdf;
+/* One row: out = gelu(pre). */
+CPU_VECTOR_CLONES static void gelu_row(float *out, const float *pre, int n) {
+    for (int c = 0; c < n; c++) out[c] = cpu_gelu(pre[c]);
 }
 
-/* y (N, O) += b; with GELU: pre = y, out = gelu(y) (y is pre then). */
-static void bias_act_rows(float *out, float *pre, const float *b, int N, int O, mlm_act act) {
-    float *y = act == MLM_ACT_GELU ? pre : out;
-    #pragma omp parallel for schedule(static)
-    for (int r = 0; r < N; r++) {
-        float *yr = y + (size_t)r * O, *outr = out + (size_t)r * O;
-        if (b)
-            for (int c = 0; c < O; c++) yr[c] += b[c];
-        if (act == MLM_ACT_GELU)
-            for (int c = 0; c < O; c++) outr[c] = gelu(yr[c]);
-    }
+/* One row: dout *= gelu'(pre). */
+CPU_VECTOR_CLONES static void gelu_bwd_row(float *dout, const float *pre, int n) {
+    for (int c = 0; c < n; c++) dout[c] *= cpu_gelu_grad(pre[c]);
 }
 
+/* The bias is written into every row first and the matmul accumulates onto it
+ * (beta = 1): OpenBLAS then skips its pass that zeroes C for beta = 0. */
 void cpu_linear_fwd(mlm_backend *be, void *out_, void *pre_, const void *in_, const void *W_,
                     const void *b, int N, int I, int O, mlm_act act) {
     float *out = out_, *pre = pre_;                               // (N, O)
     const float *in = in_, *W = W_;                               // (N, I) (O, I)
-    float *y = act == MLM_ACT_GELU ? pre : out;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, O, I, 1.0f, in, I, W, I, 0.0f, y, O);
-    if (b || act != MLM_ACT_NONE) bias_act_rows(out, pre, b, N, O, act);
+    float *y = act == MLM_ACT_GELU ? pre : out;                   // (N, O) in W^T + b
+    if (b) {
+        #pragma omp parallel for schedule(static)
+        for (int r = 0; r < N; r++) memcpy(y + (size_t)r * O, b, (size_t)O * sizeof(float));
+    }
+    cpu_gemm(CblasNoTrans, CblasTrans, N, O, I, 1.0f, in, I, W, I, b ? 1.0f : 0.0f, y, O);
+    if (act == MLM_ACT_GELU) {
+        #pragma omp parallel for schedule(static)
+        for (int r = 0; r < N; r++) gelu_row(out + (size_t)r * O, pre + (size_t)r * O, O);
+    }
 }
 
 /* dW += dout^T in; db += column sums of dout; din = (or +=) dout W. */
 static void linear_grads(float *din, float *dW, float *db, const float *dout, const float *in,
                          const float *W, int N, int I, int O, int din_accumulate) {
     // dout (N, O), in (N, I), W (O, I), dW (O, I), din (N, I)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, I, N, 1.0f, dout, O, in, I,
-                1.0f, dW, I);
+    cpu_gemm(CblasTrans, CblasNoTrans, O, I, N, 1.0f, dout, O, in, I, 1.0f, dW, I);
     if (db) cpu_colsum_add(db, dout, N, O);
     if (din)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, I, O, 1.0f, dout, O, W, I,
-                    din_accumulate ? 1.0f : 0.0f, din, I);
+        cpu_gemm(CblasNoTrans, CblasNoTrans, N, I, O, 1.0f, dout, O, W, I,
+                 din_accumulate ? 1.0f : 0.0f, din, I);
 }
 
 void cpu_linear_bwd(mlm_backend *be, void *din, float *dW, float *db, void *dout_,
@@ -59,8 +56,7 @@ void cpu_linear_bwd(mlm_backend *be, void *din, float *dW, float *db, void *dout
     const float *pre = pre_;                                      // (N, O)
     if (act == MLM_ACT_GELU) {
         #pragma omp parallel for schedule(static)
-        for (int r = 0; r < N; r++)
-            for (int c = 0; c < O; c++) dout[(size_t)r * O + c] *= gelu_grad(pre[(size_t)r * O + c]);
+        for (int r = 0; r < N; r++) gelu_bwd_row(dout + (size_t)r * O, pre + (size_t)r * O, O);
     }
     linear_grads(din, dW, db, dout, in, W, N, I, O, din_accumulate);
 }

@@ -8,22 +8,22 @@
 #include <omp.h>
 
 #include "mlm/log.h"
+#include "cpu_math.h"
 #include "cpu_ops.h"
 
 /* One row of logits x (V): returns the loss, sets *correct, overwrites x with
  * scale * (softmax(x) - onehot(label)). */
-static float ce_row(float *x, int label, int V, float scale, float *correct) {
+CPU_VECTOR_CLONES static float ce_row(float *x, int label, int V, float scale, float *correct) {
     float mx = x[0];
-    int argmax = 0;
-    for (int j = 1; j < V; j++)
-        if (x[j] > mx) {
-            mx = x[j];
-            argmax = j;
-        }
+    #pragma omp simd reduction(max : mx)
+    for (int j = 1; j < V; j++) mx = x[j] > mx ? x[j] : mx;
+    int argmax = 0;                                               // first index of the max
+    while (argmax < V - 1 && x[argmax] != mx) argmax++;
     float x_label = x[label];
     double sum = 0;
+    #pragma omp simd reduction(+ : sum)
     for (int j = 0; j < V; j++) {
-        x[j] = expf(x[j] - mx);
+        x[j] = cpu_expf(x[j] - mx);
         sum += x[j];
     }
     float inv = (float)(1.0 / sum), p_label = x[label] * inv;
@@ -58,7 +58,7 @@ enum { SUMSQ_CHUNK = 1 << 16 };
  * any thread count. */
 void cpu_sum_squares(mlm_backend *be, float *out, const float *g, size_t n) {
     size_t chunks = (n + SUMSQ_CHUNK - 1) / SUMSQ_CHUNK;
-    double *part = (double *)cpu_scratch(be, 2 * chunks + 2);     // (chunks)
+    double *part = (double *)cpu_scratch(be, 2 * chunks);         // (chunks)
     #pragma omp parallel for schedule(static)
     for (size_t c = 0; c < chunks; c++) {
         size_t lo = c * SUMSQ_CHUNK, hi = lo + SUMSQ_CHUNK < n ? lo + SUMSQ_CHUNK : n;

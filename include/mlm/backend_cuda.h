@@ -1,0 +1,28 @@
+/*
+ * The CUDA backend: the op table of backend.h on one NVIDIA GPU (Hopper, sm_90).
+ * bf16 activations and bf16 weight copy (act_size = wgt_size = 2) into cuBLASLt
+ * and the kernels of src/kernels/; fp32 gradients, master weights, moments,
+ * LayerNorm statistics, logits and losses. Every op is queued on one stream and
+ * none waits for the device except download and sync.
+ */
+#ifndef MLM_BACKEND_CUDA_H
+#define MLM_BACKEND_CUDA_H
+
+#include <stddef.h>
+
+#include "mlm/backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Backend on CUDA device `device`; NULL with the reason in err (err_len bytes)
+ * when there is no usable GPU (no driver, no device, index out of range, compute
+ * capability below 9.0). */
+mlm_backend *mlm_backend_cuda(int device, char *err, size_t err_len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

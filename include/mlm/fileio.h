@@ -1,0 +1,30 @@
+/*
+ * File helpers every writer and reader shares: whole-file reads, atomic writes
+ * (temporary file, fsync, rename, fsync of the directory) so a reader never sees a
+ * half-written file, and mkdir -p.
+ */
+#ifndef MLM_FILEIO_H
+#define MLM_FILEIO_H
+
+#include <stddef.h>
+
+/* Reads a regular file whole into a NUL-terminated malloc'd buffer. Returns 0, or
+ * -1 with `path: what is wrong`. */
+int mlm_read_file(const char *path, char **buf, size_t *bytes, char *err, size_t err_len);
+
+/* Writes all n bytes to fd (retrying short writes); 0 or -1 with errno. */
+int mlm_write_all(int fd, const void *p, size_t n);
+
+/* Writes the concatenation of nparts buffers to path atomically: PATH.tmp.<pid>,
+ * fsync, rename over path, fsync the directory. On failure the temporary file is
+ * removed, path is untouched, and -1 comes back with err. */
+int mlm_write_file_atomic(const char *path, const void *const *parts, const size_t *sizes, int nparts, char *err,
+                          size_t err_len);
+
+/* Makes a rename or a new entry in dir durable (fsync of the directory). */
+int mlm_fsync_dir(const char *dir, char *err, size_t err_len);
+
+/* mkdir -p; 0 or -1 with errno. */
+int mlm_mkdir_p(const char *path);
+
+#endif

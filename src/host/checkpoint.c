@@ -1,0 +1,497 @@
+/*
+ * Checkpoints (include/mlm/checkpoint.h): HF-loadable model directories written
+ * atomically, exact resume from the fp32 master weights and AdamW moments, and
+ * import of HF BERT checkpoints by name.
+ *
+ * Fault injection for the crash tests: MLM_FAULT_CHECKPOINT=K kills the process
+ * (SIGKILL, as a crash or `kill -9` would) after the K-th file of a checkpoint.
+ */
+#include "mlm/checkpoint.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "mlm/data.h"
+#include "mlm/fileio.h"
+#include "mlm/log.h"
+#include "mlm/safetensors.h"
+
+#define MAX_HF_TENSORS 4096
+#define PATHBUF (2 * MLM_PATH_MAX)
+#define TRAINER_FORMAT "mlmgpu-trainer-1"
+
+/* ---------------------------------------------------------------- small helpers */
+
+static void path_join(char *out, size_t n, const char *dir, const char *name) {
+    if ((size_t)snprintf(out, n, "%s/%s", dir, name) >= n)
+        mlm_die(MLM_EXIT_INPUT, "path too long: %s/%s", dir, name);
+}
+
+static int write_text(const char *dir, const char *name, const char *text, char *err, size_t len) {
+    char path[PATHBUF];
+    path_join(path, sizeof path, dir, name);
+    const void *parts[1] = {text};
+    size_t sizes[1] = {strlen(text)};
+    return mlm_write_file_atomic(path, parts, sizes, 1, err, len);
+}
+
+static void fault_point(void) {
+    static int written;
+    const char *k = getenv("MLM_FAULT_CHECKPOINT");
+    if (k && ++written >= atoi(k)) raise(SIGKILL);
+}
+
+static cJSON *read_json(const char *dir, const char *name, char *err, size_t len) {
+    char path[PATHBUF], *text;
+    size_t bytes;
+    path_join(path, sizeof path, dir, name);
+    if (mlm_read_file(path, &text, &bytes, err, len) != 0) return NULL;
+    cJSON *j = cJSON_ParseWithLength(text, bytes);
+    free(text);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        mlm_fail(err, len, "%s: not a JSON object", path);
+        return NULL;
+    }
+    return j;
+}
+
+/* ---------------------------------------------------------------- HF config.json */
+
+typedef struct { const char *hf; size_t offset; int is_float; } hf_field;
+
+#define MC(f) offsetof(mlm_model_config, f)
+static const hf_field HF_SHAPE[] = {
+    {"vocab_size", MC(vocab_size), 0},
+    {"hidden_size", MC(hidden_size), 0},
+    {"num_hidden_layers", MC(num_layers), 0},
+    {"num_attention_heads", MC(num_heads), 0},
+    {"intermediate_size", MC(intermediate_size), 0},
+    {"max_position_embeddings", MC(max_position), 0},
+    {"type_vocab_size", MC(type_vocab_size), 0},
+    {"layer_norm_eps", MC(layer_norm_eps), 1},
+};
+#define N_HF_SHAPE (sizeof HF_SHAPE / sizeof HF_SHAPE[0])
+
+int mlm_hf_read_config(const char *dir, mlm_model_config *mc, char *err, size_t len) {
+    cJSON *j = read_json(dir, "config.json", err, len);
+    if (!j) return -1;
+    int rc = 0;
+    for (size_t i = 0; i < N_HF_SHAPE && rc == 0; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, HF_SHAPE[i].hf);
+        char *p = (char *)mc + HF_SHAPE[i].offset;
+        if (!cJSON_IsNumber(v) || (HF_SHAPE[i].is_float ? v->valuedouble <= 0 : v->valuedouble < 1 ||
+                                   v->valuedouble > 1e9 || v->valuedouble != (int)v->valuedouble))
+            rc = mlm_fail(err, len, "%s/config.json: %s is missing or not a valid number", dir, HF_SHAPE[i].hf);
+        else if (HF_SHAPE[i].is_float) *(float *)p = (float)v->valuedouble;
+        else *(int *)p = v->valueint;
+    }
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "hidden_act");
+    if (rc == 0 && cJSON_IsString(act) && strcmp(act->valuestring, "gelu") != 0)
+        rc = mlm_fail(err, len, "%s/config.json: hidden_act \"%s\": mlmgpu implements only \"gelu\" (erf)", dir,
+                      act->valuestring);
+    const cJSON *pos = cJSON_GetObjectItemCaseSensitive(j, "position_embedding_type");
+    if (rc == 0 && cJSON_IsString(pos) && strcmp(pos->valuestring, "absolute") != 0)
+        rc = mlm_fail(err, len, "%s/config.json: position_embedding_type \"%s\": only \"absolute\" is supported",
+                      dir, pos->valuestring);
+    if (rc == 0 && mc->hidden_size % mc->num_heads != 0)
+        rc = mlm_fail(err, len, "%s/config.json: hidden_size %d is not a multiple of num_attention_heads %d", dir,
+                      mc->hidden_size, mc->num_heads);
+    cJSON_Delete(j);
+    return rc;
+}
+
+int mlm_hf_read_cased(const char *dir, int *cased, char *err, size_t len) {
+    char path[PATHBUF];
+    path_join(path, sizeof path, dir, "tokenizer_config.json");
+    *cased = 0;
+    if (access(path, F_OK) != 0) return 0;
+    cJSON *j = read_json(dir, "tokenizer_config.json", err, len);
+    if (!j) return -1;
+    const cJSON *lower = cJSON_GetObjectItemCaseSensitive(j, "do_lower_case");
+    *cased = cJSON_IsFalse(lower);
+    cJSON_Delete(j);
+    return 0;
+}
+
+static char *hf_config_json(const mlm_model_config *mc) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON *arch = cJSON_AddArrayToObject(j, "architectures");
+    cJSON_AddItemToArray(arch, cJSON_CreateString("BertForMaskedLM"));
+    cJSON_AddStringToObject(j, "model_type", "bert");
+    for (size_t i = 0; i < N_HF_SHAPE; i++) {
+        const char *p = (const char *)mc + HF_SHAPE[i].offset;
+        cJSON_AddNumberToObject(j, HF_SHAPE[i].hf, HF_SHAPE[i].is_float ? *(const float *)p : *(const int *)p);
+    }
+    cJSON_AddStringToObject(j, "hidden_act", "gelu");
+    cJSON_AddNumberToObject(j, "hidden_dropout_prob", mc->hidden_dropout);
+    cJSON_AddNumberToObject(j, "attention_probs_dropout_prob", mc->attention_dropout);
+    cJSON_AddNumberToObject(j, "initializer_range", mc->init_range);
+    cJSON_AddNumberToObject(j, "pad_token_id", 0);
+    cJSON_AddStringToObject(j, "position_embedding_type", "absolute");
+    cJSON_AddBoolToObject(j, "tie_word_embeddings", 1);
+    cJSON_AddStringToObject(j, "dtype", "float32");
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    return text;
+}
+
+/* ---------------------------------------------------------------- HF weights */
+
+/* The tensor of file f stored under our HF name or one of its older spellings. */
+static const mlm_st_tensor *find_hf(const mlm_st_file *f, const char *name) {
+    const mlm_st_tensor *t = mlm_st_find(f, name);
+    if (t) return t;
+    char alt[160];
+    const char *bare = strncmp(name, "bert.", 5) == 0 ? name + 5 : NULL;
+    if (bare && (t = mlm_st_find(f, bare))) return t;
+    if (!strcmp(name, "cls.predictions.bias")) return mlm_st_find(f, "cls.predictions.decoder.bias");
+    const char *ln = strstr(name, "LayerNorm.");
+    if (!ln) return NULL;
+    const char *old = !strcmp(ln, "LayerNorm.weight") ? "gamma" : !strcmp(ln, "LayerNorm.bias") ? "beta" : NULL;
+    if (!old) return NULL;
+    snprintf(alt, sizeof alt, "%.*sLayerNorm.%s", (int)(ln - name), name, old);
+    if ((t = mlm_st_find(f, alt))) return t;
+    return bare ? mlm_st_find(f, alt + 5) : NULL;
+}
+
+static int is_head(const char *name) { return strncmp(name, "cls.", 4) == 0; }
+
+int mlm_hf_read_weights(const char *dir, const mlm_layout *lay, float *host, int *head_missing, char *err,
+                        size_t len) {
+    char path[PATHBUF];
+    path_join(path, sizeof path, dir, "model.safetensors");
+    mlm_st_file f;
+    if (mlm_st_open(&f, path, err, len) != 0) return -1;
+    mlm_hf_tensor *names = mlm_xmalloc(MAX_HF_TENSORS * sizeof *names, "tensor names");
+    int n = mlm_hf_tensors(lay, names, MAX_HF_TENSORS), rc = 0;
+    *head_missing = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        const mlm_hf_tensor *h = &names[i];
+        const mlm_st_tensor *t = find_hf(&f, h->name);
+        size_t numel = h->rows * (h->cols ? h->cols : 1);
+        if (!t && is_head(h->name)) {
+            *head_missing = 1;
+            continue;
+        }
+        if (!t) {
+            rc = mlm_fail(err, len, "%s: tensor %s is missing", path, h->name);
+        } else if (t->numel != numel || t->ndim != (h->cols ? 2 : 1) || t->shape[0] != (int64_t)h->rows) {
+            rc = mlm_fail(err, len, "%s: tensor %s has %zu elements in %d dims, the model needs %zu x %zu", path,
+                          t->name, t->numel, t->ndim, h->rows, h->cols ? h->cols : 1);
+        } else {
+            rc = mlm_st_read_f32(&f, t->name, host + h->offset, numel, err, len);
+        }
+    }
+    free(names);
+    mlm_st_close(&f);
+    return rc;
+}
+
+int mlm_model_load_dir(mlm_model *m, const char *dir, const mlm_model_config *base, mlm_backend *be, int max_B,
+                       int S, int max_M, uint64_t seed, char *err, size_t len) {
+    mlm_model_config mc = *base;
+    if (mlm_hf_read_config(dir, &mc, err, len) != 0) return -1;
+    if (S > mc.max_position)
+        return mlm_fail(err, len, "%s: max_position_embeddings %d is shorter than seq_len %d", dir, mc.max_position, S);
+    mlm_model_create(m, &mc, be, max_B, S, max_M, seed);
+    mlm_model_init_params(m, seed);   // the head's values when the checkpoint has none
+    float *host = mlm_xmalloc(m->lay.num_params * sizeof(float), "imported weights");
+    be->download(be, host, m->master, m->lay.num_params * sizeof(float));
+    int head_missing = 0, rc = mlm_hf_read_weights(dir, &m->lay, host, &head_missing, err, len);
+    if (rc == 0) {
+        if (head_missing) mlm_log("warning: %s has no MLM head; it starts from a fresh initialisation", dir);
+        mlm_model_set_params(m, host);
+    } else {
+        mlm_model_destroy(m);
+    }
+    free(host);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- writing */
+
+static int write_model(const char *dir, const mlm_layout *lay, const float *master, char *err, size_t len) {
+    mlm_hf_tensor *names = mlm_xmalloc(MAX_HF_TENSORS * sizeof *names, "tensor names");
+    int n = mlm_hf_tensors(lay, names, MAX_HF_TENSORS);
+    mlm_st_out *out = mlm_xcalloc(n, sizeof *out, "checkpoint tensors");
+    for (int i = 0; i < n; i++) {
+        out[i] = (mlm_st_out){names[i].name, MLM_ST_F32, names[i].cols ? 2 : 1, {0}, master + names[i].offset};
+        out[i].shape[0] = (int64_t)names[i].rows;
+        out[i].shape[1] = (int64_t)names[i].cols;
+    }
+    char path[PATHBUF];
+    path_join(path, sizeof path, dir, "model.safetensors");
+    const char *keys[] = {"format"}, *values[] = {"pt"};
+    int rc = mlm_st_write(path, out, n, keys, values, 1, err, len);
+    free(out);
+    free(names);
+    return rc;
+}
+
+static int write_optimizer(const char *dir, const mlm_model *m, const float *mom, const float *vel, int step,
+                           char *err, size_t len) {
+    char path[PATHBUF], steps[32], nparams[32];
+    path_join(path, sizeof path, dir, "optimizer.safetensors");
+    snprintf(steps, sizeof steps, "%d", step);
+    snprintf(nparams, sizeof nparams, "%zu", m->lay.num_params);
+    mlm_st_out out[2] = {{"adam_m", MLM_ST_F32, 1, {(int64_t)m->lay.num_params}, mom},
+                         {"adam_v", MLM_ST_F32, 1, {(int64_t)m->lay.num_params}, vel}};
+    const char *keys[] = {"format", "step", "num_params"}, *values[] = {TRAINER_FORMAT, steps, nparams};
+    return mlm_st_write(path, out, 2, keys, values, 3, err, len);
+}
+
+static char *trainer_state_json(const mlm_config *cfg, int step, uint64_t vocab_hash) {
+    cJSON *j = cJSON_CreateObject();
+    char hex[32];
+    cJSON_AddStringToObject(j, "format", TRAINER_FORMAT);
+    cJSON_AddNumberToObject(j, "step", step);
+    snprintf(hex, sizeof hex, "%" PRIu64, cfg->train.seed);
+    cJSON_AddStringToObject(j, "seed", hex);
+    snprintf(hex, sizeof hex, "%016" PRIx64, vocab_hash);
+    cJSON_AddStringToObject(j, "vocab_hash", hex);
+    cJSON_AddNumberToObject(j, "world_size", 1);
+    cJSON_AddNumberToObject(j, "batch", cfg->train.batch);
+    cJSON *loader = cJSON_AddObjectToObject(j, "loader");
+    cJSON_AddNumberToObject(loader, "next_step", step + 1);
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    return text;
+}
+
+static const char *SPECIAL_TOKENS_MAP =
+    "{\n  \"unk_token\": \"[UNK]\",\n  \"sep_token\": \"[SEP]\",\n  \"pad_token\": \"[PAD]\",\n"
+    "  \"cls_token\": \"[CLS]\",\n  \"mask_token\": \"[MASK]\"\n}\n";
+
+static int write_tokenizer(const char *dir, const mlm_config *cfg, char *err, size_t len) {
+    if (!cfg->data.vocab[0]) return 0;
+    char *vocab, path[PATHBUF], json[1024];
+    size_t bytes;
+    if (mlm_read_file(cfg->data.vocab, &vocab, &bytes, err, len) != 0) return -1;
+    path_join(path, sizeof path, dir, "vocab.txt");
+    const void *parts[1] = {vocab};
+    int rc = mlm_write_file_atomic(path, parts, &bytes, 1, err, len);
+    free(vocab);
+    snprintf(json, sizeof json,
+             "{\n  \"tokenizer_class\": \"BertTokenizer\",\n  \"do_lower_case\": %s,\n  \"strip_accents\": null,\n"
+             "  \"tokenize_chinese_chars\": true,\n  \"model_max_length\": %d,\n  \"unk_token\": \"[UNK]\",\n"
+             "  \"sep_token\": \"[SEP]\",\n  \"pad_token\": \"[PAD]\",\n  \"cls_token\": \"[CLS]\",\n"
+             "  \"mask_token\": \"[MASK]\"\n}\n",
+             cfg->data.cased ? "false" : "true", cfg->model.max_position);
+    if (rc == 0) rc = write_text(dir, "tokenizer_config.json", json, err, len);
+    if (rc == 0) rc = write_text(dir, "special_tokens_map.json", SPECIAL_TOKENS_MAP, err, len);
+    return rc;
+}
+
+/* Writes every file of the checkpoint into the (new, empty) directory dir. */
+static int write_all_files(const char *dir, mlm_model *m, const mlm_config *cfg, int step, char *err, size_t len) {
+    mlm_backend *be = m->be;
+    size_t n = m->lay.num_params;
+    float *host = mlm_xmalloc(3 * n * sizeof(float), "checkpoint staging");
+    be->download(be, host, m->master, n * sizeof(float));
+    be->download(be, host + n, m->m, n * sizeof(float));
+    be->download(be, host + 2 * n, m->v, n * sizeof(float));
+    uint64_t vhash = cfg->data.vocab[0] ? mlm_vocab_hash(cfg->data.vocab, err, len) : 0;
+    char *cfg_json = hf_config_json(&cfg->model), *state = trainer_state_json(cfg, step, vhash);
+    char ini_path[PATHBUF];
+    path_join(ini_path, sizeof ini_path, dir, "mlmgpu.ini");
+    int rc = write_model(dir, &m->lay, host, err, len);
+    if (rc == 0) fault_point(), rc = write_text(dir, "config.json", cfg_json, err, len);
+    if (rc == 0) fault_point(), rc = write_tokenizer(dir, cfg, err, len);
+    if (rc == 0) fault_point(), rc = write_optimizer(dir, m, host + n, host + 2 * n, step, err, len);
+    if (rc == 0) {
+        fault_point();
+        FILE *f = fopen(ini_path, "w");
+        if (!f) rc = mlm_fail(err, len, "%s: cannot write: %s", ini_path, strerror(errno));
+        else {
+            mlm_config_write(cfg, f);
+            rc = fflush(f) == 0 && fsync(fileno(f)) == 0 ? 0 : mlm_fail(err, len, "%s: cannot write", ini_path);
+            fclose(f);
+        }
+    }
+    if (rc == 0) fault_point(), rc = write_text(dir, "trainer_state.json", state, err, len);
+    free(cfg_json);
+    free(state);
+    free(host);
+    return rc;
+}
+
+/* Removes a flat directory and its files. */
+static void remove_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    char path[PATHBUF];
+    for (struct dirent *e; (e = readdir(d));) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        path_join(path, sizeof path, dir, e->d_name);
+        unlink(path);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Keeps the newest `keep` step_* directories, and clears leftovers of killed writers. */
+static void prune(const char *ckdir, int keep) {
+    DIR *d = opendir(ckdir);
+    if (!d) return;
+    char *steps[4096], path[PATHBUF];
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (!strncmp(e->d_name, ".tmp.", 5) || !strncmp(e->d_name, ".old.", 5)) {
+            path_join(path, sizeof path, ckdir, e->d_name);
+            remove_dir(path);
+        } else if (!strncmp(e->d_name, "step_", 5) && n < 4096) {
+            steps[n++] = strdup(e->d_name);
+        }
+    }
+    closedir(d);
+    qsort(steps, n, sizeof steps[0], cmp_str);
+    for (int i = 0; i < n; i++) {
+        if (i < n - keep) {
+            path_join(path, sizeof path, ckdir, steps[i]);
+            remove_dir(path);
+        }
+        free(steps[i]);
+    }
+}
+
+/* Points ckdir/latest at name, atomically. */
+static int move_latest(const char *ckdir, const char *name, char *err, size_t len) {
+    char link[PATHBUF], tmp[PATHBUF];
+    path_join(link, sizeof link, ckdir, "latest");
+    char tmpname[48];
+    snprintf(tmpname, sizeof tmpname, ".tmp.latest.%d", (int)getpid());
+    path_join(tmp, sizeof tmp, ckdir, tmpname);
+    unlink(tmp);
+    if (symlink(name, tmp) != 0 || rename(tmp, link) != 0) {
+        unlink(tmp);
+        return mlm_fail(err, len, "%s: cannot update: %s", link, strerror(errno));
+    }
+    return mlm_fsync_dir(ckdir, err, len);
+}
+
+int mlm_checkpoint_save(mlm_model *m, const mlm_config *cfg, int step, char *err, size_t len) {
+    char ckdir[MLM_PATH_MAX + 32], name[32], tmp[PATHBUF], final[PATHBUF],
+        old[PATHBUF];
+    snprintf(ckdir, sizeof ckdir, "%s/checkpoints", cfg->train.out_dir);
+    snprintf(name, sizeof name, "step_%07d", step);
+    snprintf(tmp, sizeof tmp, "%s/.tmp.%s.%d", ckdir, name, (int)getpid());
+    path_join(final, sizeof final, ckdir, name);
+    snprintf(old, sizeof old, "%s/.old.%s.%d", ckdir, name, (int)getpid());
+    if (mlm_mkdir_p(ckdir) != 0) return mlm_fail(err, len, "%s: cannot create: %s", ckdir, strerror(errno));
+    remove_dir(tmp);
+    if (mkdir(tmp, 0755) != 0) return mlm_fail(err, len, "%s: cannot create: %s", tmp, strerror(errno));
+    int rc = write_all_files(tmp, m, cfg, step, err, len);
+    if (rc == 0) rc = mlm_fsync_dir(tmp, err, len);
+    // a checkpoint of the same step (a resume from an older one) is replaced whole
+    int replaced = rc == 0 && rename(final, old) == 0;
+    if (rc == 0 && rename(tmp, final) != 0) {
+        rc = mlm_fail(err, len, "%s: cannot move the checkpoint into place: %s", final, strerror(errno));
+        if (replaced) rename(old, final);
+    }
+    if (rc != 0) {
+        remove_dir(tmp);
+        return -1;
+    }
+    rc = move_latest(ckdir, name, err, len);
+    prune(ckdir, cfg->train.checkpoint_keep);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- resuming */
+
+int mlm_checkpoint_find(const mlm_config *cfg, const char *resume, char *dir, size_t dir_len, char *err,
+                        size_t len) {
+    struct stat st;
+    if (strcmp(resume, "auto") != 0) {
+        if (stat(resume, &st) != 0 || !S_ISDIR(st.st_mode))
+            return mlm_fail(err, len, "--resume %s: not a checkpoint directory", resume);
+        snprintf(dir, dir_len, "%s", resume);
+        return 0;
+    }
+    snprintf(dir, dir_len, "%s/checkpoints/latest", cfg->train.out_dir);
+    if (stat(dir, &st) != 0) dir[0] = 0;   // nothing to resume: a fresh start
+    return 0;
+}
+
+/* The checkpoint's model shape must be cfg's: compare config.json field by field. */
+static int check_shape(const char *dir, const mlm_model_config *want, char *err, size_t len) {
+    mlm_model_config got = *want;
+    if (mlm_hf_read_config(dir, &got, err, len) != 0) return -1;
+    for (size_t i = 0; i < N_HF_SHAPE; i++) {
+        if (HF_SHAPE[i].is_float) continue;
+        int a = *(const int *)((const char *)&got + HF_SHAPE[i].offset);
+        int b = *(const int *)((const char *)want + HF_SHAPE[i].offset);
+        if (a != b)
+            return mlm_fail(err, len, "%s: the checkpoint has %s = %d but the config says %d; resume needs the same model",
+                            dir, HF_SHAPE[i].hf, a, b);
+    }
+    return 0;
+}
+
+static int check_state(const char *dir, const mlm_config *cfg, int *step, char *err, size_t len) {
+    cJSON *j = read_json(dir, "trainer_state.json", err, len);
+    if (!j) return -1;
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(j, "format"),
+                *st = cJSON_GetObjectItemCaseSensitive(j, "step"),
+                *vh = cJSON_GetObjectItemCaseSensitive(j, "vocab_hash"),
+                *ws = cJSON_GetObjectItemCaseSensitive(j, "world_size");
+    int rc = 0;
+    if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, TRAINER_FORMAT) != 0 || !cJSON_IsNumber(st) ||
+        st->valuedouble < 0 || !cJSON_IsString(vh))
+        rc = mlm_fail(err, len, "%s/trainer_state.json: not an %s trainer state", dir, TRAINER_FORMAT);
+    else if (!cJSON_IsNumber(ws) || ws->valueint != 1)
+        rc = mlm_fail(err, len, "%s: written by %d ranks; resume needs the same world size (1)", dir,
+                      cJSON_IsNumber(ws) ? ws->valueint : -1);
+    if (rc == 0 && cfg->data.vocab[0]) {
+        char hex[32];
+        snprintf(hex, sizeof hex, "%016" PRIx64, mlm_vocab_hash(cfg->data.vocab, err, len));
+        if (strcmp(hex, vh->valuestring) != 0)
+            rc = mlm_fail(err, len, "%s: trained with another vocabulary (hash %s) than data.vocab %s (hash %s)", dir,
+                          vh->valuestring, cfg->data.vocab, hex);
+    }
+    if (rc == 0) *step = st->valueint;
+    cJSON_Delete(j);
+    return rc;
+}
+
+static int read_moments(const char *dir, mlm_model *m, float *host, char *err, size_t len) {
+    char path[PATHBUF];
+    path_join(path, sizeof path, dir, "optimizer.safetensors");
+    mlm_st_file f;
+    if (mlm_st_open(&f, path, err, len) != 0) return -1;
+    size_t n = m->lay.num_params;
+    int rc = mlm_st_read_f32(&f, "adam_m", host, n, err, len);
+    if (rc == 0) m->be->upload(m->be, m->m, host, n * sizeof(float));
+    if (rc == 0) rc = mlm_st_read_f32(&f, "adam_v", host, n, err, len);
+    if (rc == 0) m->be->upload(m->be, m->v, host, n * sizeof(float));
+    if (rc != 0 && !strstr(err, path)) {
+        char inner[512];
+        snprintf(inner, sizeof inner, "%s", err);
+        mlm_fail(err, len, "%s: %s", path, inner);
+    }
+    mlm_st_close(&f);
+    return rc;
+}
+
+int mlm_checkpoint_resume(mlm_model *m, const mlm_config *cfg, const char *dir, int *step, char *err, size_t len) {
+    if (check_shape(dir, &cfg->model, err, len) != 0 || check_state(dir, cfg, step, err, len) != 0) return -1;
+    float *host = mlm_xmalloc(m->lay.num_params * sizeof(float), "checkpoint weights");
+    int head_missing = 0;
+    int rc = mlm_hf_read_weights(dir, &m->lay, host, &head_missing, err, len);
+    if (rc == 0 && head_missing) rc = mlm_fail(err, len, "%s/model.safetensors: the MLM head is missing", dir);
+    if (rc == 0) mlm_model_set_params(m, host);
+    if (rc == 0) rc = read_moments(dir, m, host, err, len);
+    free(host);
+    return rc;
+}

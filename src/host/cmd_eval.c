@@ -1,0 +1,140 @@
+/*
+ * `mlmgpu eval`: masked-LM loss, accuracy and perplexity of a model directory (a
+ * checkpoint, or an HF BERT directory) on shards, with the fixed masking of
+ * validation (step 0, the run's seed). --dump writes the first micro-batch and its
+ * loss as safetensors, so another implementation can score the same batch.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mlm/checkpoint.h"
+#include "mlm/cli.h"
+#include "mlm/log.h"
+#include "mlm/safetensors.h"
+#include "mlm/train.h"
+
+static const char *EVAL_USAGE =
+    "usage: mlmgpu eval --model DIR --data PATH [--steps N] [--micro-batch B] [--device auto|cpu|cuda]\n"
+    "                   [--dump FILE]\n"
+    "\n"
+    "Scores a model directory (a checkpoint or an HF BERT directory) on token shards with\n"
+    "fixed masking: masked-LM loss, accuracy and perplexity.\n"
+    "\n"
+    "  --model DIR        config.json + model.safetensors (+ mlmgpu.ini for masking and seed)\n"
+    "  --data PATH        a shard file or a directory of *.shard files\n"
+    "  --steps N          micro-batches to score (default: the whole set, at most 1000)\n"
+    "  --micro-batch B    sequences per micro-batch (default 32)\n"
+    "  --device D         auto, cpu or cuda (default auto)\n"
+    "  --dump FILE        also write the first micro-batch and its loss to FILE (safetensors)\n";
+
+typedef struct {
+    const char *model, *data, *device, *dump;
+    int steps, micro_batch;
+} eval_args;
+
+static int parse_positive(const char *opt, const char *v) {
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (*v == 0 || *end || n < 1 || n > 1000000000) mlm_usage_error(EVAL_USAGE, "%s: expected a positive integer", opt);
+    return (int)n;
+}
+
+static void parse_args(eval_args *a, int argc, char **argv) {
+    *a = (eval_args){NULL, NULL, "auto", NULL, 0, 32};
+    for (int i = 0; i < argc; i++) {
+        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
+            fputs(EVAL_USAGE, stdout);
+            exit(0);
+        }
+        if (!v || strncmp(o, "--", 2) != 0) mlm_usage_error(EVAL_USAGE, "unexpected argument '%s'", o);
+        if (!strcmp(o, "--model")) a->model = v;
+        else if (!strcmp(o, "--data")) a->data = v;
+        else if (!strcmp(o, "--device")) a->device = v;
+        else if (!strcmp(o, "--dump")) a->dump = v;
+        else if (!strcmp(o, "--steps")) a->steps = parse_positive(o, v);
+        else if (!strcmp(o, "--micro-batch")) a->micro_batch = parse_positive(o, v);
+        else mlm_usage_error(EVAL_USAGE, "unknown option '%s'", o);
+        i++;
+    }
+    if (!a->model) mlm_usage_error(EVAL_USAGE, "%s", "--model DIR is required");
+    if (!a->data) mlm_usage_error(EVAL_USAGE, "%s", "--data PATH is required");
+}
+
+/* The masking settings and seed of the run that wrote dir, when it left them. */
+static void load_run_config(mlm_config *cfg, const char *dir) {
+    char ini[2 * MLM_PATH_MAX], err[2048];
+    snprintf(ini, sizeof ini, "%s/mlmgpu.ini", dir);
+    FILE *f = fopen(ini, "r");
+    if (!f) {
+        mlm_config_defaults(cfg);
+        return;
+    }
+    fclose(f);
+    if (mlm_config_load(cfg, ini, NULL, 0, err, sizeof err) != 0) mlm_die(MLM_EXIT_INPUT, "%s", err);
+}
+
+static void dump_batch(const char *path, const mlm_microbatch *mb, float loss) {
+    const mlm_batch *b = &mb->batch;
+    mlm_st_out out[5] = {
+        {"batch.ids", MLM_ST_I32, 2, {b->B, b->S}, b->ids},
+        {"batch.lengths", MLM_ST_I32, 1, {b->B}, b->lengths},
+        {"batch.rows", MLM_ST_I32, 1, {b->M}, b->rows},
+        {"batch.labels", MLM_ST_I32, 1, {b->M}, b->labels},
+        {"loss", MLM_ST_F32, 1, {1}, &loss},
+    };
+    char err[1024];
+    if (mlm_st_write(path, out, 5, NULL, NULL, 0, err, sizeof err) != 0) mlm_die(MLM_EXIT_INPUT, "--dump: %s", err);
+}
+
+int mlm_cmd_eval(int argc, char **argv) {
+    eval_args a;
+    parse_args(&a, argc, argv);
+    mlm_config cfg;
+    load_run_config(&cfg, a.model);
+    char err[2048], vocab_path[2 * MLM_PATH_MAX];
+    snprintf(vocab_path, sizeof vocab_path, "%s/vocab.txt", a.model);
+    mlm_vocab vocab = {0};
+    uint64_t vhash = 0;
+    if (access(vocab_path, F_OK) == 0) {
+        if (mlm_vocab_load(&vocab, vocab_path, err, sizeof err) != 0) mlm_die(MLM_EXIT_INPUT, "--model: %s", err);
+        vhash = mlm_vocab_hash(vocab_path, err, sizeof err);
+    }
+    mlm_shards sh;
+    if (mlm_shards_open(&sh, a.data, 0, vhash, err, sizeof err) != 0) mlm_die(MLM_EXIT_INPUT, "--data: %s", err);
+    cfg.data.seq_len = sh.seq_len;
+    cfg.train.micro_batch = a.micro_batch;
+    uint64_t avail = (sh.total + a.micro_batch - 1) / a.micro_batch;
+    int n = a.steps ? a.steps : (int)(avail < 1000 ? avail : 1000);
+    mlm_backend *be = mlm_choose_backend(a.device, cfg.train.threads);
+    int max_M = mlm_max_masked(a.micro_batch * sh.seq_len, cfg.data.mask_prob);
+    mlm_model m;
+    if (mlm_model_load_dir(&m, a.model, &cfg.model, be, a.micro_batch, sh.seq_len, max_M, cfg.train.seed, err,
+                           sizeof err) != 0)
+        mlm_die(MLM_EXIT_INPUT, "--model: %s", err);
+    mlm_special_ids sp = mlm_special_ids_default(m.lay.cfg.vocab_size);
+    if (vocab.count && mlm_special_ids_from_vocab(&vocab, m.lay.cfg.vocab_size, &sp, vocab_path, err, sizeof err) != 0)
+        mlm_die(MLM_EXIT_INPUT, "--model: %s", err);
+    mlm_vocab_free(&vocab);
+    mlm_eval_result e = mlm_evaluate(&m, &sh, &cfg, &sp, n);
+    printf("eval: %d micro-batches of %d x %d | %ld masked tokens | loss %.4f | acc %.4f | ppl %.2f\n", n,
+           a.micro_batch, sh.seq_len, e.tokens, e.loss, e.acc, exp(e.loss));
+    if (a.dump) {
+        mlm_eval_result first = n == 1 ? e : mlm_evaluate(&m, &sh, &cfg, &sp, 1);
+        mlm_microbatch mb;
+        mlm_microbatch_init(&mb, a.micro_batch, sh.seq_len, max_M);
+        uint64_t *idx = mlm_xmalloc(a.micro_batch * sizeof(uint64_t), "indices");
+        for (int b = 0; b < a.micro_batch; b++) idx[b] = (uint64_t)b;
+        mlm_microbatch_fill(&mb, &sh, idx, &cfg.data, &sp, cfg.train.seed, 0, 0);
+        dump_batch(a.dump, &mb, (float)first.loss);
+        free(idx);
+        mlm_microbatch_free(&mb);
+    }
+    mlm_model_destroy(&m);
+    be->destroy(be);
+    mlm_shards_close(&sh);
+    return 0;
+}

@@ -1,0 +1,98 @@
+/*
+ * `mlmgpu tokenize`: text on stdin to WordPiece ids (or pieces) on stdout, one
+ * output line per input line, with the ids HF BertTokenizerFast gives.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mlm/cli.h"
+#include "mlm/log.h"
+#include "mlm/tokenizer.h"
+
+static const char *TOKENIZE_USAGE =
+    "usage: mlmgpu tokenize --vocab FILE [--cased] [--no-special] [--tokens]\n"
+    "\n"
+    "Reads UTF-8 text on stdin and prints one line per input line: its token ids,\n"
+    "separated by spaces, between [CLS] and [SEP]. Invalid UTF-8 bytes are dropped.\n"
+    "\n"
+    "  --vocab FILE   the vocabulary (vocab.txt, one token per line, id = line number)\n"
+    "  --cased        keep case and accents (default: lowercase and strip accents, as\n"
+    "                 bert-base-uncased does)\n"
+    "  --no-special   leave out [CLS] and [SEP]\n"
+    "  --tokens       print the WordPiece tokens instead of their ids\n";
+
+typedef struct {
+    const char *vocab;
+    int cased, special, tokens;
+} tokenize_args;
+
+static tokenize_args parse_args(int argc, char **argv) {
+    tokenize_args a = {NULL, 0, 1, 0};
+    for (int i = 0; i < argc; i++) {
+        const char *s = argv[i];
+        if (!strcmp(s, "--help") || !strcmp(s, "-h")) {
+            fputs(TOKENIZE_USAGE, stdout);
+            exit(0);
+        }
+        if (!strcmp(s, "--vocab")) {
+            if (i + 1 == argc) mlm_usage_error(TOKENIZE_USAGE, "%s needs a value", s);
+            a.vocab = argv[++i];
+        } else if (!strcmp(s, "--cased")) a.cased = 1;
+        else if (!strcmp(s, "--no-special")) a.special = 0;
+        else if (!strcmp(s, "--tokens")) a.tokens = 1;
+        else mlm_usage_error(TOKENIZE_USAGE, "unknown argument '%s'", s);
+    }
+    if (!a.vocab) mlm_usage_error(TOKENIZE_USAGE, "%s", "--vocab FILE is required");
+    return a;
+}
+
+/* Prints ids (or their tokens) as one line. Ids go through a small formatter
+ * because printf per id would dominate the run time. */
+static void print_line(const mlm_vocab *v, const int32_t *ids, size_t n, int tokens) {
+    for (size_t i = 0; i < n; i++) {
+        if (i) putchar(' ');
+        if (tokens) {
+            fputs(v->tokens[ids[i]], stdout);
+            continue;
+        }
+        char buf[12], *p = buf + sizeof buf;
+        uint32_t x = (uint32_t)ids[i];
+        do *--p = (char)('0' + x % 10);
+        while (x /= 10);
+        fwrite(p, 1, (size_t)(buf + sizeof buf - p), stdout);
+    }
+    putchar('\n');
+}
+
+static void tokenize_stream(const mlm_tokenizer *t, const mlm_vocab *v, const tokenize_args *a) {
+    char *line = NULL;
+    size_t line_cap = 0, cap = 0;
+    int32_t *ids = NULL;
+    for (ssize_t len; (len = getline(&line, &line_cap, stdin)) >= 0;) {
+        if (len && line[len - 1] == '\n') len--;
+        size_t n = 0;
+        if (a->special) mlm_encode(t, line, (size_t)len, &ids, &n, &cap);
+        else mlm_tokenize(t, line, (size_t)len, &ids, &n, &cap);
+        print_line(v, ids, n, a->tokens);
+    }
+    free(line);
+    free(ids);
+}
+
+int mlm_cmd_tokenize(int argc, char **argv) {
+    tokenize_args a = parse_args(argc, argv);
+    mlm_vocab vocab;
+    mlm_special_ids sp;
+    char err[1024];
+    if (mlm_vocab_load(&vocab, a.vocab, err, sizeof err) != 0 ||
+        mlm_special_ids_from_vocab(&vocab, vocab.count, &sp, a.vocab, err, sizeof err) != 0)
+        mlm_die(MLM_EXIT_INPUT, "%s", err);
+    mlm_tokenizer *t = mlm_tokenizer_new(&vocab, a.cased, err, sizeof err);
+    if (!t) mlm_die(MLM_EXIT_INPUT, "%s: %s", a.vocab, err);
+    tokenize_stream(t, &vocab, &a);
+    mlm_tokenizer_free(t);
+    mlm_vocab_free(&vocab);
+    if (fflush(stdout) != 0 || ferror(stdout)) mlm_die(MLM_EXIT_RUNTIME, "writing to stdout failed");
+    return 0;
+}

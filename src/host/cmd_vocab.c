@@ -1,0 +1,126 @@
+/*
+ * `mlmgpu vocab`: trains a WordPiece vocabulary on text files and writes
+ * vocab.txt (include/mlm/vocab_trainer.h has how).
+ */
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mlm/cli.h"
+#include "mlm/log.h"
+#include "mlm/vocab_trainer.h"
+
+static const char *VOCAB_USAGE =
+    "usage: mlmgpu vocab --input PATH... --vocab-size N --out FILE [--cased]\n"
+    "                    [--min-frequency F] [--limit-alphabet A] [--threads T]\n"
+    "\n"
+    "Trains a WordPiece vocabulary the way HF's BertWordPieceTokenizer.train does and\n"
+    "writes it as FILE (one token per line; [PAD] [UNK] [CLS] [SEP] [MASK] first).\n"
+    "\n"
+    "  --input PATH...     text files, or directories read recursively (repeatable)\n"
+    "  --vocab-size N      tokens in the vocabulary, special tokens included\n"
+    "  --out FILE          where to write it (atomically)\n"
+    "  --cased             keep case and accents (default: lowercase and strip accents,\n"
+    "                      as the uncased tokenizer does)\n"
+    "  --min-frequency F   never merge a pair seen fewer than F times (default 2)\n"
+    "  --limit-alphabet A  keep only the A most frequent characters (default: all)\n"
+    "  --threads T         threads counting words (default: all CPUs)\n"
+    "\n"
+    "Progress goes to stderr. The result depends only on the text and the options.\n";
+
+typedef struct {
+    const char **inputs;
+    int ninputs;
+    const char *out;
+    mlm_vocab_train_opts o;
+} vocab_args;
+
+/* Parses a whole decimal number in [min, max] or exits with a usage error. */
+static long parse_count(const char *opt, const char *s, long min, long max) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s '%%s': expected a whole number from %ld to %ld", opt, min, max);
+        mlm_usage_error(VOCAB_USAGE, msg, s);
+    }
+    return v;
+}
+
+static const char *option_value(int argc, char **argv, int *i) {
+    if (*i + 1 == argc || !strncmp(argv[*i + 1], "--", 2)) mlm_usage_error(VOCAB_USAGE, "%s needs a value", argv[*i]);
+    return argv[++*i];
+}
+
+/* One option at argv[*i]; --input takes every value up to the next option. */
+static void parse_option(vocab_args *a, int argc, char **argv, int *i) {
+    const char *s = argv[*i];
+    if (!strcmp(s, "--input")) {
+        a->inputs[a->ninputs++] = option_value(argc, argv, i);
+        while (*i + 1 < argc && strncmp(argv[*i + 1], "--", 2)) a->inputs[a->ninputs++] = argv[++*i];
+    } else if (!strcmp(s, "--vocab-size")) {
+        a->o.vocab_size = (int)parse_count(s, option_value(argc, argv, i), 1, INT_MAX / 2);
+    } else if (!strcmp(s, "--out")) {
+        a->out = option_value(argc, argv, i);
+    } else if (!strcmp(s, "--cased")) {
+        a->o.cased = 1;
+    } else if (!strcmp(s, "--min-frequency")) {
+        a->o.min_frequency = (uint64_t)parse_count(s, option_value(argc, argv, i), 0, LONG_MAX);
+    } else if (!strcmp(s, "--limit-alphabet")) {
+        a->o.limit_alphabet = (int)parse_count(s, option_value(argc, argv, i), 1, INT_MAX);
+    } else if (!strcmp(s, "--threads")) {
+        a->o.threads = (int)parse_count(s, option_value(argc, argv, i), 1, 1024);
+    } else {
+        mlm_usage_error(VOCAB_USAGE, "unknown argument '%s'", s);
+    }
+}
+
+static vocab_args parse_args(int argc, char **argv) {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    vocab_args a = {.inputs = mlm_xcalloc((size_t)argc + 1, sizeof(char *), "arguments")};
+    a.o = (mlm_vocab_train_opts){.min_frequency = 2, .threads = cpus > 0 ? (int)cpus : 1, .progress = 1};
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(VOCAB_USAGE, stdout);
+            exit(0);
+        }
+        parse_option(&a, argc, argv, &i);
+    }
+    if (!a.ninputs) mlm_usage_error(VOCAB_USAGE, "%s", "--input PATH is required");
+    if (!a.o.vocab_size) mlm_usage_error(VOCAB_USAGE, "%s", "--vocab-size N is required");
+    if (!a.out) mlm_usage_error(VOCAB_USAGE, "%s", "--out FILE is required");
+    return a;
+}
+
+/* Fails before the training, not after it, when --out cannot be written. */
+static void check_out_dir(const char *out) {
+    char *copy = strdup(out), *dir = dirname(copy);
+    if (access(dir, W_OK) != 0)
+        mlm_die(MLM_EXIT_INPUT, "--out %s: cannot write in %s: %s", out, dir, strerror(errno));
+    free(copy);
+}
+
+int mlm_cmd_vocab(int argc, char **argv) {
+    vocab_args a = parse_args(argc, argv);
+    check_out_dir(a.out);
+    mlm_trained_vocab v;
+    char err[2048];
+    if (mlm_vocab_train(a.inputs, a.ninputs, &a.o, &v, err, sizeof err) != 0) {
+        free(a.inputs);
+        mlm_die(MLM_EXIT_INPUT, "%s", err);
+    }
+    mlm_log("vocab: %llu words (%llu distinct), alphabet %d characters + %d continuations, %d merges",
+            (unsigned long long)v.words, (unsigned long long)v.distinct_words, v.alphabet, v.continuations,
+            v.merges);
+    int rc = mlm_vocab_write(&v, a.out, err, sizeof err);
+    if (rc == 0) mlm_log("vocab: wrote %d tokens to %s", v.count, a.out);
+    mlm_trained_vocab_free(&v);
+    free(a.inputs);
+    if (rc != 0) mlm_die(MLM_EXIT_RUNTIME, "%s", err);
+    return 0;
+}

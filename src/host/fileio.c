@@ -1,0 +1,117 @@
+/*
+ * Shared file helpers (include/mlm/fileio.h): whole-file reads that never trust a
+ * size, atomic writes, directory syncs and mkdir -p.
+ */
+#include "mlm/fileio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "mlm/log.h"
+
+int mlm_read_file(const char *path, char **buf, size_t *bytes, char *err, size_t len) {
+    *buf = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return mlm_fail(err, len, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return mlm_fail(err, len, "%s: not a regular file", path);
+    }
+    *bytes = (size_t)st.st_size;
+    *buf = malloc(*bytes + 1);
+    if (!*buf) {
+        close(fd);
+        return mlm_fail(err, len, "%s: out of memory reading %zu bytes", path, *bytes);
+    }
+    size_t got = 0;
+    while (got < *bytes) {
+        ssize_t r = read(fd, *buf + got, *bytes - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    close(fd);
+    if (got == *bytes) {
+        (*buf)[got] = 0;
+        return 0;
+    }
+    free(*buf);
+    *buf = NULL;
+    return mlm_fail(err, len, "%s: read %zu of %zu bytes (file changed or unreadable)", path, got, *bytes);
+}
+
+int mlm_write_all(int fd, const void *p, size_t n) {
+    const char *b = p;
+    while (n > 0) {
+        ssize_t w = write(fd, b, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        b += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int mlm_fsync_dir(const char *dir, char *err, size_t len) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = fd >= 0 ? fsync(fd) : -1;
+    if (rc != 0 && errno == EINVAL) rc = 0;   // the filesystem cannot sync directories
+    if (rc != 0) mlm_fail(err, len, "%s: syncing the directory failed: %s", dir, strerror(errno));
+    if (fd >= 0) close(fd);
+    return rc;
+}
+
+/* Writes the parts to a new file tmp and fsyncs it. */
+static int write_new(const char *tmp, const void *const *parts, const size_t *sizes, int nparts) {
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) return -1;
+    int rc = 0;
+    for (int i = 0; i < nparts && rc == 0; i++) rc = mlm_write_all(fd, parts[i], sizes[i]);
+    if (rc == 0) rc = fsync(fd);
+    int saved = errno;
+    if (close(fd) != 0 && rc == 0) rc = -1, saved = errno;
+    errno = saved;
+    return rc;
+}
+
+int mlm_write_file_atomic(const char *path, const void *const *parts, const size_t *sizes, int nparts, char *err,
+                          size_t len) {
+    size_t tmp_len = strlen(path) + 32;
+    char *tmp = mlm_xmalloc(tmp_len, "a file name");
+    snprintf(tmp, tmp_len, "%s.tmp.%ld", path, (long)getpid());
+    int rc = write_new(tmp, parts, sizes, nparts);
+    if (rc != 0) mlm_fail(err, len, "%s: cannot write %s: %s", path, tmp, strerror(errno));
+    else if (rename(tmp, path) != 0)
+        rc = mlm_fail(err, len, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
+    if (rc != 0) unlink(tmp);
+    free(tmp);
+    if (rc != 0) return -1;
+    char *copy = mlm_xmalloc(strlen(path) + 1, "a file name");
+    strcpy(copy, path);
+    rc = mlm_fsync_dir(dirname(copy), err, len);
+    free(copy);
+    return rc;
+}
+
+int mlm_mkdir_p(const char *path) {
+    size_t n = strlen(path);
+    char *buf = mlm_xmalloc(n + 1, "a directory name");
+    memcpy(buf, path, n + 1);
+    int rc = 0;
+    for (char *p = buf + 1; *p && rc == 0; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) rc = -1;
+        *p = '/';
+    }
+    if (rc == 0 && mkdir(buf, 0755) != 0 && errno != EEXIST) rc = -1;
+    free(buf);
+    return rc;
+}

@@ -1,0 +1,135 @@
+/*
+ * The training data loader (include/mlm/loader.h): a keyed Feistel permutation per
+ * epoch, rank slices of every global batch, and a background thread that reads and
+ * masks the next MLM_LOADER_DEPTH steps while the current one trains.
+ */
+#include "mlm/loader.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "mlm/log.h"
+#include "mlm/model.h"
+#include "mlm/philox.h"
+
+#define SHUFFLE_SITE 0x80000001u
+
+/* Four Feistel rounds over 2*half bits; round keys from Philox. */
+static uint64_t feistel(uint64_t x, int half, uint64_t seed, uint32_t epoch) {
+    uint64_t mask = (1ull << half) - 1, left = x >> half, right = x & mask;
+    for (uint32_t r = 0; r < 4; r++) {
+        mlm_u32x4 f = mlm_philox((uint32_t)right, (uint32_t)(right >> 32), epoch, SHUFFLE_SITE + r, seed);
+        uint64_t next = left ^ ((((uint64_t)f.v[1] << 32) | f.v[0]) & mask);
+        left = right;
+        right = next;
+    }
+    return (left << half) | right;
+}
+
+uint64_t mlm_shuffle_index(uint64_t x, uint64_t n, uint64_t seed, uint32_t epoch) {
+    if (n <= 1) return 0;
+    int bits = 64 - __builtin_clzll(n - 1);
+    int half = (bits + 1) / 2;
+    // cycle walking: the permutation of [0, 4^half) restricted to [0, n) stays a bijection
+    do x = feistel(x, half, seed, epoch);
+    while (x >= n);
+    return x;
+}
+
+uint32_t mlm_loader_indices(const mlm_loader *ld, int step, int k, uint64_t *seq_idx) {
+    const mlm_train_config *t = &ld->cfg->train;
+    uint32_t pos = (uint32_t)(ld->rank * (t->batch / ld->world) + k * t->micro_batch);
+    uint64_t total = ld->sh->total;
+    for (int b = 0; b < t->micro_batch; b++) {
+        uint64_t i = (uint64_t)(step - 1) * t->batch + pos + b;
+        seq_idx[b] = mlm_shuffle_index(i % total, total, t->seed, (uint32_t)(i / total));
+    }
+    return pos;
+}
+
+/* Reads and masks all of this rank's micro-batches of step into slot. */
+static void prepare(mlm_loader *ld, mlm_step_data *slot, int step, uint64_t *seq_idx) {
+    const mlm_config *cfg = ld->cfg;
+    slot->step = step;
+    slot->masked_local = 0;
+    for (int k = 0; k < ld->nmicro; k++) {
+        uint32_t pos = mlm_loader_indices(ld, step, k, seq_idx);
+        mlm_microbatch_fill(&slot->micro[k], ld->sh, seq_idx, &cfg->data, &ld->sp, cfg->train.seed,
+                            (uint32_t)step, pos);
+        slot->masked_local += slot->micro[k].batch.M;
+    }
+}
+
+static void *loader_thread(void *arg) {
+    mlm_loader *ld = arg;
+    uint64_t *seq_idx = mlm_xmalloc(ld->cfg->train.micro_batch * sizeof(uint64_t), "loader indices");
+    pthread_mutex_lock(&ld->mu);
+    while (!ld->stop && ld->next_step <= ld->last_step) {
+        if (ld->count == MLM_LOADER_DEPTH) {
+            pthread_cond_wait(&ld->cv, &ld->mu);
+            continue;
+        }
+        mlm_step_data *slot = &ld->slots[(ld->head + ld->count) % MLM_LOADER_DEPTH];
+        int step = ld->next_step++;
+        pthread_mutex_unlock(&ld->mu);
+        prepare(ld, slot, step, seq_idx);   // the slot is not visible to the consumer yet
+        pthread_mutex_lock(&ld->mu);
+        ld->count++;
+        pthread_cond_broadcast(&ld->cv);
+    }
+    pthread_mutex_unlock(&ld->mu);
+    free(seq_idx);
+    return NULL;
+}
+
+void mlm_loader_start(mlm_loader *ld, const mlm_shards *sh, const mlm_config *cfg, const mlm_special_ids *sp,
+                      int rank, int world, int first_step, int last_step, int max_M) {
+    memset(ld, 0, sizeof *ld);
+    ld->sh = sh;
+    ld->cfg = cfg;
+    ld->sp = *sp;
+    ld->rank = rank;
+    ld->world = world;
+    ld->nmicro = cfg->train.batch / world / cfg->train.micro_batch;
+    ld->next_step = first_step;
+    ld->last_step = last_step;
+    for (int i = 0; i < MLM_LOADER_DEPTH; i++) {
+        ld->slots[i].micro = mlm_xcalloc(ld->nmicro, sizeof(mlm_microbatch), "loader micro-batches");
+        for (int k = 0; k < ld->nmicro; k++)
+            mlm_microbatch_init(&ld->slots[i].micro[k], cfg->train.micro_batch, cfg->data.seq_len, max_M);
+    }
+    pthread_mutex_init(&ld->mu, NULL);
+    pthread_cond_init(&ld->cv, NULL);
+    if (pthread_create(&ld->thread, NULL, loader_thread, ld) != 0)
+        mlm_die(MLM_EXIT_RUNTIME, "cannot start the data loader thread");
+}
+
+mlm_step_data *mlm_loader_next(mlm_loader *ld) {
+    pthread_mutex_lock(&ld->mu);
+    while (ld->count == 0) pthread_cond_wait(&ld->cv, &ld->mu);
+    mlm_step_data *slot = &ld->slots[ld->head];
+    pthread_mutex_unlock(&ld->mu);
+    return slot;
+}
+
+void mlm_loader_release(mlm_loader *ld) {
+    pthread_mutex_lock(&ld->mu);
+    ld->head = (ld->head + 1) % MLM_LOADER_DEPTH;
+    ld->count--;
+    pthread_cond_broadcast(&ld->cv);
+    pthread_mutex_unlock(&ld->mu);
+}
+
+void mlm_loader_stop(mlm_loader *ld) {
+    pthread_mutex_lock(&ld->mu);
+    ld->stop = 1;
+    pthread_cond_broadcast(&ld->cv);
+    pthread_mutex_unlock(&ld->mu);
+    pthread_join(ld->thread, NULL);
+    for (int i = 0; i < MLM_LOADER_DEPTH; i++) {
+        for (int k = 0; k < ld->nmicro; k++) mlm_microbatch_free(&ld->slots[i].micro[k]);
+        free(ld->slots[i].micro);
+    }
+    pthread_mutex_destroy(&ld->mu);
+    pthread_cond_destroy(&ld->cv);
+}

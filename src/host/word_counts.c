@@ -1,0 +1,372 @@
+/*
+ * Word counting for the vocab trainer (word_counts.h).
+ *
+ * The inputs are expanded to a sorted list of regular files, cut into chunks of
+ * CHUNK_BYTES, and threads take chunks in turn. A chunk holds the lines that
+ * start inside it, so no line is split and the counts do not depend on the
+ * chunking: a newline is whitespace, which always ends a word. Each thread counts
+ * into its own hash map; the maps are merged and the words sorted at the end.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mlm/data.h"
+#include "mlm/log.h"
+#include "mlm/tokenizer.h"
+#include "word_counts.h"
+
+#define CHUNK_BYTES (4u << 20)
+#define PROGRESS_SECONDS 2.0
+
+/* ---- input files ---- */
+
+typedef struct {
+    char **paths;
+    uint64_t *sizes;
+    int n, cap;
+} file_list;
+
+static void files_add(file_list *fl, const char *path, uint64_t size) {
+    if (fl->n == fl->cap) {
+        fl->cap = fl->cap ? 2 * fl->cap : 64;
+        fl->paths = realloc(fl->paths, fl->cap * sizeof(char *));
+        fl->sizes = realloc(fl->sizes, fl->cap * sizeof(uint64_t));
+        if (!fl->paths || !fl->sizes) mlm_die(MLM_EXIT_RUNTIME, "out of memory listing %d input files", fl->n);
+    }
+    fl->paths[fl->n] = strdup(path);
+    fl->sizes[fl->n++] = size;
+}
+
+static void files_free(file_list *fl) {
+    for (int i = 0; i < fl->n; i++) free(fl->paths[i]);
+    free(fl->paths);
+    free(fl->sizes);
+}
+
+static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int collect(const char *path, int named, file_list *fl, char *err, size_t err_len);
+
+static int is_link_to_dir(const char *path) {
+    struct stat ls, st;
+    return lstat(path, &ls) == 0 && S_ISLNK(ls.st_mode) && stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Adds a directory's entries in name order. Symbolic links to directories are
+ * not followed (they could loop); links to files are read. */
+static int collect_dir(const char *dir, file_list *fl, char *err, size_t err_len) {
+    DIR *d = opendir(dir);
+    if (!d) return mlm_fail(err, err_len, "%s: cannot read directory: %s", dir, strerror(errno));
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if (n == cap && !(names = realloc(names, (cap = cap ? 2 * cap : 64) * sizeof(char *))))
+            mlm_die(MLM_EXIT_RUNTIME, "out of memory listing %s", dir);
+        names[n++] = strdup(e->d_name);
+    }
+    closedir(d);
+    qsort(names, n, sizeof(char *), cmp_names);
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        char *child = mlm_xmalloc(strlen(dir) + strlen(names[i]) + 2, "path");
+        sprintf(child, "%s/%s", dir, names[i]);
+        if (rc == 0 && !is_link_to_dir(child)) rc = collect(child, 0, fl, err, err_len);
+        free(child);
+        free(names[i]);
+    }
+    free(names);
+    return rc;
+}
+
+/* A named input must be a readable regular file or directory; inside
+ * directories, other kinds of entries (sockets, fifos) are skipped. */
+static int collect(const char *path, int named, file_list *fl, char *err, size_t err_len) {
+    struct stat st;
+    if (stat(path, &st) != 0) return mlm_fail(err, err_len, "%s: cannot read: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) return collect_dir(path, fl, err, err_len);
+    if (!S_ISREG(st.st_mode)) {
+        if (named) return mlm_fail(err, err_len, "%s: not a regular file or directory", path);
+        return 0;
+    }
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return mlm_fail(err, err_len, "%s: cannot read: %s", path, strerror(errno));
+    close(fd);
+    files_add(fl, path, (uint64_t)st.st_size);
+    return 0;
+}
+
+/* ---- a word -> count hash map (open addressing; count 0 marks an empty slot) ---- */
+
+typedef struct {
+    uint64_t hash, count, off; // off: the word's bytes in the arena
+    uint32_t len;
+} word_slot;
+
+typedef struct {
+    word_slot *slots;
+    size_t mask, used;
+    char *arena;
+    size_t arena_n, arena_cap;
+    uint64_t words;
+} word_map;
+
+static void map_init(word_map *m) {
+    memset(m, 0, sizeof *m);
+    m->mask = (1u << 12) - 1;
+    m->slots = mlm_xcalloc(m->mask + 1, sizeof(word_slot), "word counts");
+}
+
+static void map_free(word_map *m) {
+    free(m->slots);
+    free(m->arena);
+}
+
+static word_slot *map_find(word_map *m, const char *w, size_t n, uint64_t h) {
+    for (size_t i = h & m->mask;; i = (i + 1) & m->mask) {
+        word_slot *s = &m->slots[i];
+        if (!s->count || (s->hash == h && s->len == n && !memcmp(m->arena + s->off, w, n))) return s;
+    }
+}
+
+static void map_grow(word_map *m) {
+    word_slot *old = m->slots;
+    size_t old_cap = m->mask + 1;
+    m->mask = 2 * old_cap - 1;
+    m->slots = mlm_xcalloc(m->mask + 1, sizeof(word_slot), "word counts");
+    for (size_t i = 0; i < old_cap; i++) {
+        if (!old[i].count) continue;
+        size_t j = old[i].hash & m->mask;
+        while (m->slots[j].count) j = (j + 1) & m->mask;
+        m->slots[j] = old[i];
+    }
+    free(old);
+}
+
+static char *arena_push(word_map *m, const char *w, size_t n) {
+    if (m->arena_n + n > m->arena_cap) {
+        m->arena_cap = 2 * (m->arena_cap + n) + (1u << 16);
+        if (!(m->arena = realloc(m->arena, m->arena_cap)))
+            mlm_die(MLM_EXIT_RUNTIME, "out of memory: %zu bytes of distinct words", m->arena_cap);
+    }
+    memcpy(m->arena + m->arena_n, w, n);
+    m->arena_n += n;
+    return m->arena + m->arena_n - n;
+}
+
+static void map_add(word_map *m, const char *w, size_t n, uint64_t count) {
+    uint64_t h = mlm_fnv1a(MLM_FNV_OFFSET, w, n);
+    word_slot *s = map_find(m, w, n, h);
+    if (s->count) {
+        s->count += count;
+        return;
+    }
+    if (n > UINT32_MAX) mlm_die(MLM_EXIT_RUNTIME, "a word of %zu bytes: no whitespace in 4 GB of text?", n);
+    uint64_t off = (uint64_t)(arena_push(m, w, n) - m->arena);
+    *s = (word_slot){h, count, off, (uint32_t)n};
+    if (2 * ++m->used > m->mask + 1) map_grow(m);
+}
+
+static void count_word(void *ctx, const char *w, size_t n) {
+    word_map *m = ctx;
+    map_add(m, w, n, 1);
+    m->words++;
+}
+
+/* ---- parallel counting ---- */
+
+typedef struct {
+    int file;
+    uint64_t start, end;
+} chunk;
+
+typedef struct {
+    const file_list *files;
+    chunk *chunks;
+    size_t nchunks;
+    int cased, progress;
+    uint64_t total_bytes;
+    atomic_size_t next;
+    atomic_uint_fast64_t bytes_done, words_done;
+    atomic_int failed;
+    pthread_mutex_t lock; // guards err and last_print
+    char err[1024];
+    double last_print;
+} count_job;
+
+typedef struct {
+    count_job *job;
+    word_map map;
+} count_worker;
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Moves a chunk boundary to the start of the first line that begins at or after it. */
+static uint64_t line_start(const char *p, uint64_t size, uint64_t at) {
+    if (at == 0 || at >= size) return at < size ? at : size;
+    const char *nl = memchr(p + at - 1, '\n', size - (at - 1));
+    return nl ? (uint64_t)(nl - p) + 1 : size;
+}
+
+static void fail_job(count_job *job, const char *path, const char *what) {
+    pthread_mutex_lock(&job->lock);
+    if (!atomic_exchange(&job->failed, 1))
+        snprintf(job->err, sizeof job->err, "%s: %s: %s", path, what, strerror(errno));
+    pthread_mutex_unlock(&job->lock);
+}
+
+static void report_progress(count_job *job, int final) {
+    pthread_mutex_lock(&job->lock);
+    double t = now_seconds();
+    if (final || t - job->last_print >= PROGRESS_SECONDS) {
+        job->last_print = t;
+        mlm_log("vocab: read %.1f of %.1f MB, %llu words", 1e-6 * (double)atomic_load(&job->bytes_done),
+                1e-6 * (double)job->total_bytes, (unsigned long long)atomic_load(&job->words_done));
+    }
+    pthread_mutex_unlock(&job->lock);
+}
+
+/* Maps a whole input file, or fails the job; *size is the file's size now (it
+ * may have shrunk since it was listed: reading past its end would be SIGBUS). */
+static void *map_file(count_job *job, const char *path, uint64_t *size) {
+    int fd = open(path, O_RDONLY);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        fail_job(job, path, "cannot read");
+        if (fd >= 0) close(fd);
+        return NULL;
+    }
+    if ((uint64_t)st.st_size < *size) *size = (uint64_t)st.st_size;
+    void *p = *size ? mmap(NULL, *size, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+    close(fd);
+    if (p == MAP_FAILED) {
+        fail_job(job, path, "cannot map");
+        return NULL;
+    }
+    return p;
+}
+
+/* Counts the lines that start inside chunk c into the worker's map. */
+static void count_chunk(count_worker *w, const chunk *c) {
+    count_job *job = w->job;
+    uint64_t size = job->files->sizes[c->file];
+    const char *p = map_file(job, job->files->paths[c->file], &size);
+    if (!p) return;
+    uint64_t s = line_start(p, size, c->start), e = line_start(p, size, c->end);
+    uint64_t words_before = w->map.words;
+    if (e > s) mlm_pretokenize(p + s, e - s, job->cased, count_word, &w->map);
+    munmap((void *)p, size);
+    atomic_fetch_add(&job->bytes_done, c->end - c->start);
+    atomic_fetch_add(&job->words_done, w->map.words - words_before);
+}
+
+static void *count_thread(void *arg) {
+    count_worker *w = arg;
+    count_job *job = w->job;
+    for (size_t i; !atomic_load(&job->failed) && (i = atomic_fetch_add(&job->next, 1)) < job->nchunks;) {
+        count_chunk(w, &job->chunks[i]);
+        if (job->progress) report_progress(job, 0);
+    }
+    return NULL;
+}
+
+static chunk *make_chunks(const file_list *fl, size_t *n) {
+    size_t cap = 0;
+    for (int f = 0; f < fl->n; f++) cap += (size_t)((fl->sizes[f] + CHUNK_BYTES - 1) / CHUNK_BYTES);
+    chunk *c = mlm_xmalloc((cap ? cap : 1) * sizeof(chunk), "chunks");
+    *n = 0;
+    for (int f = 0; f < fl->n; f++)
+        for (uint64_t s = 0; s < fl->sizes[f]; s += CHUNK_BYTES)
+            c[(*n)++] = (chunk){f, s, s + CHUNK_BYTES < fl->sizes[f] ? s + CHUNK_BYTES : fl->sizes[f]};
+    return c;
+}
+
+/* Runs the workers; worker 0 is this thread. */
+static int run_workers(count_job *job, count_worker *w, int threads, char *err, size_t err_len) {
+    pthread_t *tid = mlm_xcalloc((size_t)threads, sizeof(pthread_t), "threads");
+    int started = 1;
+    for (; started < threads; started++)
+        if (pthread_create(&tid[started], NULL, count_thread, &w[started]) != 0) break;
+    count_thread(&w[0]);
+    for (int t = 1; t < started; t++) pthread_join(tid[t], NULL);
+    free(tid);
+    if (atomic_load(&job->failed)) return mlm_fail(err, err_len, "%s", job->err);
+    return 0;
+}
+
+static int cmp_words(const void *pa, const void *pb) {
+    const mlm_word_count *a = pa, *b = pb;
+    int c = memcmp(a->word, b->word, a->len < b->len ? a->len : b->len);
+    return c ? c : (a->len > b->len) - (a->len < b->len);
+}
+
+/* Merges every worker's map into the first and lists its words in byte order. */
+static void gather(count_worker *w, int threads, mlm_word_counts *out) {
+    word_map *m = &w[0].map;
+    for (int t = 1; t < threads; t++) {
+        word_map *o = &w[t].map;
+        for (size_t i = 0; i <= o->mask; i++)
+            if (o->slots[i].count) map_add(m, o->arena + o->slots[i].off, o->slots[i].len, o->slots[i].count);
+        map_free(o);
+    }
+    out->items = mlm_xmalloc((m->used ? m->used : 1) * sizeof(mlm_word_count), "word list");
+    out->n = 0;
+    for (size_t i = 0; i <= m->mask; i++)
+        if (m->slots[i].count)
+            out->items[out->n++] = (mlm_word_count){m->arena + m->slots[i].off, m->slots[i].len, m->slots[i].count};
+    qsort(out->items, out->n, sizeof(mlm_word_count), cmp_words);
+    out->arena = m->arena;
+    free(m->slots);
+}
+
+int mlm_count_words(const char *const *inputs, int ninputs, int cased, int threads, int progress,
+                    mlm_word_counts *out, char *err, size_t err_len) {
+    memset(out, 0, sizeof *out);
+    file_list fl = {0};
+    for (int i = 0; i < ninputs; i++)
+        if (collect(inputs[i], 1, &fl, err, err_len) != 0) {
+            files_free(&fl);
+            return -1;
+        }
+    count_job job = {.files = &fl, .cased = cased, .progress = progress, .lock = PTHREAD_MUTEX_INITIALIZER};
+    job.chunks = make_chunks(&fl, &job.nchunks);
+    for (int f = 0; f < fl.n; f++) job.total_bytes += fl.sizes[f];
+    job.last_print = now_seconds();
+    if (threads < 1) threads = 1;
+    count_worker *w = mlm_xcalloc((size_t)threads, sizeof(count_worker), "workers");
+    for (int t = 0; t < threads; t++) {
+        w[t].job = &job;
+        map_init(&w[t].map);
+    }
+    int rc = run_workers(&job, w, threads, err, err_len);
+    if (progress && rc == 0) report_progress(&job, 1);
+    gather(w, threads, out);
+    out->bytes = job.total_bytes;
+    out->words = atomic_load(&job.words_done);
+    out->files = fl.n;
+    free(w);
+    free(job.chunks);
+    files_free(&fl);
+    if (rc) mlm_word_counts_free(out);
+    return rc;
+}
+
+void mlm_word_counts_free(mlm_word_counts *wc) {
+    free(wc->items);
+    free(wc->arena);
+    memset(wc, 0, sizeof *wc);
+}

@@ -1,0 +1,215 @@
+/*
+ * The CUDA backend: device selection, the backend state (one stream, the cuBLASLt
+ * handle and workspace, scratch buffers grown on demand), memory ops, f32 <-> bf16
+ * conversions, and the op table. The ops live in one file per family: layernorm.cu
+ * (embedding, residual and plain LayerNorm), embedding.cu (table gradients),
+ * matmul.cu (cuBLASLt linear layers and decoder), attention.cu, mlm_head.cu (masked
+ * rows, fused cross-entropy), reductions.cu and adamw.cu.
+ *
+ * Everything is queued on the backend's stream in call order; only download and
+ * sync wait for the device. act and wgt buffers are bf16 (act_size = wgt_size = 2).
+ */
+#include <stdlib.h>
+
+#include "common.cuh"
+#include "mlm/backend_cuda.h"
+
+enum { CONVERT_THREADS = 256, SCRATCH_ALIGN = 256 };
+
+/* ---- memory ---- */
+
+static void *cuda_alloc(mlm_backend *be, size_t bytes, const char *what) {
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, bytes);
+    if (e != cudaSuccess) {
+        cudaGetLastError();   // clear it, then ask what is left
+        size_t free_b = 0, total_b = 0;
+        cudaMemGetInfo(&free_b, &total_b);
+        mlm_die(MLM_EXIT_RUNTIME,
+                "cuda backend: cannot allocate %zu bytes (%.2f GiB) for %s: %s; %.2f of %.2f GiB free "
+                "on the device; lower train.micro_batch or the sequence length",
+                bytes, bytes / 1073741824.0, what, cudaGetErrorString(e), free_b / 1073741824.0,
+                total_b / 1073741824.0);
+    }
+    return p;
+}
+
+static void cuda_free(mlm_backend *be, void *p) {
+    if (p) cudaCheck(cudaFree(p));
+}
+
+static void cuda_upload(mlm_backend *be, void *dst, const void *host_src, size_t bytes) {
+    cudaCheck(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, cuda_st(be)->stream));
+}
+
+static void cuda_download(mlm_backend *be, void *host_dst, const void *src, size_t bytes) {
+    cuda_state *st = cuda_st(be);
+    cudaCheck(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, st->stream));
+    cudaCheck(cudaStreamSynchronize(st->stream));
+}
+
+static void cuda_zero(mlm_backend *be, void *p, size_t bytes) {
+    cudaCheck(cudaMemsetAsync(p, 0, bytes, cuda_st(be)->stream));
+}
+
+static void cuda_sync(mlm_backend *be) { cudaCheck(cudaStreamSynchronize(cuda_st(be)->stream)); }
+
+/* *buf holds at least bytes afterwards; growing waits for the stream, whose queued
+ * work may still use the old buffer. */
+static void *grow(cuda_state *st, void **buf, size_t *cap, size_t bytes, const char *what) {
+    if (bytes <= *cap) return *buf;
+    cudaCheck(cudaStreamSynchronize(st->stream));
+    cudaCheck(cudaFree(*buf));
+    *buf = NULL;
+    *cap = 0;
+    size_t rounded = (bytes + (1u << 20) - 1) & ~(size_t)((1u << 20) - 1);   // whole MiB
+    cudaError_t e = cudaMalloc(buf, rounded);
+    if (e != cudaSuccess)
+        mlm_die(MLM_EXIT_RUNTIME, "cuda backend: cannot grow the %s to %zu bytes: %s", what, rounded,
+                cudaGetErrorString(e));
+    *cap = rounded;
+    return *buf;
+}
+
+void cuda_scratch_slices(cuda_state *st, int count, const size_t *bytes, void **out) {
+    size_t at[16], used = 0;
+    if (count > 16) mlm_die(MLM_EXIT_RUNTIME, "cuda backend: %d scratch slices, at most 16", count);
+    for (int i = 0; i < count; i++) {
+        at[i] = used;
+        used += (bytes[i] + SCRATCH_ALIGN - 1) / SCRATCH_ALIGN * SCRATCH_ALIGN;
+    }
+    char *base = (char *)grow(st, &st->scratch, &st->scratch_bytes, used, "scratch buffer");
+    for (int i = 0; i < count; i++) out[i] = base + at[i];
+}
+
+void *cuda_partials(cuda_state *st, size_t bytes) {
+    return grow(st, &st->partials, &st->partials_bytes, bytes, "reduction partials");
+}
+
+/* ---- conversions: 8 elements per thread ---- */
+
+template <class D, class S> __global__ void convert_kernel(D *dst, const S *src, size_t n) {
+    size_t i = 8 * ((size_t)blockIdx.x * blockDim.x + threadIdx.x);
+    int cnt = run8(i, n);
+    if (!cnt) return;
+    float v[8];
+    load8(v, src + i, cnt);
+    store8(dst + i, v, cnt);
+}
+
+void convert_f32_to_bf16(cuda_state *st, bf16 *dst, const float *src, size_t n) {
+    if (!n) return;
+    convert_kernel<<<cdiv(cdiv(n, 8), CONVERT_THREADS), CONVERT_THREADS, 0, st->stream>>>(dst, src, n);
+    launchCheck();
+}
+
+void convert_bf16_to_f32(cuda_state *st, float *dst, const bf16 *src, size_t n) {
+    if (!n) return;
+    convert_kernel<<<cdiv(cdiv(n, 8), CONVERT_THREADS), CONVERT_THREADS, 0, st->stream>>>(dst, src, n);
+    launchCheck();
+}
+
+static void cuda_upload_f32_as_act(mlm_backend *be, void *dst_act, const float *src, size_t n) {
+    cuda_state *st = cuda_st(be);
+    size_t bytes = n * sizeof(float);
+    void *staged;   // f32 (n)
+    cuda_scratch_slices(st, 1, &bytes, &staged);
+    cudaCheck(cudaMemcpyAsync(staged, src, bytes, cudaMemcpyHostToDevice, st->stream));
+    convert_f32_to_bf16(st, (bf16 *)dst_act, (const float *)staged, n);
+}
+
+static void cuda_download_act_as_f32(mlm_backend *be, float *dst, const void *src_act, size_t n) {
+    cuda_state *st = cuda_st(be);
+    size_t bytes = n * sizeof(float);
+    void *staged;   // f32 (n)
+    cuda_scratch_slices(st, 1, &bytes, &staged);
+    convert_bf16_to_f32(st, (float *)staged, (const bf16 *)src_act, n);
+    cuda_download(be, dst, staged, bytes);
+}
+
+static void cuda_copy_master_to_wgt(mlm_backend *be, void *dst_wgt, const float *master, size_t n) {
+    convert_f32_to_bf16(cuda_st(be), (bf16 *)dst_wgt, master, n);
+}
+
+/* ---- lifetime ---- */
+
+static void cuda_destroy(mlm_backend *be) {
+    cuda_state *st = cuda_st(be);
+    cudaCheck(cudaStreamSynchronize(st->stream));
+    cudaCheck(cudaFree(st->scratch));
+    cudaCheck(cudaFree(st->partials));
+    cudaCheck(cudaFree(st->lt_workspace));
+    gemm_cache_free(st->gemms);
+    cublasCheck(cublasLtDestroy(st->lt));
+    cudaCheck(cudaStreamDestroy(st->stream));
+    free(st);
+    free(be);
+}
+
+/* 0 when device can run this build, else -1 with the reason in err. */
+static int check_device(int device, char *err, size_t err_len) {
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return mlm_fail(err, err_len, "cuda backend: %s", cudaGetErrorString(e));
+    }
+    if (count == 0) return mlm_fail(err, err_len, "cuda backend: no CUDA device");
+    if (device < 0 || device >= count)
+        return mlm_fail(err, err_len, "cuda backend: device %d does not exist (%d device%s)", device,
+                        count, count == 1 ? "" : "s");
+    cudaDeviceProp prop;
+    e = cudaGetDeviceProperties(&prop, device);
+    if (e != cudaSuccess) return mlm_fail(err, err_len, "cuda backend: device %d: %s", device, cudaGetErrorString(e));
+    if (prop.major < 9)
+        return mlm_fail(err, err_len,
+                        "cuda backend: device %d (%s) has compute capability %d.%d; this build needs 9.0 "
+                        "(Hopper) or newer",
+                        device, prop.name, prop.major, prop.minor);
+    return 0;
+}
+
+extern "C" mlm_backend *mlm_backend_cuda(int device, char *err, size_t err_len) {
+    if (check_device(device, err, err_len)) return NULL;
+    cudaCheck(cudaSetDevice(device));
+    cuda_state *st = (cuda_state *)mlm_xcalloc(1, sizeof *st, "cuda backend state");
+    st->device = device;
+    cudaCheck(cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking));
+    cublasCheck(cublasLtCreate(&st->lt));
+    cudaCheck(cudaMalloc(&st->lt_workspace, LT_WORKSPACE_BYTES));
+    st->gemms = gemm_cache_new();
+    mlm_backend *be = (mlm_backend *)mlm_xcalloc(1, sizeof *be, "cuda backend");
+    be->name = "cuda";
+    be->act_size = sizeof(bf16);
+    be->wgt_size = sizeof(bf16);
+    be->impl = st;
+    be->alloc = cuda_alloc;
+    be->free = cuda_free;
+    be->upload = cuda_upload;
+    be->download = cuda_download;
+    be->zero = cuda_zero;
+    be->sync = cuda_sync;
+    be->upload_f32_as_act = cuda_upload_f32_as_act;
+    be->download_act_as_f32 = cuda_download_act_as_f32;
+    be->copy_master_to_wgt = cuda_copy_master_to_wgt;
+    be->embed_fwd = cuda_embed_fwd;
+    be->embed_bwd = cuda_embed_bwd;
+    be->linear_fwd = cuda_linear_fwd;
+    be->linear_bwd = cuda_linear_bwd;
+    be->residual_ln_fwd = cuda_residual_ln_fwd;
+    be->residual_ln_bwd = cuda_residual_ln_bwd;
+    be->layernorm_fwd = cuda_layernorm_fwd;
+    be->layernorm_bwd = cuda_layernorm_bwd;
+    be->attention_saved_bytes = cuda_attention_saved_bytes;
+    be->attention_fwd = cuda_attention_fwd;
+    be->attention_bwd = cuda_attention_bwd;
+    be->gather_rows = cuda_gather_rows;
+    be->scatter_rows = cuda_scatter_rows;
+    be->decoder_fwd = cuda_decoder_fwd;
+    be->decoder_bwd = cuda_decoder_bwd;
+    be->cross_entropy = cuda_cross_entropy;
+    be->sum_squares = cuda_sum_squares;
+    be->adamw = cuda_adamw;
+    be->destroy = cuda_destroy;
+    return be;
+}

@@ -1,0 +1,216 @@
+/*
+ * What the CUDA backend's files share: the backend state (stream, cuBLASLt handle
+ * and workspace, scratch buffers), the row-major GEMM interface over cuBLASLt,
+ * f32 <-> bf16 conversions, 16-byte bf16/fp32 vector loads and stores, a
+ * deterministic block sum, and the op functions that backend_cuda.cu puts into
+ * the table. act and wgt buffers are bf16 here; f32 buffers are fp32.
+ */
+#ifndef MLM_KERNELS_COMMON_CUH
+#define MLM_KERNELS_COMMON_CUH
+
+#include <cuda_bf16.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "check.h"
+extern "C" {
+#include "mlm/backend.h"
+}
+
+typedef __nv_bfloat16 bf16;
+
+struct gemm_cache;   // matmul.cu: cuBLASLt algorithms by problem
+
+struct cuda_state {
+    int device;
+    cudaStream_t stream;        // every op is queued here, in order
+    cublasLtHandle_t lt;
+    void *lt_workspace;         // LT_WORKSPACE_BYTES for cuBLASLt
+    gemm_cache *gemms;
+    void *scratch;              // one op's temporaries, scratch_bytes
+    size_t scratch_bytes;
+    void *partials;             // reduction partials, partials_bytes
+    size_t partials_bytes;
+};
+
+enum { LT_WORKSPACE_BYTES = 32 << 20 };
+
+static inline cuda_state *cuda_st(mlm_backend *be) { return (cuda_state *)be->impl; }
+
+static inline unsigned cdiv(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
+
+/* ---- scratch (backend_cuda.cu) ----
+ * Each op takes its temporaries with one call, carved into count slices of
+ * bytes[i] (256-byte aligned, 0 allowed) whose addresses go to out[i]; they stay
+ * valid until the next call. The buffer grows when an op needs more (in the first
+ * step): it waits for the stream, then reallocates. Reductions take their
+ * partials from a second buffer the same way, so an op can call them. */
+void cuda_scratch_slices(cuda_state *st, int count, const size_t *bytes, void **out);
+void *cuda_partials(cuda_state *st, size_t bytes);
+
+/* ---- conversions (backend_cuda.cu) ---- */
+void convert_f32_to_bf16(cuda_state *st, bf16 *dst, const float *src, size_t n);
+void convert_bf16_to_f32(cuda_state *st, float *dst, const bf16 *src, size_t n);
+
+/* ---- GEMM (matmul.cu) ----
+ * Row-major C (M, N) = alpha op(A) op(B) + beta C (+ bias broadcast over rows),
+ * batch times with element strides sa, sb, sc. A and B are bf16: op(A) is (M, K),
+ * stored (M, K) or, with ta, (K, M); op(B) is (K, N), stored (K, N) or, with tb,
+ * (N, K). C is bf16 or fp32 (ctype), bias (N) has C's type. fp32 accumulation. */
+struct gemm_args {
+    int M, N, K;
+    const void *A;
+    int lda;
+    bool ta = false;
+    const void *B;
+    int ldb;
+    bool tb = false;
+    void *C;
+    int ldc;
+    cudaDataType_t ctype = CUDA_R_16BF;
+    float alpha = 1.0f, beta = 0.0f;
+    const void *bias = nullptr;
+    int batch = 1;
+    long long sa = 0, sb = 0, sc = 0;
+};
+void cuda_gemm(cuda_state *st, const gemm_args &g);
+gemm_cache *gemm_cache_new(void);
+void gemm_cache_free(gemm_cache *c);
+
+/* ---- device helpers ---- */
+
+/* v[k] = p[k] for k < n (n <= 8), 0 beyond: one 16-byte load when n == 8 and p is
+ * 16-byte aligned, element loads otherwise. */
+__device__ __forceinline__ void load8(float v[8], const bf16 *p, int n) {
+    if (n == 8 && ((uintptr_t)p & 15) == 0) {
+        uint4 raw = *reinterpret_cast<const uint4 *>(p);
+        const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&raw);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            float2 f = __bfloat1622float2(h[k]);
+            v[2 * k] = f.x;
+            v[2 * k + 1] = f.y;
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < 8; k++) v[k] = k < n ? __bfloat162float(p[k]) : 0.0f;
+    }
+}
+
+__device__ __forceinline__ void load8(float v[8], const float *p, int n) {
+    if (n == 8 && ((uintptr_t)p & 15) == 0) {
+        float4 a = reinterpret_cast<const float4 *>(p)[0], b = reinterpret_cast<const float4 *>(p)[1];
+        v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
+        v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+    } else {
+#pragma unroll
+        for (int k = 0; k < 8; k++) v[k] = k < n ? p[k] : 0.0f;
+    }
+}
+
+/* p[k] = v[k] for k < n, rounded to nearest even; vector store as load8. */
+__device__ __forceinline__ void store8(bf16 *p, const float v[8], int n) {
+    if (n == 8 && ((uintptr_t)p & 15) == 0) {
+        uint4 raw;
+        __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&raw);
+#pragma unroll
+        for (int k = 0; k < 4; k++) h[k] = __floats2bfloat162_rn(v[2 * k], v[2 * k + 1]);
+        *reinterpret_cast<uint4 *>(p) = raw;
+    } else {
+        for (int k = 0; k < n; k++) p[k] = __float2bfloat16(v[k]);
+    }
+}
+
+__device__ __forceinline__ void store8(float *p, const float v[8], int n) {
+    if (n == 8 && ((uintptr_t)p & 15) == 0) {
+        reinterpret_cast<float4 *>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+        reinterpret_cast<float4 *>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+    } else {
+        for (int k = 0; k < n; k++) p[k] = v[k];
+    }
+}
+
+/* Elements left for a thread whose 8-element run starts at i, of n. */
+__device__ __forceinline__ int run8(size_t i, size_t n) { return i >= n ? 0 : n - i < 8 ? (int)(n - i) : 8; }
+
+template <class T> __device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* Sum of v over the block (blockDim.x a multiple of 32), returned to every
+ * thread. The tree is fixed, so the result is the same on every run. shared
+ * holds 32 Ts. */
+template <class T> __device__ __forceinline__ T block_sum(T v, T *shared) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();   // a previous call may still be reading shared
+    if (lane == 0) shared[warp] = v;
+    __syncthreads();
+    v = lane < (int)(blockDim.x >> 5) ? shared[lane] : T(0);
+    return warp_sum(v);
+}
+
+/* ---- ops: layernorm.cu ---- */
+void cuda_embed_fwd(mlm_backend *be, void *out, void *sum, float *mean, float *rstd,
+                    const int32_t *ids, const int32_t *types, const void *wte, const void *wpe,
+                    const void *wtt, const void *ln_w, const void *ln_b, int B, int S, int d,
+                    float eps, const mlm_dropout *drop);
+void cuda_embed_bwd(mlm_backend *be, float *dwte, float *dwpe, float *dwtt, float *dln_w,
+                    float *dln_b, const void *dout, const void *sum, const float *mean,
+                    const float *rstd, const int32_t *ids, const int32_t *types, const void *ln_w,
+                    int B, int S, int d, const mlm_dropout *drop);
+void cuda_residual_ln_fwd(mlm_backend *be, void *out, void *s, float *mean, float *rstd,
+                          const void *x, const void *res, const void *ln_w, const void *ln_b,
+                          int B, int S, int d, float eps, const mlm_dropout *drop);
+void cuda_residual_ln_bwd(mlm_backend *be, void *dx, void *dres, float *dln_w, float *dln_b,
+                          const void *dout, const void *s, const float *mean, const float *rstd,
+                          const void *ln_w, int B, int S, int d, const mlm_dropout *drop);
+void cuda_layernorm_fwd(mlm_backend *be, void *out, float *mean, float *rstd, const void *x,
+                        const void *ln_w, const void *ln_b, int M, int d, float eps);
+void cuda_layernorm_bwd(mlm_backend *be, void *dx, float *dln_w, float *dln_b, const void *dout,
+                        const void *x, const float *mean, const float *rstd, const void *ln_w,
+                        int M, int d);
+
+/* ---- embedding.cu: the table gradients of the embedding backward ----
+ * dwte[ids[r]] += dsum[r], dwpe[r % S] += dsum[r], dwtt[types[r]] += dsum[r] for
+ * the N = B*S rows of dsum (N, d), deterministically; scratch holds
+ * embedding_grads_scratch(N, d) bytes. */
+size_t embedding_grads_scratch(int N, int d);
+void embedding_grads(cuda_state *st, float *dwte, float *dwpe, float *dwtt, const float *dsum,
+                     const int32_t *ids, const int32_t *types, int B, int S, int d, void *scratch);
+
+/* ---- ops: matmul.cu ---- */
+void cuda_linear_fwd(mlm_backend *be, void *out, void *pre, const void *in, const void *W,
+                     const void *b, int N, int I, int O, mlm_act act);
+void cuda_linear_bwd(mlm_backend *be, void *din, float *dW, float *db, void *dout,
+                     const void *in, const void *W, const void *pre, int N, int I, int O,
+                     mlm_act act, int din_accumulate);
+void cuda_decoder_fwd(mlm_backend *be, float *logits, const void *in, const void *W,
+                      const void *b, int M, int d, int V);
+void cuda_decoder_bwd(mlm_backend *be, void *din, float *dW, float *db, const float *dlogits,
+                      const void *in, const void *W, int M, int d, int V);
+
+/* ---- ops: attention.cu ---- */
+size_t cuda_attention_saved_bytes(mlm_backend *be, int B, int S, int H);
+void cuda_attention_fwd(mlm_backend *be, void *out, void *saved, const void *qkv,
+                        const int32_t *lengths, int B, int S, int H, int dh,
+                        const mlm_dropout *drop);
+void cuda_attention_bwd(mlm_backend *be, void *dqkv, const void *dout, const void *qkv,
+                        const void *out, const void *saved, const int32_t *lengths,
+                        int B, int S, int H, int dh, const mlm_dropout *drop);
+
+/* ---- ops: mlm_head.cu ---- */
+void cuda_gather_rows(mlm_backend *be, void *out, const void *in, const int32_t *rows, int M, int d);
+void cuda_scatter_rows(mlm_backend *be, void *dfull, const void *drows, const int32_t *rows,
+                       int M, int N, int d);
+void cuda_cross_entropy(mlm_backend *be, float *logits, const int32_t *labels, int M, int V,
+                        float scale, float *stats);
+
+/* ---- ops: reductions.cu, adamw.cu ---- */
+void cuda_sum_squares(mlm_backend *be, float *out, const float *g, size_t n);
+void cuda_adamw(mlm_backend *be, float *master, void *wgt, const float *g, float *m, float *v,
+                size_t n, const mlm_adamw_args *a, const float *gnorm_sq);
+
+#endif

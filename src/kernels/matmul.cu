@@ -1,0 +1,240 @@
+/*
+ * Matrix products through cuBLASLt (bf16 operands, fp32 accumulation): the
+ * row-major GEMM every op uses (cuda_gemm), the linear layers and the tied
+ * decoder. Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, so
+ * cuBLASLt sees B as its first operand. The algorithm for each problem (shapes,
+ * types, epilogue, pointer alignments) is chosen once by cuBLASLt's heuristic and
+ * cached: the same problem always runs the same kernel, which keeps results
+ * bitwise reproducible and keeps the heuristic off the hot path.
+ *
+ * Epilogues: the bias rides in cuBLASLt's BIAS epilogue. GELU does not: cuBLASLt's
+ * GELU epilogues use the tanh approximation, and HF BERT uses the exact erf form,
+ * so linear_fwd writes pre = x W^T + b and a kernel applies erf GELU; the backward
+ * multiplies by the exact derivative. Bias gradients are deterministic column sums
+ * (reduce.cuh). Weight gradients accumulate in fp32 (C fp32, beta 1).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.cuh"
+#include "reduce.cuh"
+
+enum { GELU_THREADS = 256, GEMM_CACHE_SIZE = 256 };
+
+/* ---- cuBLASLt algorithm cache ---- */
+
+struct gemm_key {               // everything the heuristic sees but the pointer values
+    int M, N, K, lda, ldb, ldc, batch, ta, tb, ctype, bias;
+    long long sa, sb, sc;
+    uint32_t align_a, align_b, align_c, align_bias;
+};
+
+struct gemm_cache {
+    int n;                      // entries used; replaced round-robin once full
+    gemm_key key[GEMM_CACHE_SIZE];
+    cublasLtMatmulAlgo_t algo[GEMM_CACHE_SIZE];
+};
+
+gemm_cache *gemm_cache_new(void) {
+    return (gemm_cache *)mlm_xcalloc(1, sizeof(gemm_cache), "cuBLASLt algorithm cache");
+}
+
+void gemm_cache_free(gemm_cache *c) { free(c); }
+
+/* Largest power of two up to 256 dividing the address of every matrix of a batch. */
+static uint32_t alignment(const void *p, long long stride, size_t elem) {
+    uintptr_t bits = (uintptr_t)p | (uintptr_t)(stride * (long long)elem);
+    uint32_t a = 256;
+    while (a > 1 && (bits & (a - 1))) a >>= 1;
+    return a;
+}
+
+static size_t type_size(cudaDataType_t t) { return t == CUDA_R_32F ? 4 : 2; }
+
+static gemm_key key_of(const gemm_args &g) {
+    gemm_key k;
+    memset(&k, 0, sizeof k);    // padding too: keys compare with memcmp
+    k.M = g.M, k.N = g.N, k.K = g.K, k.lda = g.lda, k.ldb = g.ldb, k.ldc = g.ldc;
+    k.batch = g.batch, k.ta = g.ta, k.tb = g.tb, k.ctype = (int)g.ctype, k.bias = g.bias != nullptr;
+    k.sa = g.sa, k.sb = g.sb, k.sc = g.sc;
+    k.align_a = alignment(g.A, g.sa, 2);
+    k.align_b = alignment(g.B, g.sb, 2);
+    k.align_c = alignment(g.C, g.sc, type_size(g.ctype));
+    k.align_bias = g.bias ? alignment(g.bias, 0, 1) : 0;
+    return k;
+}
+
+/* Column-major rows x cols matrix of type t, batch of them stride elements apart. */
+static cublasLtMatrixLayout_t layout(cudaDataType_t t, int rows, int cols, int ld, int batch,
+                                     long long stride) {
+    cublasLtMatrixLayout_t l;
+    cublasCheck(cublasLtMatrixLayoutCreate(&l, t, rows, cols, ld));
+    if (batch > 1) {
+        int32_t count = batch;
+        int64_t offset = stride;
+        cublasCheck(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count));
+        cublasCheck(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &offset,
+                                                     sizeof offset));
+    }
+    return l;
+}
+
+/* The cached algorithm for this problem, or cuBLASLt's first choice, remembered. */
+static cublasLtMatmulAlgo_t find_algo(cuda_state *st, const gemm_key &k, cublasLtMatmulDesc_t desc,
+                                      cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
+                                      cublasLtMatrixLayout_t lc) {
+    gemm_cache *c = st->gemms;
+    int used = c->n < GEMM_CACHE_SIZE ? c->n : GEMM_CACHE_SIZE;
+    for (int i = 0; i < used; i++)
+        if (!memcmp(&c->key[i], &k, sizeof k)) return c->algo[i];
+    cublasLtMatmulPreference_t pref;
+    cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
+    uint64_t ws = LT_WORKSPACE_BYTES;
+    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    // cuBLASLt's A is our B and its B our A
+    const struct { cublasLtMatmulPreferenceAttributes_t attr; uint32_t bytes; } aligns[] = {
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, k.align_b},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, k.align_a},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, k.align_c},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, k.align_c},
+    };
+    for (const auto &a : aligns)
+        cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, a.attr, &a.bytes, sizeof a.bytes));
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    cublasCheck(cublasLtMatmulAlgoGetHeuristic(st->lt, desc, la, lb, lc, lc, pref, 1, &res, &found));
+    cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
+    if (!found)
+        mlm_die(MLM_EXIT_RUNTIME,
+                "cuBLASLt has no algorithm for C (%d, %d) = op(A) op(B), K = %d, batch %d, ta %d, tb %d, "
+                "C %s%s",
+                k.M, k.N, k.K, k.batch, k.ta, k.tb, k.ctype == CUDA_R_32F ? "fp32" : "bf16",
+                k.bias ? ", bias epilogue" : "");
+    int slot = c->n++ % GEMM_CACHE_SIZE;
+    c->key[slot] = k;
+    c->algo[slot] = res.algo;
+    return res.algo;
+}
+
+void cuda_gemm(cuda_state *st, const gemm_args &g) {
+    if (g.M == 0 || g.N == 0 || (g.K == 0 && g.beta == 1.0f && !g.bias)) return;
+    cublasLtMatmulDesc_t desc;
+    cublasCheck(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasOperation_t op_a = g.tb ? CUBLAS_OP_T : CUBLAS_OP_N, op_b = g.ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof op_a));
+    cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof op_b));
+    if (g.bias) {
+        cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+        cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+        cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias,
+                                                   sizeof g.bias));
+    }
+    // column-major: C^T (N, M) = op(B)^T (N, K) op(A)^T (K, M)
+    cublasLtMatrixLayout_t la = layout(CUDA_R_16BF, g.tb ? g.K : g.N, g.tb ? g.N : g.K, g.ldb, g.batch, g.sb);
+    cublasLtMatrixLayout_t lb = layout(CUDA_R_16BF, g.ta ? g.M : g.K, g.ta ? g.K : g.M, g.lda, g.batch, g.sa);
+    cublasLtMatrixLayout_t lc = layout(g.ctype, g.N, g.M, g.ldc, g.batch, g.sc);
+    cublasLtMatmulAlgo_t algo = find_algo(st, key_of(g), desc, la, lb, lc);
+    cublasCheck(cublasLtMatmul(st->lt, desc, &g.alpha, g.B, la, g.A, lb, &g.beta, g.C, lc, g.C, lc, &algo,
+                               st->lt_workspace, LT_WORKSPACE_BYTES, st->stream));
+    cublasCheck(cublasLtMatrixLayoutDestroy(la));
+    cublasCheck(cublasLtMatrixLayoutDestroy(lb));
+    cublasCheck(cublasLtMatrixLayoutDestroy(lc));
+    cublasCheck(cublasLtMatmulDescDestroy(desc));
+}
+
+/* ---- exact (erf) GELU, 8 elements per thread ---- */
+
+__device__ __forceinline__ float gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+
+/* d GELU / dx = Phi(x) + x phi(x). */
+__device__ __forceinline__ float gelu_grad(float x) {
+    float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
+    return cdf + x * expf(-0.5f * x * x) * 0.39894228040143268f;
+}
+
+__global__ void gelu_fwd_kernel(bf16 *out, const bf16 *pre, size_t n) {
+    size_t i = 8 * ((size_t)blockIdx.x * blockDim.x + threadIdx.x);
+    int cnt = run8(i, n);
+    if (!cnt) return;
+    float v[8];
+    load8(v, pre + i, cnt);
+#pragma unroll
+    for (int k = 0; k < 8; k++) v[k] = gelu(v[k]);
+    store8(out + i, v, cnt);
+}
+
+__global__ void gelu_bwd_kernel(bf16 *dout, const bf16 *pre, size_t n) {
+    size_t i = 8 * ((size_t)blockIdx.x * blockDim.x + threadIdx.x);
+    int cnt = run8(i, n);
+    if (!cnt) return;
+    float g[8], x[8];
+    load8(g, dout + i, cnt);
+    load8(x, pre + i, cnt);
+#pragma unroll
+    for (int k = 0; k < 8; k++) g[k] *= gelu_grad(x[k]);
+    store8(dout + i, g, cnt);
+}
+
+/* ---- linear: out (N, O) = act(in (N, I) W^T (O, I) + b) ---- */
+
+void cuda_linear_fwd(mlm_backend *be, void *out, void *pre, const void *in, const void *W,
+                     const void *b, int N, int I, int O, mlm_act act) {
+    cuda_state *st = cuda_st(be);
+    void *y = act == MLM_ACT_GELU ? pre : out;   // (N, O) in W^T + b
+    cuda_gemm(st, {.M = N, .N = O, .K = I, .A = in, .lda = I, .B = W, .ldb = I, .tb = true, .C = y,
+                   .ldc = O, .bias = b});
+    size_t n = (size_t)N * O;
+    if (act != MLM_ACT_GELU || n == 0) return;
+    gelu_fwd_kernel<<<cdiv(cdiv(n, 8), GELU_THREADS), GELU_THREADS, 0, st->stream>>>((bf16 *)out,
+                                                                                    (const bf16 *)pre, n);
+    launchCheck();
+}
+
+void cuda_linear_bwd(mlm_backend *be, void *din, float *dW, float *db, void *dout,
+                     const void *in, const void *W, const void *pre, int N, int I, int O,
+                     mlm_act act, int din_accumulate) {
+    cuda_state *st = cuda_st(be);
+    size_t n = (size_t)N * O;
+    if (act == MLM_ACT_GELU && n) {   // dout (N, O) *= gelu'(pre), in place
+        gelu_bwd_kernel<<<cdiv(cdiv(n, 8), GELU_THREADS), GELU_THREADS, 0, st->stream>>>((bf16 *)dout,
+                                                                                        (const bf16 *)pre, n);
+        launchCheck();
+    }
+    // dW (O, I) += dout^T (O, N) in (N, I)
+    cuda_gemm(st, {.M = O, .N = I, .K = N, .A = dout, .lda = O, .ta = true, .B = in, .ldb = I, .C = dW,
+                   .ldc = I, .ctype = CUDA_R_32F, .beta = 1.0f});
+    if (db) colsum(st, db, nullptr, colsum_of<bf16>{(const bf16 *)dout, O}, N, O);
+    // din (N, I) = dout (N, O) W (O, I)
+    if (din)
+        cuda_gemm(st, {.M = N, .N = I, .K = O, .A = dout, .lda = O, .B = W, .ldb = I, .C = din, .ldc = I,
+                       .beta = din_accumulate ? 1.0f : 0.0f});
+}
+
+/* ---- tied decoder: logits (M, V) = in (M, d) W^T (V, d) + b, fp32 out ---- */
+
+void cuda_decoder_fwd(mlm_backend *be, float *logits, const void *in, const void *W,
+                      const void *b, int M, int d, int V) {
+    cuda_state *st = cuda_st(be);
+    size_t bytes = (size_t)V * sizeof(float);
+    void *bias;   // f32 (V): the BIAS epilogue takes the bias in D's type
+    cuda_scratch_slices(st, 1, &bytes, &bias);
+    convert_bf16_to_f32(st, (float *)bias, (const bf16 *)b, V);
+    cuda_gemm(st, {.M = M, .N = V, .K = d, .A = in, .lda = d, .B = W, .ldb = d, .tb = true, .C = logits,
+                   .ldc = V, .ctype = CUDA_R_32F, .bias = bias});
+}
+
+void cuda_decoder_bwd(mlm_backend *be, void *din, float *dW, float *db, const float *dlogits,
+                      const void *in, const void *W, int M, int d, int V) {
+    cuda_state *st = cuda_st(be);
+    size_t bytes = (size_t)M * V * sizeof(bf16);
+    void *g;   // bf16 (M, V): dlogits as a tensor-core operand
+    cuda_scratch_slices(st, 1, &bytes, &g);
+    convert_f32_to_bf16(st, (bf16 *)g, dlogits, (size_t)M * V);
+    // dW (V, d) += g^T (V, M) in (M, d)
+    cuda_gemm(st, {.M = V, .N = d, .K = M, .A = g, .lda = V, .ta = true, .B = in, .ldb = d, .C = dW,
+                   .ldc = d, .ctype = CUDA_R_32F, .beta = 1.0f});
+    colsum(st, db, nullptr, colsum_of<float>{dlogits, V}, M, V);
+    // din (M, d) = g (M, V) W (V, d)
+    cuda_gemm(st, {.M = M, .N = d, .K = V, .A = g, .lda = V, .B = W, .ldb = d, .C = din, .ldc = d});
+}

@@ -1,0 +1,51 @@
+/* Helpers shared by the test suites (tests/common.h). */
+#include "common.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+char tmpdir[64];
+
+void make_tmpdir(void) {
+    strcpy(tmpdir, "/tmp/mlm_test_XXXXXX");
+    cr_assert_not_null(mkdtemp(tmpdir));
+}
+
+void rm_tmpdir(void) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+void tmp_path(char *out, size_t n, const char *name) { snprintf(out, n, "%s/%s", tmpdir, name); }
+
+void write_file(const char *name, const char *text) {
+    char path[256];
+    tmp_path(path, sizeof path, name);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f, "cannot write %s", path);
+    fputs(text, f);
+    fclose(f);
+}
+
+int run_mlmgpu(const char *env, const char *args, char *out, size_t n) {
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "cd %s && OMP_NUM_THREADS=2 %s %s %s", tmpdir, env, MLM_BIN, args);
+    return run_shell(cmd, out, n);
+}
+
+int run_shell(const char *cmd, char *out, size_t n) {
+    char full[8300];
+    snprintf(full, sizeof full, "%s 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    cr_assert_not_null(p);
+    size_t got = fread(out, 1, n - 1, p);
+    out[got] = 0;
+    int st = pclose(p);
+    if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
+    int code = WIFEXITED(st) ? WEXITSTATUS(st) : 255;
+    return code;   // the shell reports a killed child as 128 + signal too
+}

@@ -1,0 +1,614 @@
+/*
+ * The CUDA backend (src/kernels/) against the CPU backend, the oracle, op by op.
+ * Inputs are fresh seeded random numbers rounded to bf16, so both backends start
+ * from the same values; shapes include odd ones (d = 72, rows not a multiple of 8,
+ * S = 13 with lengths {13, 5, 1}); every output is poisoned with NaN before the op
+ * runs; ||gpu - cpu|| / ||cpu|| must stay below 1e-2 on bf16 paths and 1e-5 for
+ * fp32 reductions (sum of squares, cross-entropy). Accumulated outputs start from
+ * random values and are compared by their increments. Dropout masks must equal
+ * the CPU's (zero patterns); a training step of a tiny model must agree in loss
+ * (1e-2) and in every gradient tensor (2e-2); the same step twice on the GPU must
+ * give bit-identical loss and gradients. Without a usable GPU every test reports
+ * itself skipped.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mlm/backend.h"
+#include "mlm/backend_cuda.h"
+#include "mlm/model.h"
+
+static mlm_backend *cpu, *gpu;
+
+/* ---- one tensor on both backends ---- */
+
+typedef enum { ACT, WGT, F32, I32 } kind;   // act, wgt, fp32, int32 buffers
+typedef struct {
+    void *c, *g;   // CPU and GPU buffers
+    size_t n;      // elements
+    kind k;
+} pair;
+
+enum { MAX_PAIRS = 512, MAX_HOST = 4096, MAX_RAW = 8 };
+static pair pairs[MAX_PAIRS];
+static int npairs;
+static void *host[MAX_HOST];
+static int nhost;
+static struct { mlm_backend *be; void *p; } raw[MAX_RAW];
+static int nraw;
+
+static void need_gpu(void) {
+    char err[512];
+    gpu = mlm_backend_cuda(0, err, sizeof err);
+    if (!gpu) cr_skip_test("no CUDA device: %s", err);
+    cpu = mlm_backend_cpu(2);
+}
+
+static void teardown(void) {
+    if (!gpu) return;
+    while (npairs) {
+        pair p = pairs[--npairs];
+        cpu->free(cpu, p.c);
+        gpu->free(gpu, p.g);
+    }
+    while (nraw) {
+        nraw--;
+        raw[nraw].be->free(raw[nraw].be, raw[nraw].p);
+    }
+    while (nhost) free(host[--nhost]);
+    gpu->destroy(gpu);
+    cpu->destroy(cpu);
+}
+TestSuite(cuda_ops, .fini = teardown);
+
+static void *hbuf(size_t bytes) {
+    cr_assert(nhost < MAX_HOST);
+    return host[nhost++] = calloc(1, bytes ? bytes : 1);
+}
+static float *hf(size_t n) { return hbuf(n * sizeof(float)); }
+
+static void *raw_alloc(mlm_backend *be, size_t bytes) {
+    cr_assert(nraw < MAX_RAW);
+    raw[nraw].be = be;
+    return raw[nraw++].p = be->alloc(be, bytes, "test buffer");
+}
+
+/* ---- random inputs ---- */
+
+static uint64_t rng;
+static uint32_t rnd_u32(void) {
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(rng >> 33);
+}
+static float rnd(void) { return (float)rnd_u32() / 2147483648.0f - 1.0f; }   // [-1, 1)
+
+/* x rounded to the nearest bf16, ties to even. */
+static float bf16r(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+static float *rand_buf(size_t n, float center, float spread) {
+    float *x = hf(n);
+    for (size_t i = 0; i < n; i++) x[i] = bf16r(center + spread * rnd());
+    return x;
+}
+static int32_t *rand_ints(size_t n, int hi) {
+    int32_t *x = hbuf(n * sizeof(int32_t));
+    for (size_t i = 0; i < n; i++) x[i] = (int32_t)(rnd_u32() % (uint32_t)hi);
+    return x;
+}
+
+/* ---- pairs: made from host values, or poisoned with NaN when host is NULL ---- */
+
+static void fill(pair p, const void *values) {
+    cpu->upload(cpu, p.c, values, p.n * 4);
+    if (p.k == ACT) {
+        gpu->upload_f32_as_act(gpu, p.g, values, p.n);
+    } else if (p.k == WGT) {
+        float *master = gpu->alloc(gpu, p.n * sizeof(float), "test master");
+        gpu->upload(gpu, master, values, p.n * sizeof(float));
+        gpu->copy_master_to_wgt(gpu, p.g, master, p.n);
+        gpu->sync(gpu);
+        gpu->free(gpu, master);
+    } else {
+        gpu->upload(gpu, p.g, values, p.n * 4);
+    }
+}
+
+static pair make(kind k, size_t n, const void *values) {
+    cr_assert(npairs < MAX_PAIRS);
+    size_t elem = k == ACT ? gpu->act_size : k == WGT ? gpu->wgt_size : 4;
+    pair p = {cpu->alloc(cpu, n * 4, "test"), gpu->alloc(gpu, n * elem, "test"), n, k};
+    pairs[npairs++] = p;
+    if (!values) {
+        float *nan = hf(n);
+        for (size_t i = 0; i < n; i++) nan[i] = NAN;
+        values = nan;
+    }
+    fill(p, values);
+    return p;
+}
+static pair act(size_t n, const float *v) { return make(ACT, n, v); }
+static pair wgt(size_t n, const float *v) { return make(WGT, n, v); }
+static pair f32(size_t n, const float *v) { return make(F32, n, v); }
+static pair i32(size_t n, const int32_t *v) { return make(I32, n, v); }
+
+/* Host copies of both sides. */
+static void fetch(pair p, float **c, float **g) {
+    *c = hf(p.n);
+    *g = hf(p.n);
+    cpu->download(cpu, *c, p.c, p.n * 4);
+    if (p.k == ACT || p.k == WGT) gpu->download_act_as_f32(gpu, *g, p.g, p.n);
+    else gpu->download(gpu, *g, p.g, p.n * 4);
+}
+
+/* ---- comparisons ---- */
+
+static char shape[160];   // the case under test, for messages
+#define CASE(...) snprintf(shape, sizeof shape, __VA_ARGS__)
+
+/* ||g - c|| / ||c|| after subtracting base (the start of an accumulation) from
+ * both; the absolute norm when c is all zero; NaN when g has a non-finite value. */
+static double rel_l2(const float *c, const float *g, const float *base, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(g[i])) return NAN;
+        double b = base ? base[i] : 0, x = c[i] - b, y = g[i] - b;
+        num += (y - x) * (y - x);
+        den += x * x;
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static void expect_close(pair p, const float *base, double tol, const char *what) {
+    float *c, *g;
+    fetch(p, &c, &g);
+    double e = rel_l2(c, g, base, p.n);
+    cr_expect(e < tol, "%s [%s]: ||gpu - cpu|| / ||cpu|| = %.3g, limit %.3g", what, shape, e, tol);
+}
+
+/* The elements that are exactly 0 must be the same on both; returns how many. */
+static size_t expect_same_zeros(pair p, const char *what) {
+    float *c, *g;
+    fetch(p, &c, &g);
+    size_t zeros = 0, differ = 0;
+    for (size_t i = 0; i < p.n; i++) {
+        zeros += c[i] == 0.0f;
+        differ += (c[i] == 0.0f) != (g[i] == 0.0f);
+    }
+    cr_expect(differ == 0, "%s [%s]: %zu of %zu elements dropped on one backend only", what, shape, differ, p.n);
+    return zeros;
+}
+
+/* ---- dropout ---- */
+
+static mlm_dropout drop_at(float p, uint32_t site) {
+    mlm_dropout d = {0, 1.0f, 0x9e3779b97f4a7c15ull, 11, site, 5};
+    if (p > 0) {
+        d.threshold = (uint32_t)(p * 4294967296.0);
+        d.scale = 1.0f / (1.0f - p);
+    }
+    return d;
+}
+
+/* ================= ops ================= */
+
+Test(cuda_ops, linear) {
+    need_gpu();
+    rng = 101;
+    const int shapes[][3] = {{39, 72, 216}, {64, 128, 512}, {7, 72, 72}, {37, 72, 997}};   // N, I, O
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int N = shapes[s][0], I = shapes[s][1], O = shapes[s][2];
+        for (int a = MLM_ACT_NONE; a <= MLM_ACT_GELU; a++) {
+            CASE("N=%d I=%d O=%d act=%d", N, I, O, a);
+            pair in = act((size_t)N * I, rand_buf((size_t)N * I, 0, 1));
+            pair W = wgt((size_t)O * I, rand_buf((size_t)O * I, 0, 0.2f));
+            pair b = wgt(O, rand_buf(O, 0, 0.5f));
+            pair out = act((size_t)N * O, NULL), pre = act((size_t)N * O, NULL);
+            for (mlm_backend *be = cpu;; be = gpu) {
+                int g = be == gpu;
+                be->linear_fwd(be, g ? out.g : out.c, a ? (g ? pre.g : pre.c) : NULL, g ? in.g : in.c,
+                               g ? W.g : W.c, g ? b.g : b.c, N, I, O, (mlm_act)a);
+                if (g) break;
+            }
+            expect_close(out, NULL, 1e-2, "linear_fwd out");
+            if (a) expect_close(pre, NULL, 1e-2, "linear_fwd pre");
+
+            // backward, with and without bias gradient and din accumulation
+            for (int variant = 0; variant < 3; variant++) {
+                int acc = variant == 1, with_db = variant != 2, with_din = variant != 2;
+                CASE("N=%d I=%d O=%d act=%d variant=%d", N, I, O, a, variant);
+                float *dW0 = rand_buf((size_t)O * I, 0, 1), *db0 = rand_buf(O, 0, 1);
+                pair dout = act((size_t)N * O, rand_buf((size_t)N * O, 0, 1));
+                pair dW = f32((size_t)O * I, dW0), db = f32(O, db0);
+                float *din0 = acc ? rand_buf((size_t)N * I, 0, 1) : NULL;
+                pair din = act((size_t)N * I, din0);
+                for (mlm_backend *be = cpu;; be = gpu) {
+                    int g = be == gpu;
+                    be->linear_bwd(be, with_din ? (g ? din.g : din.c) : NULL, g ? dW.g : dW.c,
+                                   with_db ? (g ? db.g : db.c) : NULL, g ? dout.g : dout.c, g ? in.g : in.c,
+                                   g ? W.g : W.c, a ? (g ? pre.g : pre.c) : NULL, N, I, O, (mlm_act)a, acc);
+                    if (g) break;
+                }
+                expect_close(dW, dW0, 1e-2, "linear_bwd dW");
+                if (with_db) expect_close(db, db0, 1e-2, "linear_bwd db");
+                if (with_din) expect_close(din, din0, 1e-2, "linear_bwd din");
+                if (a) expect_close(dout, NULL, 1e-2, "linear_bwd dout * gelu'(pre)");
+            }
+        }
+    }
+}
+
+Test(cuda_ops, decoder) {
+    need_gpu();
+    rng = 102;
+    const int shapes[][3] = {{5, 72, 997}, {37, 72, 1000}, {64, 128, 4096}};   // M, d, V
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int M = shapes[s][0], d = shapes[s][1], V = shapes[s][2];
+        CASE("M=%d d=%d V=%d", M, d, V);
+        pair in = act((size_t)M * d, rand_buf((size_t)M * d, 0, 1));
+        pair W = wgt((size_t)V * d, rand_buf((size_t)V * d, 0, 0.2f));
+        pair b = wgt(V, rand_buf(V, 0, 0.5f));
+        pair logits = f32((size_t)M * V, NULL);
+        cpu->decoder_fwd(cpu, logits.c, in.c, W.c, b.c, M, d, V);
+        gpu->decoder_fwd(gpu, logits.g, in.g, W.g, b.g, M, d, V);
+        expect_close(logits, NULL, 1e-2, "decoder_fwd logits");
+
+        float *dW0 = rand_buf((size_t)V * d, 0, 1), *db0 = rand_buf(V, 0, 1);
+        float *dl = hf((size_t)M * V);
+        for (size_t i = 0; i < (size_t)M * V; i++) dl[i] = 0.01f * rnd();   // fp32, not rounded
+        pair dlogits = f32((size_t)M * V, dl), dW = f32((size_t)V * d, dW0), db = f32(V, db0);
+        pair din = act((size_t)M * d, NULL);
+        cpu->decoder_bwd(cpu, din.c, dW.c, db.c, dlogits.c, in.c, W.c, M, d, V);
+        gpu->decoder_bwd(gpu, din.g, dW.g, db.g, dlogits.g, in.g, W.g, M, d, V);
+        expect_close(din, NULL, 1e-2, "decoder_bwd din");
+        expect_close(dW, dW0, 1e-2, "decoder_bwd dW");
+        expect_close(db, db0, 1e-5, "decoder_bwd db (fp32 column sums)");
+    }
+}
+
+Test(cuda_ops, embeddings) {
+    need_gpu();
+    rng = 103;
+    const int shapes[][2] = {{3, 13}, {24, 13}};   // B, S; the second has runs of id 0 across chunks
+    int d = 72, V = 50, P = 16, T = 2;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int B = shapes[s][0], S = shapes[s][1], N = B * S;
+        for (int variant = 0; variant < 4; variant++) {
+            int with_types = variant & 1, dropping = variant >> 1;
+            CASE("B=%d S=%d d=%d types=%d dropout=%d", B, S, d, with_types, dropping);
+            int32_t *ids_h = rand_ints(N, V);
+            for (int r = 0; r < N; r++)
+                if (rnd_u32() % 10 < 6) ids_h[r] = 0;   // a frequent id, as [PAD]
+            pair ids = i32(N, ids_h), types = i32(N, rand_ints(N, T));
+            pair wte = wgt((size_t)V * d, rand_buf((size_t)V * d, 0, 1));
+            pair wpe = wgt((size_t)P * d, rand_buf((size_t)P * d, 0, 1));
+            pair wtt = wgt((size_t)T * d, rand_buf((size_t)T * d, 0, 1));
+            pair lw = wgt(d, rand_buf(d, 1, 0.2f)), lb = wgt(d, rand_buf(d, 0, 0.2f));
+            pair out = act((size_t)N * d, NULL), sum = act((size_t)N * d, NULL);
+            pair mean = f32(N, NULL), rstd = f32(N, NULL);
+            mlm_dropout drop = drop_at(dropping ? 0.1f : 0.0f, 0);
+            float *dwte0 = rand_buf((size_t)V * d, 0, 1), *dwpe0 = rand_buf((size_t)P * d, 0, 1);
+            float *dwtt0 = rand_buf((size_t)T * d, 0, 1), *dlw0 = rand_buf(d, 0, 1), *dlb0 = rand_buf(d, 0, 1);
+            pair dout = act((size_t)N * d, rand_buf((size_t)N * d, 0, 1));
+            pair dwte = f32((size_t)V * d, dwte0), dwpe = f32((size_t)P * d, dwpe0), dwtt = f32((size_t)T * d, dwtt0);
+            pair dlw = f32(d, dlw0), dlb = f32(d, dlb0);
+            for (mlm_backend *be = cpu;; be = gpu) {
+                int g = be == gpu;
+                const int32_t *ty = with_types ? (g ? types.g : types.c) : NULL;
+                be->embed_fwd(be, g ? out.g : out.c, g ? sum.g : sum.c, g ? mean.g : mean.c, g ? rstd.g : rstd.c,
+                              g ? ids.g : ids.c, ty, g ? wte.g : wte.c, g ? wpe.g : wpe.c, g ? wtt.g : wtt.c,
+                              g ? lw.g : lw.c, g ? lb.g : lb.c, B, S, d, 1e-12f, &drop);
+                be->embed_bwd(be, g ? dwte.g : dwte.c, g ? dwpe.g : dwpe.c, g ? dwtt.g : dwtt.c, g ? dlw.g : dlw.c,
+                              g ? dlb.g : dlb.c, g ? dout.g : dout.c, g ? sum.g : sum.c, g ? mean.g : mean.c,
+                              g ? rstd.g : rstd.c, g ? ids.g : ids.c, ty, g ? lw.g : lw.c, B, S, d, &drop);
+                if (g) break;
+            }
+            expect_close(sum, NULL, 1e-2, "embed_fwd sum");
+            expect_close(out, NULL, 1e-2, "embed_fwd out");
+            expect_close(mean, NULL, 1e-2, "embed_fwd mean");
+            expect_close(rstd, NULL, 1e-2, "embed_fwd rstd");
+            size_t dropped = expect_same_zeros(out, "embed_fwd dropout mask");
+            if (dropping) cr_expect(dropped > 0, "embed_fwd [%s]: nothing dropped", shape);
+            expect_close(dwte, dwte0, 1e-2, "embed_bwd dwte");
+            expect_close(dwpe, dwpe0, 1e-2, "embed_bwd dwpe");
+            expect_close(dwtt, dwtt0, 1e-2, "embed_bwd dwtt");
+            expect_close(dlw, dlw0, 1e-2, "embed_bwd dln_w");
+            expect_close(dlb, dlb0, 1e-2, "embed_bwd dln_b");
+        }
+    }
+}
+
+Test(cuda_ops, residual_layernorm) {
+    need_gpu();
+    rng = 104;
+    const int shapes[][3] = {{3, 13, 72}, {2, 64, 768}};   // B, S, d
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int B = shapes[s][0], S = shapes[s][1], d = shapes[s][2], N = B * S;
+        for (int variant = 0; variant < 3; variant++) {
+            int dropping = variant > 0, with_dres = variant < 2;
+            CASE("B=%d S=%d d=%d dropout=%d dres=%d", B, S, d, dropping, with_dres);
+            pair x = act((size_t)N * d, rand_buf((size_t)N * d, 0, 1));
+            pair res = act((size_t)N * d, rand_buf((size_t)N * d, 0.3f, 1));
+            pair lw = wgt(d, rand_buf(d, 1, 0.2f)), lb = wgt(d, rand_buf(d, 0, 0.2f));
+            pair out = act((size_t)N * d, NULL), sv = act((size_t)N * d, NULL);
+            pair mean = f32(N, NULL), rstd = f32(N, NULL);
+            float *dlw0 = rand_buf(d, 0, 1), *dlb0 = rand_buf(d, 0, 1);
+            pair dout = act((size_t)N * d, rand_buf((size_t)N * d, 0, 1));
+            pair dx = act((size_t)N * d, NULL), dres = act((size_t)N * d, NULL);
+            pair dlw = f32(d, dlw0), dlb = f32(d, dlb0);
+            mlm_dropout drop = drop_at(dropping ? 0.1f : 0.0f, 4);
+            for (mlm_backend *be = cpu;; be = gpu) {
+                int g = be == gpu;
+                be->residual_ln_fwd(be, g ? out.g : out.c, g ? sv.g : sv.c, g ? mean.g : mean.c,
+                                    g ? rstd.g : rstd.c, g ? x.g : x.c, g ? res.g : res.c, g ? lw.g : lw.c,
+                                    g ? lb.g : lb.c, B, S, d, 1e-12f, &drop);
+                be->residual_ln_bwd(be, g ? dx.g : dx.c, with_dres ? (g ? dres.g : dres.c) : NULL,
+                                    g ? dlw.g : dlw.c, g ? dlb.g : dlb.c, g ? dout.g : dout.c, g ? sv.g : sv.c,
+                                    g ? mean.g : mean.c, g ? rstd.g : rstd.c, g ? lw.g : lw.c, B, S, d, &drop);
+                if (g) break;
+            }
+            expect_close(sv, NULL, 1e-2, "residual_ln_fwd s");
+            expect_close(out, NULL, 1e-2, "residual_ln_fwd out");
+            expect_close(mean, NULL, 1e-2, "residual_ln_fwd mean");
+            expect_close(rstd, NULL, 1e-2, "residual_ln_fwd rstd");
+            expect_close(dx, NULL, 1e-2, "residual_ln_bwd dx");
+            if (with_dres) expect_close(dres, NULL, 1e-2, "residual_ln_bwd dres");
+            expect_close(dlw, dlw0, 1e-2, "residual_ln_bwd dln_w");
+            expect_close(dlb, dlb0, 1e-2, "residual_ln_bwd dln_b");
+            size_t dropped = expect_same_zeros(dx, "residual_ln_bwd dropout mask");
+            if (dropping) cr_expect(dropped > 0, "residual_ln_bwd [%s]: nothing dropped", shape);
+        }
+    }
+}
+
+Test(cuda_ops, layernorm) {
+    need_gpu();
+    rng = 105;
+    const int shapes[][2] = {{5, 72}, {37, 72}, {37, 768}};   // M, d
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int M = shapes[s][0], d = shapes[s][1];
+        CASE("M=%d d=%d", M, d);
+        pair x = act((size_t)M * d, rand_buf((size_t)M * d, 0.5f, 2));
+        pair lw = wgt(d, rand_buf(d, 1, 0.2f)), lb = wgt(d, rand_buf(d, 0, 0.2f));
+        pair out = act((size_t)M * d, NULL), mean = f32(M, NULL), rstd = f32(M, NULL);
+        float *dlw0 = rand_buf(d, 0, 1), *dlb0 = rand_buf(d, 0, 1);
+        pair dout = act((size_t)M * d, rand_buf((size_t)M * d, 0, 1)), dx = act((size_t)M * d, NULL);
+        pair dlw = f32(d, dlw0), dlb = f32(d, dlb0);
+        for (mlm_backend *be = cpu;; be = gpu) {
+            int g = be == gpu;
+            be->layernorm_fwd(be, g ? out.g : out.c, g ? mean.g : mean.c, g ? rstd.g : rstd.c, g ? x.g : x.c,
+                              g ? lw.g : lw.c, g ? lb.g : lb.c, M, d, 1e-12f);
+            be->layernorm_bwd(be, g ? dx.g : dx.c, g ? dlw.g : dlw.c, g ? dlb.g : dlb.c, g ? dout.g : dout.c,
+                              g ? x.g : x.c, g ? mean.g : mean.c, g ? rstd.g : rstd.c, g ? lw.g : lw.c, M, d);
+            if (g) break;
+        }
+        expect_close(out, NULL, 1e-2, "layernorm_fwd out");
+        expect_close(mean, NULL, 1e-2, "layernorm_fwd mean");
+        expect_close(rstd, NULL, 1e-2, "layernorm_fwd rstd");
+        expect_close(dx, NULL, 1e-2, "layernorm_bwd dx");
+        expect_close(dlw, dlw0, 1e-2, "layernorm_bwd dln_w");
+        expect_close(dlb, dlb0, 1e-2, "layernorm_bwd dln_b");
+    }
+}
+
+Test(cuda_ops, attention) {
+    need_gpu();
+    rng = 106;
+    struct { int B, S, H, dh; int32_t lengths[3]; } cases[] = {
+        {3, 13, 6, 12, {13, 5, 1}},
+        {2, 64, 2, 64, {64, 40, 0}},
+    };
+    for (size_t s = 0; s < sizeof cases / sizeof cases[0]; s++) {
+        int B = cases[s].B, S = cases[s].S, H = cases[s].H, dh = cases[s].dh, N = B * S, d = H * dh;
+        for (int dropping = 0; dropping < 2; dropping++) {
+            CASE("B=%d S=%d H=%d dh=%d dropout=%d", B, S, H, dh, dropping);
+            pair qkv = act((size_t)N * 3 * d, rand_buf((size_t)N * 3 * d, 0, 1));
+            pair lengths = i32(B, cases[s].lengths);
+            pair out = act((size_t)N * d, NULL), dqkv = act((size_t)N * 3 * d, NULL);
+            pair dout = act((size_t)N * d, rand_buf((size_t)N * d, 0, 1));
+            mlm_dropout drop = drop_at(dropping ? 0.1f : 0.0f, 1);
+            for (mlm_backend *be = cpu;; be = gpu) {
+                int g = be == gpu;
+                void *saved = raw_alloc(be, be->attention_saved_bytes(be, B, S, H));
+                be->attention_fwd(be, g ? out.g : out.c, saved, g ? qkv.g : qkv.c, g ? lengths.g : lengths.c, B, S,
+                                  H, dh, &drop);
+                be->attention_bwd(be, g ? dqkv.g : dqkv.c, g ? dout.g : dout.c, g ? qkv.g : qkv.c, g ? out.g : out.c,
+                                  saved, g ? lengths.g : lengths.c, B, S, H, dh, &drop);
+                if (g) break;
+            }
+            expect_close(out, NULL, 1e-2, "attention_fwd out");
+            expect_close(dqkv, NULL, 1e-2, "attention_bwd dqkv");
+        }
+    }
+}
+
+Test(cuda_ops, masked_rows) {
+    need_gpu();
+    rng = 107;
+    int N = 39, d = 72, M = 7;
+    int32_t rows_h[] = {0, 3, 12, 13, 20, 31, 38};
+    pair rows = i32(M, rows_h);
+    pair full = act((size_t)N * d, rand_buf((size_t)N * d, 0, 1)), got = act((size_t)M * d, NULL);
+    pair drows = act((size_t)M * d, rand_buf((size_t)M * d, 0, 1)), dfull = act((size_t)N * d, NULL);
+    CASE("N=%d M=%d d=%d", N, M, d);
+    for (mlm_backend *be = cpu;; be = gpu) {
+        int g = be == gpu;
+        be->gather_rows(be, g ? got.g : got.c, g ? full.g : full.c, g ? rows.g : rows.c, M, d);
+        be->scatter_rows(be, g ? dfull.g : dfull.c, g ? drows.g : drows.c, g ? rows.g : rows.c, M, N, d);
+        if (g) break;
+    }
+    expect_close(got, NULL, 1e-6, "gather_rows");
+    expect_close(dfull, NULL, 1e-6, "scatter_rows");
+}
+
+Test(cuda_ops, cross_entropy) {
+    need_gpu();
+    rng = 108;
+    const int shapes[][2] = {{1, 997}, {37, 997}, {13, 30522}};   // M, V
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int M = shapes[s][0], V = shapes[s][1];
+        for (int eval = 0; eval < 2; eval++) {
+            CASE("M=%d V=%d scale=%s", M, V, eval ? "0" : "1/M");
+            float *x = hf((size_t)M * V), stats0[2] = {1.5f, 2.0f};
+            for (size_t i = 0; i < (size_t)M * V; i++) x[i] = 3.0f * rnd();   // fp32 logits
+            pair logits = f32((size_t)M * V, x), labels = i32(M, rand_ints(M, V)), stats = f32(2, stats0);
+            float scale = eval ? 0.0f : 1.0f / M;
+            cpu->cross_entropy(cpu, logits.c, labels.c, M, V, scale, stats.c);
+            gpu->cross_entropy(gpu, logits.g, labels.g, M, V, scale, stats.g);
+            expect_close(logits, NULL, 1e-5, "cross_entropy dlogits");
+            expect_close(stats, stats0, 1e-5, "cross_entropy stats");
+        }
+    }
+}
+
+Test(cuda_ops, sum_squares) {
+    need_gpu();
+    rng = 109;
+    const size_t sizes[] = {1, 1000003, 3u << 20};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        size_t n = sizes[s];
+        CASE("n=%zu", n);
+        float *g = hf(n);
+        for (size_t i = 0; i < n; i++) g[i] = 1e-3f * rnd();
+        pair grads = f32(n, g), out = f32(1, NULL);
+        cpu->sum_squares(cpu, out.c, grads.c, n);
+        gpu->sum_squares(gpu, out.g, grads.g, n);
+        expect_close(out, NULL, 1e-5, "sum_squares");
+    }
+}
+
+Test(cuda_ops, adamw) {
+    need_gpu();
+    rng = 110;
+    size_t n = 1003, off = 3;   // off: a slice that is not 16-byte aligned
+    for (int clip = 0; clip < 2; clip++)
+        for (int sliced = 0; sliced < 2; sliced++) {
+            size_t o = sliced ? off : 0, len = n - o;
+            CASE("n=%zu offset=%zu clip=%d", len, o, clip);
+            float *p0 = rand_buf(n, 0, 1), *gnorm_h = hf(1);
+            gnorm_h[0] = 4.0f;
+            pair master = f32(n, p0), w = wgt(n, p0), g = f32(n, rand_buf(n, 0, 1));
+            pair m = f32(n, rand_buf(n, 0, 0.1f)), v = f32(n, rand_buf(n, 0.5f, 0.4f)), gnorm = f32(1, gnorm_h);
+            mlm_adamw_args a = {1e-3f, 0.9f, 0.999f, 1e-6f, 0.01f, 3, clip ? 1.0f : 0.0f};
+            cpu->adamw(cpu, (float *)master.c + o, (float *)w.c + o, (float *)g.c + o, (float *)m.c + o,
+                       (float *)v.c + o, len, &a, gnorm.c);
+            gpu->adamw(gpu, (float *)master.g + o, (char *)w.g + o * gpu->wgt_size, (float *)g.g + o, (float *)m.g + o,
+                       (float *)v.g + o, len, &a, gnorm.g);
+            expect_close(master, NULL, 1e-5, "adamw master");
+            expect_close(m, NULL, 1e-5, "adamw m");
+            expect_close(v, NULL, 1e-5, "adamw v");
+            expect_close(w, NULL, 1e-2, "adamw bf16 weights");
+        }
+}
+
+Test(cuda_ops, dropout_masks_match_cpu) {
+    need_gpu();
+    rng = 111;
+    int B = 4, S = 128, d = 768, N = B * S;
+    CASE("B=%d S=%d d=%d p=0.3", B, S, d);
+    float *zeros = hf((size_t)N * d);
+    pair x = act((size_t)N * d, rand_buf((size_t)N * d, 2, 1)), res = act((size_t)N * d, zeros);
+    pair lw = wgt(d, rand_buf(d, 1, 0.2f)), lb = wgt(d, rand_buf(d, 0, 0.2f));
+    pair out = act((size_t)N * d, NULL), sv = act((size_t)N * d, NULL), mean = f32(N, NULL), rstd = f32(N, NULL);
+    mlm_dropout drop = drop_at(0.3f, 7);
+    cpu->residual_ln_fwd(cpu, out.c, sv.c, mean.c, rstd.c, x.c, res.c, lw.c, lb.c, B, S, d, 1e-12f, &drop);
+    gpu->residual_ln_fwd(gpu, out.g, sv.g, mean.g, rstd.g, x.g, res.g, lw.g, lb.g, B, S, d, 1e-12f, &drop);
+    size_t dropped = expect_same_zeros(sv, "dropout(x) + 0");
+    double frac = (double)dropped / ((double)N * d);
+    cr_expect(fabs(frac - 0.3) < 0.01, "dropped fraction %.4f, expected 0.3", frac);
+}
+
+/* ================= a training step of a tiny model ================= */
+
+static const mlm_model_config tiny = {
+    .vocab_size = 101, .hidden_size = 72, .num_layers = 2, .num_heads = 6, .intermediate_size = 144,
+    .max_position = 16, .type_vocab_size = 2, .layer_norm_eps = 1e-12f, .hidden_dropout = 0.1f,
+    .attention_dropout = 0.1f, .init_range = 0.02f,
+};
+enum { TB = 3, TS = 13, TM = 6 };
+
+typedef struct {
+    int32_t ids[TB * TS], lengths[TB], rows[TM], labels[TM];
+    mlm_batch b;
+} tiny_batch;
+
+static void make_batch(tiny_batch *t) {
+    const int32_t lengths[TB] = {13, 5, 1}, rows[TM] = {1, 4, 7, 11, 13 + 2, 26};
+    memcpy(t->lengths, lengths, sizeof lengths);
+    memcpy(t->rows, rows, sizeof rows);
+    for (int r = 0; r < TB * TS; r++) t->ids[r] = r % TS < lengths[r / TS] ? 5 + (int32_t)(rnd_u32() % 96) : 0;
+    for (int i = 0; i < TM; i++) {
+        t->labels[i] = t->ids[rows[i]];
+        t->ids[rows[i]] = 4;   // [MASK]
+    }
+    t->b = (mlm_batch){TB, TS, TM, t->ids, NULL, t->lengths, t->rows, t->labels, 2, 9};
+}
+
+/* Parameters with enough spread that attention is far from uniform, bf16-exact. */
+static float *tiny_params(const mlm_layout *lay) {
+    float *p = hf(lay->num_params);
+    for (int id = 0; id < MLM_T_COUNT; id++) {
+        const mlm_tensor_info *t = &lay->t[id];
+        size_t n = (size_t)t->layers * t->rows * t->cols;
+        int ln_w = id == MLM_T_EMB_LN_W || id == MLM_T_LN1_W || id == MLM_T_LN2_W || id == MLM_T_HEAD_LN_W;
+        for (size_t i = 0; i < n; i++) p[t->offset + i] = bf16r((ln_w ? 1.0f : 0.0f) + 0.1f * rnd());
+    }
+    return p;
+}
+
+/* One micro-step from params: the loss sum and the gradients (host). */
+static void train_step(mlm_backend *be, const float *params, const tiny_batch *t, float *loss, float *grads) {
+    mlm_model m;
+    mlm_model_create(&m, &tiny, be, TB, TS, TM, 77);
+    mlm_model_set_params(&m, params);
+    mlm_model_step_micro(&m, &t->b, 1.0f / TM);
+    float stats[4];
+    be->download(be, stats, m.stats, sizeof stats);
+    be->download(be, grads, m.grads, m.lay.num_params * sizeof(float));
+    *loss = stats[0];
+    mlm_model_destroy(&m);
+}
+
+Test(cuda_ops, train_step_matches_cpu) {
+    need_gpu();
+    rng = 112;
+    mlm_layout lay;
+    mlm_layout_init(&lay, &tiny);
+    tiny_batch t;
+    make_batch(&t);
+    float *params = tiny_params(&lay), *gc = hf(lay.num_params), *gg = hf(lay.num_params), lc, lg;
+    train_step(cpu, params, &t, &lc, gc);
+    train_step(gpu, params, &t, &lg, gg);
+    CASE("tiny model, B=%d S=%d M=%d", TB, TS, TM);
+    cr_expect(isfinite(lg) && fabs(lg - lc) < 1e-2 * fabs(lc), "loss: gpu %.6g, cpu %.6g", lg, lc);
+    for (int id = 0; id < MLM_T_COUNT; id++) {
+        const mlm_tensor_info *ti = &lay.t[id];
+        size_t n = (size_t)ti->layers * ti->rows * ti->cols;
+        double e = rel_l2(gc + ti->offset, gg + ti->offset, NULL, n);
+        cr_expect(e < 2e-2, "gradient of %s: ||gpu - cpu|| / ||cpu|| = %.3g, limit 2e-2", ti->name, e);
+    }
+}
+
+Test(cuda_ops, train_step_is_deterministic) {
+    need_gpu();
+    rng = 113;
+    mlm_layout lay;
+    mlm_layout_init(&lay, &tiny);
+    tiny_batch t;
+    make_batch(&t);
+    float *params = tiny_params(&lay), *g1 = hf(lay.num_params), *g2 = hf(lay.num_params), l1, l2;
+    train_step(gpu, params, &t, &l1, g1);
+    train_step(gpu, params, &t, &l2, g2);
+    cr_expect(memcmp(&l1, &l2, sizeof l1) == 0, "loss differs between runs: %.9g vs %.9g", l1, l2);
+    size_t differ = 0;
+    for (size_t i = 0; i < lay.num_params; i++) differ += memcmp(&g1[i], &g2[i], sizeof(float)) != 0;
+    cr_expect(differ == 0, "%zu of %zu gradient elements differ between runs", differ, lay.num_params);
+}

@@ -1,0 +1,334 @@
+/*
+ * Checkpoints end to end: the directory HF loads (and a round trip through
+ * transformers when it is installed), bit-identical resume, a writer killed
+ * mid-checkpoint, SIGTERM, resume mismatches, import of HF checkpoints (current and
+ * legacy names) against HF's logits, and corrupt files.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "mlm/checkpoint.h"
+#include "mlm/data.h"
+#include "mlm/fileio.h"
+#include "mlm/safetensors.h"
+
+static char out[1 << 16];
+
+/* A small model on the sample text; constant lr so a run's length does not change
+ * the schedule. */
+static const char *SMALL =
+    "[model]\nhidden_size = 32\nnum_layers = 2\nnum_heads = 2\nintermediate_size = 64\nmax_position = 128\n"
+    "[data]\ntrain = " SAMPLE "/train.shard\nval = " SAMPLE "/val.shard\nvocab = " SAMPLE "/vocab.txt\n"
+    "[train]\nmicro_batch = 4\nbatch = 8\nsteps = 20\nlog_every = 1\neval_steps = 1\nthreads = 2\n"
+    "checkpoint_keep = 2\nout_dir = run\n"
+    "[optim]\nlr = 1e-3\nwarmup_steps = 0\nschedule = constant\n";
+
+static int train(const char *env, const char *extra) {
+    char args[2048];
+    snprintf(args, sizeof args, "train --config small.ini --device cpu %s", extra);
+    return run_mlmgpu(env, args, out, sizeof out);
+}
+
+static int same_file(const char *a, const char *b) {
+    char pa[256], pb[256], *x, *y, err[512];
+    size_t na, nb;
+    tmp_path(pa, sizeof pa, a);
+    tmp_path(pb, sizeof pb, b);
+    cr_assert_eq(mlm_read_file(pa, &x, &na, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(mlm_read_file(pb, &y, &nb, err, sizeof err), 0, "%s", err);
+    int same = na == nb && memcmp(x, y, na) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
+/* The train losses of metrics.jsonl in order. */
+static int read_losses(const char *run, double *loss, int max) {
+    char path[256], line[1024];
+    snprintf(path, sizeof path, "%s/%s/metrics.jsonl", tmpdir, run);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "%s", path);
+    int n = 0;
+    while (fgets(line, sizeof line, f) && n < max)
+        if (strstr(line, "\"split\":\"train\"")) loss[n++] = atof(strstr(line, "\"loss\":") + 7);
+    fclose(f);
+    return n;
+}
+
+TestSuite(checkpoint, .init = make_tmpdir, .fini = rm_tmpdir, .timeout = 240);
+
+Test(checkpoint, directory_loads_in_transformers) {
+    write_file("small.ini", SMALL);
+    cr_assert_eq(train("", "--set train.steps=3"), 0, "%s", out);
+    const char *files[] = {"model.safetensors", "config.json", "vocab.txt", "tokenizer_config.json",
+                           "special_tokens_map.json", "optimizer.safetensors", "trainer_state.json", "mlmgpu.ini"};
+    for (int i = 0; i < 8; i++) {
+        char p[256];
+        snprintf(p, sizeof p, "%s/run/checkpoints/latest/%s", tmpdir, files[i]);
+        cr_expect_eq(access(p, R_OK), 0, "missing %s", files[i]);
+    }
+    char model[256], err[1024];
+    tmp_path(model, sizeof model, "run/checkpoints/step_0000003/model.safetensors");
+    mlm_st_file f;
+    cr_assert_eq(mlm_st_open(&f, model, err, sizeof err), 0, "%s", err);
+    cr_expect(f.metadata_json && strstr(f.metadata_json, "\"format\":\"pt\""), "%s", f.metadata_json);
+    const mlm_st_tensor *q = mlm_st_find(&f, "bert.encoder.layer.1.attention.self.query.weight");
+    cr_assert_not_null(q);
+    cr_expect(q->ndim == 2 && q->shape[0] == 32 && q->shape[1] == 32 && q->dtype == MLM_ST_F32);
+    cr_expect_not_null(mlm_st_find(&f, "cls.predictions.bias"));
+    mlm_st_close(&f);
+    // transformers scores the batch mlmgpu scored, to 1e-4 (skipped without transformers)
+    int rc = run_mlmgpu("", "eval --model run/checkpoints/latest --data " SAMPLE "/val.shard --steps 1 "
+                        "--micro-batch 4 --device cpu --dump batch.st", out, sizeof out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_expect(strstr(out, "loss ") && strstr(out, "ppl "), "%s", out);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "cd %s && python3 %s/tests/reference/hf_roundtrip.py run/checkpoints/latest batch.st "
+             "> roundtrip.log 2>&1", tmpdir, MLM_SOURCE_ROOT);
+    int py = system(cmd);
+    py = WIFEXITED(py) ? WEXITSTATUS(py) : -1;
+    if (py == 77 || py == 127) cr_skip_test("transformers is not installed: pip install torch transformers");
+    cr_expect_eq(py, 0, "HF round trip failed (see roundtrip.log)");
+}
+
+Test(checkpoint, resume_is_bit_identical) {
+    write_file("small.ini", SMALL);
+    cr_assert_eq(train("", "--set train.out_dir=full"), 0, "%s", out);
+    cr_assert_eq(train("", "--set train.out_dir=split --set train.steps=10"), 0, "%s", out);
+    cr_assert_eq(train("", "--set train.out_dir=split --resume auto"), 0, "%s", out);
+    cr_expect(strstr(out, "resumed from split/checkpoints/latest at step 10"), "%s", out);
+    double a[32], b[32];
+    int na = read_losses("full", a, 32), nb = read_losses("split", b, 32);
+    cr_assert_eq(na, 20);
+    cr_assert_eq(nb, 20);
+    for (int i = 0; i < 20; i++) cr_expect_eq(a[i], b[i], "step %d: %.6f vs %.6f", i + 1, a[i], b[i]);
+    cr_expect(same_file("full/checkpoints/step_0000020/model.safetensors",
+                        "split/checkpoints/step_0000020/model.safetensors"), "weights differ");
+    cr_expect(same_file("full/checkpoints/step_0000020/optimizer.safetensors",
+                        "split/checkpoints/step_0000020/optimizer.safetensors"), "AdamW moments differ");
+    // checkpoint_keep = 2: step 10 and 20 remain in split
+    char p[256];
+    tmp_path(p, sizeof p, "split/checkpoints/step_0000010");
+    cr_expect_eq(access(p, F_OK), 0);
+}
+
+Test(checkpoint, killed_writer_leaves_the_previous_checkpoint) {
+    write_file("small.ini", SMALL);
+    cr_assert_eq(train("", "--set train.out_dir=full --set train.steps=4"), 0, "%s", out);
+    // checkpoint at step 2 completes (5 fault points), the one at step 4 dies after 2 files
+    int rc = train("MLM_FAULT_CHECKPOINT=7", "--set train.steps=4 --set train.checkpoint_every=2");
+    cr_assert_eq(rc, 128 + 9, "exit %d: %s", rc, out);
+    char link[256], target[64] = "";
+    tmp_path(link, sizeof link, "run/checkpoints/latest");
+    cr_assert_gt(readlink(link, target, sizeof target - 1), 0);
+    cr_expect_str_eq(target, "step_0000002");
+    char p[256];
+    tmp_path(p, sizeof p, "run/checkpoints/step_0000004");
+    cr_expect_neq(access(p, F_OK), 0, "a half-written checkpoint is visible");
+    cr_assert_eq(train("", "--set train.steps=4 --set train.checkpoint_every=2 --resume auto"), 0, "%s", out);
+    cr_expect(same_file("full/checkpoints/step_0000004/model.safetensors",
+                        "run/checkpoints/step_0000004/model.safetensors"), "resumed run differs");
+}
+
+Test(checkpoint, sigterm_finishes_the_step_and_checkpoints) {
+    write_file("small.ini", SMALL);
+    int rc = run_mlmgpu("timeout --preserve-status -s TERM 3", "train --config small.ini --device cpu --set train.steps=1000000",
+                        out, sizeof out);
+    cr_assert_eq(rc, 0, "exit %d: %s", rc, out);
+    const char *at = strstr(out, "terminated at step ");
+    cr_assert_not_null(at, "%s", out);
+    char name[64], p[256];
+    snprintf(name, sizeof name, "run/checkpoints/step_%07d/model.safetensors", atoi(at + 19));
+    tmp_path(p, sizeof p, name);
+    cr_expect_eq(access(p, R_OK), 0, "no checkpoint %s", name);
+}
+
+Test(checkpoint, resume_mismatches_fail_clearly) {
+    write_file("small.ini", SMALL);
+    cr_assert_eq(train("", "--set train.steps=2"), 0, "%s", out);
+    cr_expect_eq(train("", "--set model.hidden_size=64 --resume auto"), 2);
+    cr_expect(strstr(out, "hidden_size = 32 but the config says 64"), "%s", out);
+    write_file("v.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n");
+    cr_expect_eq(train("", "--set data.vocab=v.txt --resume auto"), 2);
+    cr_expect(strstr(out, "another vocabulary"), "%s", out);
+    cr_expect_eq(train("", "--resume nowhere"), 2);
+    cr_expect(strstr(out, "--resume nowhere: not a checkpoint directory"), "%s", out);
+    // a corrupt checkpoint is named, not loaded
+    char p[256];
+    tmp_path(p, sizeof p, "run/checkpoints/step_0000002/model.safetensors");
+    cr_assert_eq(truncate(p, 1000), 0);
+    cr_expect_eq(train("", "--resume auto"), 2);
+    cr_expect(strstr(out, "model.safetensors"), "%s", out);
+}
+
+/* ---- import of HF checkpoints, checked against HF's own logits ---- */
+
+#define FIXTURE MLM_SOURCE_ROOT "/tests/fixtures/hf_tiny.safetensors"
+
+/* Rewrites the fixture's weights as an HF directory; legacy = old LayerNorm names,
+ * no "bert." prefix, plus a pooler and an NSP head that must be ignored. */
+static void make_hf_dir(const char *dir, int legacy) {
+    char err[1024], path[256];
+    mlm_st_file f;
+    cr_assert_eq(mlm_st_open(&f, FIXTURE, err, sizeof err), 0, "%s", err);
+    mlm_st_out *o = calloc(f.count + 2, sizeof *o);
+    char **names = calloc(f.count + 2, sizeof *names);
+    int n = 0;
+    for (int i = 0; i < f.count; i++) {
+        const mlm_st_tensor *t = &f.tensors[i];
+        if (!strncmp(t->name, "batch.", 6) || !strncmp(t->name, "ref.", 4) || !strncmp(t->name, "grad.", 5)) continue;
+        char name[160];
+        snprintf(name, sizeof name, "%s", legacy && !strncmp(t->name, "bert.", 5) ? t->name + 5 : t->name);
+        char *ln = legacy ? strstr(name, "LayerNorm.") : NULL;
+        if (ln) strcpy(ln + 10, !strcmp(ln + 10, "weight") ? "gamma" : "beta");
+        names[n] = strdup(name);
+        o[n] = (mlm_st_out){names[n], t->dtype, t->ndim, {0}, t->data};
+        memcpy(o[n].shape, t->shape, sizeof t->shape);
+        n++;
+    }
+    static float pooler[32 * 32], nsp[2 * 32];
+    if (legacy) {
+        o[n++] = (mlm_st_out){"pooler.dense.weight", MLM_ST_F32, 2, {32, 32}, pooler};
+        o[n++] = (mlm_st_out){"cls.seq_relationship.weight", MLM_ST_F32, 2, {2, 32}, nsp};
+    }
+    tmp_path(path, sizeof path, dir);
+    cr_assert_eq(mlm_mkdir_p(path), 0);
+    snprintf(path + strlen(path), sizeof path - strlen(path), "/model.safetensors");
+    cr_assert_eq(mlm_st_write(path, o, n, NULL, NULL, 0, err, sizeof err), 0, "%s", err);
+    char cfg[1200];
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    // the fixture's own config, as HF wrote it
+    const char *meta = strstr(f.metadata_json, "\"config\":\"");
+    cr_assert_not_null(meta);
+    char json[1024];
+    size_t k = 0;
+    for (const char *c = meta + 10; *c && !(*c == '"' && c[-1] != '\\') && k + 1 < sizeof json; c++)
+        if (*c != '\\') json[k++] = *c;
+    json[k] = 0;
+    write_file(cfg, json);
+    for (int i = 0; i < n; i++)
+        if (i < f.count) free(names[i]);
+    free(names);
+    free(o);
+    mlm_st_close(&f);
+}
+
+static void expect_hf_logits(const char *dir) {
+    char err[1024], path[256];
+    mlm_st_file f;
+    cr_assert_eq(mlm_st_open(&f, FIXTURE, err, sizeof err), 0, "%s", err);
+    const mlm_st_tensor *ids = mlm_st_find(&f, "batch.ids"), *rows = mlm_st_find(&f, "batch.rows");
+    int B = (int)ids->shape[0], S = (int)ids->shape[1], M = (int)rows->numel;
+    int32_t *id = malloc(B * S * 4), *len = malloc(B * 4), *row = malloc(M * 4), *lab = malloc(M * 4);
+    mlm_st_read_i32(&f, "batch.ids", id, B * S, err, sizeof err);
+    mlm_st_read_i32(&f, "batch.lengths", len, B, err, sizeof err);
+    mlm_st_read_i32(&f, "batch.rows", row, M, err, sizeof err);
+    mlm_st_read_i32(&f, "batch.labels", lab, M, err, sizeof err);
+    mlm_model_config base = {0};
+    base.init_range = 0.02f;
+    mlm_backend *be = mlm_backend_cpu(2);
+    mlm_model m;
+    tmp_path(path, sizeof path, dir);
+    cr_assert_eq(mlm_model_load_dir(&m, path, &base, be, B, S, M, 1, err, sizeof err), 0, "%s", err);
+    int V = m.lay.cfg.vocab_size;
+    float *logits = malloc((size_t)M * V * 4), *ref = malloc((size_t)M * V * 4);
+    mlm_batch b = {B, S, M, id, NULL, len, row, lab, 0, 1};
+    mlm_model_forward(&m, &b, logits);
+    mlm_st_read_f32(&f, "ref.logits", ref, (size_t)M * V, err, sizeof err);
+    double worst = 0;
+    for (size_t i = 0; i < (size_t)M * V; i++) worst = fmax(worst, fabs(logits[i] - ref[i]));
+    cr_expect_lt(worst, 1e-4, "%s: logits max abs error %g", dir, worst);
+    mlm_model_destroy(&m);
+    be->destroy(be);
+    free(logits), free(ref), free(id), free(len), free(row), free(lab);
+    mlm_st_close(&f);
+}
+
+TestSuite(import, .init = make_tmpdir, .fini = rm_tmpdir);
+
+Test(import, hf_names_match_hf_logits) {
+    make_hf_dir("hf", 0);
+    expect_hf_logits("hf");
+}
+
+Test(import, legacy_names_match_hf_logits) {
+    make_hf_dir("legacy", 1);
+    expect_hf_logits("legacy");
+}
+
+Test(import, init_from_trains) {
+    make_hf_dir("hf", 0);
+    write_file("imp.ini", "[model]\ninit_from = hf\n"
+               "[data]\ntrain = " SAMPLE "/train.shard\nseq_len = 32\n"
+               "[train]\nmicro_batch = 2\nbatch = 2\nsteps = 2\nlog_every = 1\nout_dir = run\n");
+    char path[256];
+    tmp_path(path, sizeof path, "seq32.shard");
+    // the tiny fixture model has 128 ids and 40 positions: shards of ids < 128, 32 long
+    int32_t ids[4 * 32];
+    for (int i = 0; i < 4 * 32; i++) ids[i] = 5 + (i * 7) % 120;
+    char err[512];
+    cr_assert_eq(mlm_shard_write(path, ids, 4, 32, 2, 0, err, sizeof err), 0, "%s", err);
+    int rc = run_mlmgpu("", "train --config imp.ini --device cpu --set data.train=seq32.shard", out, sizeof out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_expect(strstr(out, "imported from hf") && strstr(out, "2 layers, hidden 32"), "%s", out);
+}
+
+Test(import, bad_directories_are_named) {
+    make_hf_dir("hf", 0);
+    char err[1024], path[256];
+    mlm_model_config base = {0};
+    mlm_backend *be = mlm_backend_cpu(1);
+    mlm_model m;
+    tmp_path(path, sizeof path, "nowhere");
+    cr_expect_eq(mlm_model_load_dir(&m, path, &base, be, 1, 8, 8, 1, err, sizeof err), -1);
+    cr_expect(strstr(err, "config.json: cannot open"), "%s", err);
+    // config.json that lies about the shape: a tensor has the wrong size
+    write_file("hf/config.json", "{\"vocab_size\": 128, \"hidden_size\": 64, \"num_hidden_layers\": 2,"
+               "\"num_attention_heads\": 4, \"intermediate_size\": 64, \"max_position_embeddings\": 40,"
+               "\"type_vocab_size\": 2, \"layer_norm_eps\": 1e-12}");
+    tmp_path(path, sizeof path, "hf");
+    cr_expect_eq(mlm_model_load_dir(&m, path, &base, be, 1, 8, 8, 1, err, sizeof err), -1);
+    cr_expect(strstr(err, "word_embeddings.weight has 4096 elements"), "%s", err);
+    write_file("hf/config.json", "{\"vocab_size\": 128}");
+    cr_expect_eq(mlm_model_load_dir(&m, path, &base, be, 1, 8, 8, 1, err, sizeof err), -1);
+    cr_expect(strstr(err, "hidden_size is missing"), "%s", err);
+    write_file("hf/config.json", "[1, 2]");
+    cr_expect_eq(mlm_model_load_dir(&m, path, &base, be, 1, 8, 8, 1, err, sizeof err), -1);
+    cr_expect(strstr(err, "not a JSON object"), "%s", err);
+    be->destroy(be);
+}
+
+/* ---- fill-mask and eval on a trained checkpoint ---- */
+
+#define TEXTS "\"the perl [MASK] is a language.\" \"use [MASK] to print [MASK] lines.\""
+
+Test(checkpoint, fill_mask_matches_the_hf_pipeline) {
+    write_file("small.ini", SMALL);
+    cr_assert_eq(train("", "--set train.steps=30"), 0, "%s", out);
+    int rc = run_mlmgpu("", "fill-mask --model run/checkpoints/latest --top-k 5 --device cpu " TEXTS " > fill.txt",
+                        out, sizeof out);
+    cr_assert_eq(rc, 0, "%s", out);
+    char path[256], *text, err[512];
+    size_t n;
+    tmp_path(path, sizeof path, "fill.txt");
+    cr_assert_eq(mlm_read_file(path, &text, &n, err, sizeof err), 0, "%s", err);
+    int masks = 0;
+    for (char *p = text; (p = strstr(p, " [MASK] #")); p++) masks++;
+    cr_expect_eq(masks, 3, "%s", text);
+    free(text);
+    cr_expect_eq(run_mlmgpu("", "fill-mask --model run/checkpoints/latest --device cpu \"no mask here\"", out,
+                            sizeof out), 2);
+    cr_expect(strstr(out, "no [MASK] in the text"), "%s", out);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "cd %s && python3 %s/tests/reference/hf_fill_mask.py run/checkpoints/latest 5 fill.txt "
+             TEXTS " > hf.log 2>&1", tmpdir, MLM_SOURCE_ROOT);
+    int py = system(cmd);
+    py = WIFEXITED(py) ? WEXITSTATUS(py) : -1;
+    if (py == 77 || py == 127) cr_skip_test("transformers is not installed: pip install torch transformers");
+    cr_expect_eq(py, 0, "fill-mask differs from the HF pipeline (see hf.log)");
+}
