@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "mlm/backend.h"
+#include "mlm/backend_cuda.h"
 #include "mlm/cli.h"
 #include "mlm/config.h"
 #include "mlm/log.h"
@@ -52,10 +53,14 @@ _Noreturn void mlm_usage_error(const char *usage, const char *fmt, const char *a
 }
 
 mlm_backend *mlm_choose_backend(const char *device, int threads) {
-    if (strcmp(device, "cuda") == 0)
-        mlm_die(MLM_EXIT_INPUT, "--device cuda: this build of mlmgpu has no CUDA backend yet; use --device cpu");
-    if (strcmp(device, "auto") == 0) mlm_log("device: auto: no CUDA backend in this build, using the CPU");
-    mlm_backend *be = mlm_backend_cpu(threads);
+    char why[512] = "this build of mlmgpu has no CUDA backend (configure with -Dcuda=enabled)";
+    mlm_backend *be = NULL;
+#ifdef MLM_HAVE_CUDA
+    if (strcmp(device, "cpu") != 0) be = mlm_backend_cuda(0, why, sizeof why);
+#endif
+    if (!be && strcmp(device, "cuda") == 0) mlm_die(MLM_EXIT_INPUT, "--device cuda: %s", why);
+    if (!be && strcmp(device, "auto") == 0) mlm_log("device: auto: no usable GPU (%s); using the CPU", why);
+    if (!be) be = mlm_backend_cpu(threads);
     mlm_log("device: %s", be->name);
     return be;
 }
@@ -91,10 +96,10 @@ int mlm_cmd_train(int argc, char **argv) {
         return MLM_EXIT_INPUT;
     }
     free(sets);
+    mlm_backend *be = mlm_choose_backend(device, cfg.train.threads);
     printf("# resolved configuration\n");
     mlm_config_write(&cfg, stdout);
     fflush(stdout);
-    mlm_backend *be = mlm_choose_backend(device, cfg.train.threads);
     int rc = mlm_train(&cfg, be, resume);
     be->destroy(be);
     return rc;
