@@ -7,6 +7,7 @@
 #define MLM_FILEIO_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Reads a regular file whole into a NUL-terminated malloc'd buffer. Returns 0, or
  * -1 with `path: what is wrong`. */
@@ -26,5 +27,18 @@ int mlm_fsync_dir(const char *dir, char *err, size_t err_len);
 
 /* mkdir -p; 0 or -1 with errno. */
 int mlm_mkdir_p(const char *path);
+
+/* Regular files named by input paths, in order; a directory contributes its
+ * files recursively in name order (links to directories are not followed, other
+ * kinds of entries skipped). */
+typedef struct {
+    char **paths;
+    uint64_t *sizes;
+    int n, cap;
+} mlm_file_list;
+
+/* Returns 0, or -1 with err naming an unreadable or unsuitable input. */
+int mlm_list_inputs(const char *const *inputs, int n, mlm_file_list *out, char *err, size_t err_len);
+void mlm_file_list_free(mlm_file_list *fl);
 
 #endif

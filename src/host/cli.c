@@ -23,6 +23,7 @@ static const char *USAGE =
     "  train     train a model from a config file\n"
     "  tokenize  text on stdin to WordPiece token ids\n"
     "  vocab     train a WordPiece vocabulary on text files\n"
+    "  prepare   tokenize text into training shards\n"
     "  eval      masked-LM loss, accuracy and perplexity of a model on shards\n"
     "  fill-mask the most likely tokens for each [MASK] of a text\n"
 
@@ -123,6 +124,7 @@ int main(int argc, char **argv) {
         {"train", mlm_cmd_train},
         {"tokenize", mlm_cmd_tokenize},
         {"vocab", mlm_cmd_vocab},
+        {"prepare", mlm_cmd_prepare},
         {"eval", mlm_cmd_eval},
         {"fill-mask", mlm_cmd_fill_mask},
     };

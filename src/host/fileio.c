@@ -1,10 +1,12 @@
 /*
  * Shared file helpers (include/mlm/fileio.h): whole-file reads that never trust a
- * size, atomic writes, directory syncs and mkdir -p.
+ * size, atomic writes, directory syncs, mkdir -p, and the expansion of input
+ * paths (files and directories) into a sorted list of files.
  */
 #include "mlm/fileio.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -114,4 +116,86 @@ int mlm_mkdir_p(const char *path) {
     if (rc == 0 && mkdir(buf, 0755) != 0 && errno != EEXIST) rc = -1;
     free(buf);
     return rc;
+}
+
+/* ---------------------------------------------------------------- input lists */
+
+static void files_add(mlm_file_list *fl, const char *path, uint64_t size) {
+    if (fl->n == fl->cap) {
+        fl->cap = fl->cap ? 2 * fl->cap : 64;
+        fl->paths = realloc(fl->paths, fl->cap * sizeof(char *));
+        fl->sizes = realloc(fl->sizes, fl->cap * sizeof(uint64_t));
+        if (!fl->paths || !fl->sizes) mlm_die(MLM_EXIT_RUNTIME, "out of memory listing %d input files", fl->n);
+    }
+    fl->paths[fl->n] = strdup(path);
+    fl->sizes[fl->n++] = size;
+}
+
+void mlm_file_list_free(mlm_file_list *fl) {
+    for (int i = 0; i < fl->n; i++) free(fl->paths[i]);
+    free(fl->paths);
+    free(fl->sizes);
+}
+
+static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int collect(const char *path, int named, mlm_file_list *fl, char *err, size_t err_len);
+
+static int is_link_to_dir(const char *path) {
+    struct stat ls, st;
+    return lstat(path, &ls) == 0 && S_ISLNK(ls.st_mode) && stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Adds a directory's entries in name order. Symbolic links to directories are
+ * not followed (they could loop); links to files are read. */
+static int collect_dir(const char *dir, mlm_file_list *fl, char *err, size_t err_len) {
+    DIR *d = opendir(dir);
+    if (!d) return mlm_fail(err, err_len, "%s: cannot read directory: %s", dir, strerror(errno));
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if (n == cap && !(names = realloc(names, (cap = cap ? 2 * cap : 64) * sizeof(char *))))
+            mlm_die(MLM_EXIT_RUNTIME, "out of memory listing %s", dir);
+        names[n++] = strdup(e->d_name);
+    }
+    closedir(d);
+    qsort(names, n, sizeof(char *), cmp_names);
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        char *child = mlm_xmalloc(strlen(dir) + strlen(names[i]) + 2, "path");
+        sprintf(child, "%s/%s", dir, names[i]);
+        if (rc == 0 && !is_link_to_dir(child)) rc = collect(child, 0, fl, err, err_len);
+        free(child);
+        free(names[i]);
+    }
+    free(names);
+    return rc;
+}
+
+/* A named input must be a readable regular file or directory; inside
+ * directories, other kinds of entries (sockets, fifos) are skipped. */
+static int collect(const char *path, int named, mlm_file_list *fl, char *err, size_t err_len) {
+    struct stat st;
+    if (stat(path, &st) != 0) return mlm_fail(err, err_len, "%s: cannot read: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) return collect_dir(path, fl, err, err_len);
+    if (!S_ISREG(st.st_mode)) {
+        if (named) return mlm_fail(err, err_len, "%s: not a regular file or directory", path);
+        return 0;
+    }
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return mlm_fail(err, err_len, "%s: cannot read: %s", path, strerror(errno));
+    close(fd);
+    files_add(fl, path, (uint64_t)st.st_size);
+    return 0;
+}
+
+int mlm_list_inputs(const char *const *inputs, int n, mlm_file_list *out, char *err, size_t err_len) {
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < n; i++)
+        if (collect(inputs[i], 1, out, err, err_len) != 0) {
+            mlm_file_list_free(out);
+            return -1;
+        }
+    return 0;
 }

@@ -21,90 +21,13 @@
 #include <unistd.h>
 
 #include "mlm/data.h"
+#include "mlm/fileio.h"
 #include "mlm/log.h"
 #include "mlm/tokenizer.h"
 #include "word_counts.h"
 
 #define CHUNK_BYTES (4u << 20)
 #define PROGRESS_SECONDS 2.0
-
-/* ---- input files ---- */
-
-typedef struct {
-    char **paths;
-    uint64_t *sizes;
-    int n, cap;
-} file_list;
-
-static void files_add(file_list *fl, const char *path, uint64_t size) {
-    if (fl->n == fl->cap) {
-        fl->cap = fl->cap ? 2 * fl->cap : 64;
-        fl->paths = realloc(fl->paths, fl->cap * sizeof(char *));
-        fl->sizes = realloc(fl->sizes, fl->cap * sizeof(uint64_t));
-        if (!fl->paths || !fl->sizes) mlm_die(MLM_EXIT_RUNTIME, "out of memory listing %d input files", fl->n);
-    }
-    fl->paths[fl->n] = strdup(path);
-    fl->sizes[fl->n++] = size;
-}
-
-static void files_free(file_list *fl) {
-    for (int i = 0; i < fl->n; i++) free(fl->paths[i]);
-    free(fl->paths);
-    free(fl->sizes);
-}
-
-static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-static int collect(const char *path, int named, file_list *fl, char *err, size_t err_len);
-
-static int is_link_to_dir(const char *path) {
-    struct stat ls, st;
-    return lstat(path, &ls) == 0 && S_ISLNK(ls.st_mode) && stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-/* Adds a directory's entries in name order. Symbolic links to directories are
- * not followed (they could loop); links to files are read. */
-static int collect_dir(const char *dir, file_list *fl, char *err, size_t err_len) {
-    DIR *d = opendir(dir);
-    if (!d) return mlm_fail(err, err_len, "%s: cannot read directory: %s", dir, strerror(errno));
-    char **names = NULL;
-    size_t n = 0, cap = 0;
-    for (struct dirent *e; (e = readdir(d));) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        if (n == cap && !(names = realloc(names, (cap = cap ? 2 * cap : 64) * sizeof(char *))))
-            mlm_die(MLM_EXIT_RUNTIME, "out of memory listing %s", dir);
-        names[n++] = strdup(e->d_name);
-    }
-    closedir(d);
-    qsort(names, n, sizeof(char *), cmp_names);
-    int rc = 0;
-    for (size_t i = 0; i < n; i++) {
-        char *child = mlm_xmalloc(strlen(dir) + strlen(names[i]) + 2, "path");
-        sprintf(child, "%s/%s", dir, names[i]);
-        if (rc == 0 && !is_link_to_dir(child)) rc = collect(child, 0, fl, err, err_len);
-        free(child);
-        free(names[i]);
-    }
-    free(names);
-    return rc;
-}
-
-/* A named input must be a readable regular file or directory; inside
- * directories, other kinds of entries (sockets, fifos) are skipped. */
-static int collect(const char *path, int named, file_list *fl, char *err, size_t err_len) {
-    struct stat st;
-    if (stat(path, &st) != 0) return mlm_fail(err, err_len, "%s: cannot read: %s", path, strerror(errno));
-    if (S_ISDIR(st.st_mode)) return collect_dir(path, fl, err, err_len);
-    if (!S_ISREG(st.st_mode)) {
-        if (named) return mlm_fail(err, err_len, "%s: not a regular file or directory", path);
-        return 0;
-    }
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return mlm_fail(err, err_len, "%s: cannot read: %s", path, strerror(errno));
-    close(fd);
-    files_add(fl, path, (uint64_t)st.st_size);
-    return 0;
-}
 
 /* ---- a word -> count hash map (open addressing; count 0 marks an empty slot) ---- */
 
@@ -191,7 +114,7 @@ typedef struct {
 } chunk;
 
 typedef struct {
-    const file_list *files;
+    const mlm_file_list *files;
     chunk *chunks;
     size_t nchunks;
     int cased, progress;
@@ -284,7 +207,7 @@ static void *count_thread(void *arg) {
     return NULL;
 }
 
-static chunk *make_chunks(const file_list *fl, size_t *n) {
+static chunk *make_chunks(const mlm_file_list *fl, size_t *n) {
     size_t cap = 0;
     for (int f = 0; f < fl->n; f++) cap += (size_t)((fl->sizes[f] + CHUNK_BYTES - 1) / CHUNK_BYTES);
     chunk *c = mlm_xmalloc((cap ? cap : 1) * sizeof(chunk), "chunks");
@@ -336,12 +259,8 @@ static void gather(count_worker *w, int threads, mlm_word_counts *out) {
 int mlm_count_words(const char *const *inputs, int ninputs, int cased, int threads, int progress,
                     mlm_word_counts *out, char *err, size_t err_len) {
     memset(out, 0, sizeof *out);
-    file_list fl = {0};
-    for (int i = 0; i < ninputs; i++)
-        if (collect(inputs[i], 1, &fl, err, err_len) != 0) {
-            files_free(&fl);
-            return -1;
-        }
+    mlm_file_list fl;
+    if (mlm_list_inputs(inputs, ninputs, &fl, err, err_len) != 0) return -1;
     count_job job = {.files = &fl, .cased = cased, .progress = progress, .lock = PTHREAD_MUTEX_INITIALIZER};
     job.chunks = make_chunks(&fl, &job.nchunks);
     for (int f = 0; f < fl.n; f++) job.total_bytes += fl.sizes[f];
@@ -360,7 +279,7 @@ int mlm_count_words(const char *const *inputs, int ninputs, int cased, int threa
     out->files = fl.n;
     free(w);
     free(job.chunks);
-    files_free(&fl);
+    mlm_file_list_free(&fl);
     if (rc) mlm_word_counts_free(out);
     return rc;
 }

@@ -1,0 +1,187 @@
+/*
+ * mlmgpu prepare: packing (FULL-SENTENCES with [SEP] between documents, padding
+ * only at the end), the split by document, determinism across thread counts,
+ * paragraph documents, and every bad input named.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "mlm/data.h"
+#include "mlm/fileio.h"
+#include "mlm/prepare.h"
+
+/* ids: [PAD]0 [UNK]1 [CLS]2 [SEP]3 [MASK]4, then words */
+static const char *VOCAB = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nalpha\nbeta\ngamma\ndelta\n.\n";
+
+static char out[1 << 14];
+
+static mlm_prepare_opts opts(const char **inputs, int n, int seq_len, const char *outdir) {
+    static char vocab[256];
+    tmp_path(vocab, sizeof vocab, "vocab.txt");
+    static char outp[256];
+    tmp_path(outp, sizeof outp, outdir);
+    return (mlm_prepare_opts){inputs, n, vocab, 0, seq_len, outp, 0.0, 2, 0, 4, 0, 0};
+}
+
+/* All sequences of dir/split as one array; returns how many. */
+static int read_split(const char *dir, const char *split, int S, int32_t *seqs, int max) {
+    char path[256], err[512];
+    snprintf(path, sizeof path, "%s/%s/%s", tmpdir, dir, split);
+    mlm_shards sh;
+    if (mlm_shards_open(&sh, path, S, 0, err, sizeof err) != 0) return 0;
+    int n = (int)sh.total;
+    cr_assert_leq(n, max);
+    for (int i = 0; i < n; i++) cr_assert_geq(mlm_shards_get(&sh, i, seqs + i * S, 10, err, sizeof err), 0, "%s", err);
+    mlm_shards_close(&sh);
+    return n;
+}
+
+TestSuite(prepare, .init = make_tmpdir, .fini = rm_tmpdir);
+
+Test(prepare, packs_documents_with_sep_between) {
+    write_file("vocab.txt", VOCAB);
+    write_file("a.txt", "alpha beta gamma");          // 5 6 7
+    write_file("b.txt", "Delta. alpha");              // 8 9 5
+    char a[256], b[256];
+    tmp_path(a, sizeof a, "a.txt");
+    tmp_path(b, sizeof b, "b.txt");
+    const char *in[] = {a, b};
+    mlm_prepare_opts o = opts(in, 2, 5, "out");
+    mlm_prepare_stats st;
+    char err[1024];
+    cr_assert_eq(mlm_prepare(&o, &st, err, sizeof err), 0, "%s", err);
+    // stream: 5 6 7 [SEP] 8 9 5 -> [CLS] 5 6 7 [SEP] | [CLS] 8 9 5 [SEP] (a boundary [SEP] at a start is dropped)
+    int32_t seqs[64], want[] = {2, 5, 6, 7, 3, 2, 8, 9, 5, 3};
+    int n = read_split("out", "train", 5, seqs, 12);
+    cr_assert_eq(n, 2);
+    for (int i = 0; i < 10; i++) cr_expect_eq(seqs[i], want[i], "position %d: %d", i, seqs[i]);
+    cr_expect_eq(st.train.docs, 2);
+    cr_expect_eq(st.train.tokens, 6);
+    // a document boundary inside a sequence; the tail is padded after its [SEP]
+    o = opts(in, 2, 7, "out7");
+    cr_assert_eq(mlm_prepare(&o, &st, err, sizeof err), 0, "%s", err);
+    int32_t want7[] = {2, 5, 6, 7, 3, 8, 3, 2, 9, 5, 3, 0, 0, 0};
+    n = read_split("out7", "train", 7, seqs, 12);
+    cr_assert_eq(n, 2);
+    for (int i = 0; i < 14; i++) cr_expect_eq(seqs[i], want7[i], "position %d: %d", i, seqs[i]);
+    // a boundary that would fill the last slot ends the sequence instead: no [SEP][SEP]
+    o = opts(in, 2, 6, "out6");
+    cr_assert_eq(mlm_prepare(&o, &st, err, sizeof err), 0, "%s", err);
+    int32_t want6[] = {2, 5, 6, 7, 3, 0, 2, 8, 9, 5, 3, 0};
+    n = read_split("out6", "train", 6, seqs, 12);
+    cr_assert_eq(n, 2);
+    for (int i = 0; i < 12; i++) cr_expect_eq(seqs[i], want6[i], "position %d: %d", i, seqs[i]);
+    char manifest[256];
+    tmp_path(manifest, sizeof manifest, "out/manifest.json");
+    cr_expect_eq(access(manifest, R_OK), 0);
+}
+
+/* 24 one-word documents: the split is by document and does not depend on threads. */
+static void write_docs(void) {
+    write_file("vocab.txt", VOCAB);
+    const char *words[] = {"alpha", "beta", "gamma", "delta"};
+    char name[64], text[256];
+    run_shell("true", out, sizeof out);
+    for (int i = 0; i < 24; i++) {
+        snprintf(name, sizeof name, "docs/%02d.txt", i);
+        snprintf(text, sizeof text, "%s %s %s .", words[i % 4], words[(i / 4) % 4], words[(i / 16) % 4]);
+        char dir[256];
+        tmp_path(dir, sizeof dir, "docs");
+        mlm_mkdir_p(dir);
+        write_file(name, text);
+    }
+}
+
+Test(prepare, split_by_document_and_deterministic) {
+    write_docs();
+    char docs[256], err[1024];
+    tmp_path(docs, sizeof docs, "docs");
+    const char *in[] = {docs};
+    mlm_prepare_stats st1, st2;
+    mlm_prepare_opts o = opts(in, 1, 8, "one");
+    o.val_fraction = 0.3;
+    o.threads = 1;
+    cr_assert_eq(mlm_prepare(&o, &st1, err, sizeof err), 0, "%s", err);
+    o = opts(in, 1, 8, "two");
+    o.val_fraction = 0.3;
+    o.threads = 3;
+    cr_assert_eq(mlm_prepare(&o, &st2, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(st1.train.docs + st1.val.docs, 24);
+    cr_expect(st1.val.docs >= 3 && st1.val.docs <= 14, "val documents %llu", (unsigned long long)st1.val.docs);
+    cr_expect_eq(st1.train.tokens + st1.val.tokens, 24 * 4);
+    const char *files[] = {"train/train-00000.shard", "val/val-00000.shard", "vocab.txt"};
+    for (int i = 0; i < 3; i++) {
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "cmp %s/one/%s %s/two/%s", tmpdir, files[i], tmpdir, files[i]);
+        cr_expect_eq(run_shell(cmd, out, sizeof out), 0, "%s differs between 1 and 3 threads: %s", files[i], out);
+    }
+}
+
+Test(prepare, paragraphs_are_documents) {
+    write_file("vocab.txt", VOCAB);
+    write_file("p.txt", "alpha beta\ngamma\n\n  \ndelta\n\n\nalpha\n");
+    char p[256], err[1024];
+    tmp_path(p, sizeof p, "p.txt");
+    const char *in[] = {p};
+    mlm_prepare_opts o = opts(in, 1, 32, "out");
+    o.paragraphs = 1;
+    mlm_prepare_stats st;
+    cr_assert_eq(mlm_prepare(&o, &st, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(st.train.docs, 3);
+    int32_t seqs[64], want[] = {2, 5, 6, 7, 3, 8, 3, 5, 3, 0};
+    cr_assert_eq(read_split("out", "train", 32, seqs, 2), 1);
+    for (int i = 0; i < 10; i++) cr_expect_eq(seqs[i], want[i], "position %d: %d", i, seqs[i]);
+}
+
+Test(prepare, bad_inputs_are_named) {
+    write_file("vocab.txt", VOCAB);
+    write_file("a.txt", "alpha");
+    cr_expect_eq(run_mlmgpu("", "prepare --input nowhere --vocab vocab.txt --seq-len 8 --out o", out, sizeof out), 2);
+    cr_expect(strstr(out, "nowhere: cannot read"), "%s", out);
+    cr_expect_eq(run_mlmgpu("", "prepare --input a.txt --vocab none.txt --seq-len 8 --out o", out, sizeof out), 2);
+    cr_expect(strstr(out, "none.txt: cannot open"), "%s", out);
+    cr_expect_eq(run_mlmgpu("", "prepare --input a.txt --vocab vocab.txt --seq-len 2 --out o", out, sizeof out), 2);
+    cr_expect(strstr(out, "--seq-len '2'"), "%s", out);
+    cr_expect_eq(run_mlmgpu("", "prepare --input a.txt --vocab vocab.txt --seq-len 8 --out o --val-fraction 1",
+                            out, sizeof out), 2);
+    cr_expect(strstr(out, "--val-fraction '1'"), "%s", out);
+    cr_expect_eq(run_mlmgpu("", "prepare --vocab vocab.txt --seq-len 8 --out o", out, sizeof out), 2);
+    cr_expect(strstr(out, "--input PATH is required"), "%s", out);
+    write_file("novocab.txt", "[PAD]\nalpha\n");
+    cr_expect_eq(run_mlmgpu("", "prepare --input a.txt --vocab novocab.txt --seq-len 8 --out o", out, sizeof out), 2);
+    cr_expect(strstr(out, "novocab.txt"), "%s", out);
+    run_shell("true", out, sizeof out);
+    char empty[256];
+    tmp_path(empty, sizeof empty, "empty");
+    mlm_mkdir_p(empty);
+    cr_expect_eq(run_mlmgpu("", "prepare --input empty --vocab vocab.txt --seq-len 8 --out o", out, sizeof out), 2);
+    cr_expect(strstr(out, "no files"), "%s", out);
+    // an existing output is kept unless --force
+    cr_assert_eq(run_mlmgpu("", "prepare --input a.txt --vocab vocab.txt --seq-len 8 --out o", out, sizeof out), 0,
+                 "%s", out);
+    cr_expect(strstr(out, "1 documents"), "%s", out);
+    cr_expect_eq(run_mlmgpu("", "prepare --input a.txt --vocab vocab.txt --seq-len 8 --out o", out, sizeof out), 2);
+    cr_expect(strstr(out, "already holds prepared data"), "%s", out);
+    cr_expect_eq(run_mlmgpu("", "prepare --input a.txt --vocab vocab.txt --seq-len 8 --out o --force", out,
+                            sizeof out), 0, "%s", out);
+}
+
+Test(prepare, shards_train) {
+    char err[1024];
+    const char *in[] = {MLM_SOURCE_ROOT "/tests/fixtures/vocab_corpus"};
+    mlm_prepare_opts o = opts(in, 1, 64, "data");
+    o.vocab = SAMPLE "/vocab.txt";
+    o.val_fraction = 0.25;
+    o.shard_sequences = 1000;
+    mlm_prepare_stats st;
+    cr_assert_eq(mlm_prepare(&o, &st, err, sizeof err), 0, "%s", err);
+    cr_expect_gt(st.train.sequences, 100);
+    write_file("t.ini", "[model]\nhidden_size = 32\nnum_heads = 2\nintermediate_size = 64\n"
+               "[data]\ntrain = data/train\nval = data/val\nvocab = data/vocab.txt\nseq_len = 64\n"
+               "[train]\nmicro_batch = 4\nbatch = 4\nsteps = 3\nlog_every = 1\nout_dir = run\n");
+    cr_expect_eq(run_mlmgpu("", "train --config t.ini --device cpu", out, sizeof out), 0, "%s", out);
+}
