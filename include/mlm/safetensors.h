@@ -36,6 +36,9 @@ typedef struct {
 
 /* Returns 0, or -1 with `path: what is wrong` in err. */
 int mlm_st_open(mlm_st_file *f, const char *path, char *err, size_t err_len);
+/* The same on bytes already in memory (a malloc'd buffer that f takes over, freed by
+ * mlm_st_close also on failure); name stands for the path in messages. */
+int mlm_st_parse(mlm_st_file *f, void *buf, size_t bytes, const char *name, char *err, size_t err_len);
 void mlm_st_close(mlm_st_file *f);
 const mlm_st_tensor *mlm_st_find(const mlm_st_file *f, const char *name);
 /* Reads tensor name as fp32 (from F32, F16, BF16, F64 or I32/I64) into out, which holds

@@ -253,11 +253,8 @@ static int parse_header(mlm_st_file *f, const uint8_t *json, size_t n, const cha
     return rc == 0 ? check_layout(f, data, data_bytes, path, err, len) : rc;
 }
 
-int mlm_st_open(mlm_st_file *f, const char *path, char *err, size_t err_len) {
+int mlm_st_parse(mlm_st_file *f, void *buf, size_t bytes, const char *path, char *err, size_t err_len) {
     memset(f, 0, sizeof *f);
-    uint8_t *buf = NULL;
-    size_t bytes = 0;
-    if (mlm_read_file(path, (char **)&buf, &bytes, err, err_len) != 0) return -1;
     f->map = buf;
     f->map_bytes = bytes;
     uint64_t n = 0;
@@ -273,9 +270,17 @@ int mlm_st_open(mlm_st_file *f, const char *path, char *err, size_t err_len) {
     else if (rc == 0 && n > f->map_bytes - 8)
         rc = mlm_fail(err, err_len, "%s: header length %" PRIu64 " runs past the end of the %zu-byte file", path,
                       n, f->map_bytes);
-    if (rc == 0) rc = parse_header(f, buf + 8, (size_t)n, path, err, err_len);
+    if (rc == 0) rc = parse_header(f, (uint8_t *)buf + 8, (size_t)n, path, err, err_len);
     if (rc != 0) mlm_st_close(f);
     return rc;
+}
+
+int mlm_st_open(mlm_st_file *f, const char *path, char *err, size_t err_len) {
+    memset(f, 0, sizeof *f);
+    char *buf = NULL;
+    size_t bytes = 0;
+    if (mlm_read_file(path, &buf, &bytes, err, err_len) != 0) return -1;
+    return mlm_st_parse(f, buf, bytes, path, err, err_len);
 }
 
 void mlm_st_close(mlm_st_file *f) {
