@@ -218,6 +218,7 @@ static void make_hf_dir(const char *dir, int legacy) {
     mlm_st_close(&f);
 }
 
+/* dir: a path, absolute or under tmpdir. */
 static void expect_hf_logits(const char *dir) {
     char err[1024], path[256];
     mlm_st_file f;
@@ -233,7 +234,8 @@ static void expect_hf_logits(const char *dir) {
     base.init_range = 0.02f;
     mlm_backend *be = mlm_backend_cpu(2);
     mlm_model m;
-    tmp_path(path, sizeof path, dir);
+    if (dir[0] == '/') snprintf(path, sizeof path, "%s", dir);
+    else tmp_path(path, sizeof path, dir);
     cr_assert_eq(mlm_model_load_dir(&m, path, &base, be, B, S, M, 1, err, sizeof err), 0, "%s", err);
     int V = m.lay.cfg.vocab_size;
     float *logits = malloc((size_t)M * V * 4), *ref = malloc((size_t)M * V * 4);
@@ -250,6 +252,10 @@ static void expect_hf_logits(const char *dir) {
 }
 
 TestSuite(import, .init = make_tmpdir, .fini = rm_tmpdir);
+
+Test(import, save_pretrained_directory_matches_hf_logits) {
+    expect_hf_logits(MLM_SOURCE_ROOT "/tests/fixtures/hf_tiny_model");
+}
 
 Test(import, hf_names_match_hf_logits) {
     make_hf_dir("hf", 0);

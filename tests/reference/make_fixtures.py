@@ -138,6 +138,13 @@ def make_hf_tiny(path):
     print("parameters:", *initial.keys(), sep="\n  ")
 
 
+def make_hf_tiny_dir(path):
+    """The same initial model as hf_tiny.safetensors, as save_pretrained writes it:
+    the import test loads this directory and must reproduce ref.logits."""
+    build_model().save_pretrained(path, safe_serialization=True)
+    print(f"{path}: {sorted(os.listdir(path))}")
+
+
 def make_python_small(path):
     tensors = {
         "f32": torch.tensor([[0.5, -1.0, 2.0], [3.0, 4.25, -6.0]], dtype=torch.float32),
@@ -156,6 +163,7 @@ def main():
     torch.use_deterministic_algorithms(True)
     os.makedirs(FIXTURES, exist_ok=True)
     make_hf_tiny(os.path.join(FIXTURES, "hf_tiny.safetensors"))
+    make_hf_tiny_dir(os.path.join(FIXTURES, "hf_tiny_model"))
     make_python_small(os.path.join(FIXTURES, "python_small.safetensors"))
 
 
