@@ -1,0 +1,350 @@
+/*
+ * bench_step: training-step throughput of mlmgpu on one device, for the side-by-side
+ * against PyTorch (bench/hf_gpu_bench.py) that bench/gpu_check.sh runs.
+ *
+ * Random full-length sequences (every token a plain word id, lengths = S), masked
+ * by the product's own masking (mlm_mask_sequence: 15% selected, 80/10/10), fed
+ * through the product's step (mlm_model_step_micro per micro-batch, then
+ * mlm_optim_step: grad norm, clip 1.0, AdamW). The micro-batches are built on the
+ * host before the clock starts, so the timing holds the device work and the
+ * launches, not the data path. The host waits for the device only at the two
+ * timing boundaries (be->sync) and once at the end to read the loss.
+ *
+ * Prints one JSON line on stdout:
+ *   seq_per_s, tokens_per_s, step_ms, flops_per_token, tflops, mfu, peak_gib, loss...
+ * with FLOPs/token = 6 L (4 d^2 + 2 d I) + 12 L S d + 6 m (d^2 + d V), m the masked
+ * fraction actually used, and MFU against 787 TFLOP/s (the bf16 GEMM ceiling measured
+ * on an H100, docs/PERF.md). Peak memory: on CUDA the device memory in use at the end
+ * (nothing is freed during the steps, scratch only grows) minus what was in use once
+ * the backend existed, so the CUDA context and the cuBLASLt workspace are left out,
+ * as torch.cuda.max_memory_allocated leaves out the context; on the CPU the peak
+ * resident set.
+ *
+ *   bench_step --device cuda --config base --seq 128 --batch 256 --dropout 0.1
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "mlm/backend.h"
+#include "mlm/config.h"
+#include "mlm/data.h"
+#include "mlm/log.h"
+#include "mlm/model.h"
+#include "mlm/optim.h"
+#include "mlm/train.h"
+
+#ifdef MLM_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include "mlm/backend_cuda.h"
+#endif
+
+#define PEAK_FLOPS 787e12   // bf16 GEMM 8192^3 on one H100 (DESIGN.md)
+#define VOCAB 30522
+#define MAX_POSITION 512
+#define STEP_SETS 4         // distinct masked batches, cycled over the steps
+
+static const char USAGE[] =
+    "usage: bench_step [--device cpu|cuda] [--config tiny|mini|base|large] [--seq S] [--batch B]\n"
+    "                  [--micro B] [--dropout P] [--steps N] [--warmup W] [--threads T] [--seed X]\n"
+    "Times full training steps on random full-length sequences (15% masked) and prints\n"
+    "one JSON line: seq/s, tokens/s, step ms, MFU (787 TFLOP/s), peak memory.\n"
+    "defaults: --device cuda --config base --seq 128 --batch 256 --micro = batch\n"
+    "          --dropout 0.1 --steps 20 --warmup 3 --threads 0 (all cores, CPU only)\n";
+
+typedef struct { const char *name; int L, d, H, I; } shape;
+
+static const shape SHAPES[] = {
+    {"tiny", 2, 128, 2, 512},
+    {"mini", 4, 256, 4, 1024},
+    {"base", 12, 768, 12, 3072},
+    {"large", 24, 1024, 16, 4096},
+};
+
+typedef struct {
+    const char *device;
+    const shape *sh;
+    int S, B, micro, steps, warmup, threads;
+    float dropout;
+    unsigned long long seed;
+} options;
+
+static _Noreturn void usage_error(const char *what, const char *arg) {
+    fprintf(stderr, "bench_step: error: %s '%s'\n\n%s", what, arg, USAGE);
+    exit(MLM_EXIT_INPUT);
+}
+
+static long parse_int(const char *flag, const char *text, long lo, long hi) {
+    char *end;
+    long v = strtol(text, &end, 10);
+    if (*text == 0 || *end != 0 || v < lo || v > hi) usage_error(flag, text);
+    return v;
+}
+
+static options parse_args(int argc, char **argv) {
+    options o = {"cuda", &SHAPES[2], 128, 256, 0, 20, 3, 0, 0.1f, 1234};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(USAGE, stdout);
+            exit(0);
+        }
+        if (i + 1 >= argc) usage_error("missing value after", a);
+        const char *v = argv[++i];
+        if (!strcmp(a, "--device")) {
+            if (strcmp(v, "cpu") && strcmp(v, "cuda")) usage_error("--device: expected cpu or cuda, got", v);
+            o.device = v;
+        } else if (!strcmp(a, "--config")) {
+            o.sh = NULL;
+            for (size_t k = 0; k < sizeof SHAPES / sizeof SHAPES[0]; k++)
+                if (!strcmp(v, SHAPES[k].name)) o.sh = &SHAPES[k];
+            if (!o.sh) usage_error("--config: expected tiny, mini, base or large, got", v);
+        } else if (!strcmp(a, "--seq")) o.S = (int)parse_int(a, v, 1, MAX_POSITION);
+        else if (!strcmp(a, "--batch")) o.B = (int)parse_int(a, v, 1, 1 << 20);
+        else if (!strcmp(a, "--micro")) o.micro = (int)parse_int(a, v, 1, 1 << 20);
+        else if (!strcmp(a, "--steps")) o.steps = (int)parse_int(a, v, 1, 1 << 20);
+        else if (!strcmp(a, "--warmup")) o.warmup = (int)parse_int(a, v, 0, 1 << 20);
+        else if (!strcmp(a, "--threads")) o.threads = (int)parse_int(a, v, 0, 4096);
+        else if (!strcmp(a, "--seed")) o.seed = (unsigned long long)parse_int(a, v, 0, 0x7fffffffL);
+        else if (!strcmp(a, "--dropout")) {
+            char *end;
+            o.dropout = strtof(v, &end);
+            if (*v == 0 || *end != 0 || !(o.dropout >= 0 && o.dropout < 1)) usage_error("--dropout: expected 0 <= p < 1, got", v);
+        } else usage_error("unknown option", a);
+    }
+    if (o.micro == 0) o.micro = o.B;
+    if (o.B % o.micro != 0) {
+        char b[32];
+        snprintf(b, sizeof b, "%d", o.micro);
+        usage_error("--micro must divide --batch; got", b);
+    }
+    return o;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* ---------------------------------------------------------------- devices */
+
+typedef struct {
+    mlm_backend *be;
+    char name[256];       // device name for the report
+    size_t used_at_start; // CUDA: device bytes in use once the backend exists
+} device;
+
+#ifdef MLM_HAVE_CUDA
+static size_t cuda_used_bytes(void) {
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) return 0;
+    return total_b - free_b;
+}
+#endif
+
+static device open_device(const options *o) {
+    device dv = {0};
+    if (!strcmp(o->device, "cpu")) {
+        dv.be = mlm_backend_cpu(o->threads);
+        snprintf(dv.name, sizeof dv.name, "cpu");
+        return dv;
+    }
+#ifdef MLM_HAVE_CUDA
+    char err[512];
+    dv.be = mlm_backend_cuda(0, err, sizeof err);
+    if (!dv.be) mlm_die(MLM_EXIT_INPUT, "--device cuda: %s", err);
+    struct cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) snprintf(dv.name, sizeof dv.name, "%s", prop.name);
+    dv.used_at_start = cuda_used_bytes();
+    return dv;
+#else
+    mlm_die(MLM_EXIT_INPUT, "--device cuda: this build has no CUDA backend (configure with -Dcuda=enabled)");
+#endif
+}
+
+/* Peak bytes this run added: device memory on CUDA, resident set on the CPU. */
+static double peak_gib(const device *dv) {
+#ifdef MLM_HAVE_CUDA
+    if (strcmp(dv->be->name, "cuda") == 0) return (cuda_used_bytes() - dv->used_at_start) / 1073741824.0;
+#endif
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1048576.0;   // KiB
+}
+
+/* ---------------------------------------------------------------- batches */
+
+/* One step's micro-batches: random plain-word sequences of full length S, masked
+ * with the product's masking for optimizer step `step`. */
+typedef struct {
+    mlm_microbatch *micro;  // (nmicro)
+    long masked;            // masked tokens of the whole step
+} step_data;
+
+static void build_step(step_data *sd, int nmicro, const options *o, const mlm_data_config *dc,
+                       const mlm_special_ids *sp, int max_M, uint32_t step, uint64_t *rng) {
+    int S = o->S, first_plain = sp->mask + 1;
+    sd->micro = mlm_xcalloc(nmicro, sizeof *sd->micro, "benchmark micro-batches");
+    sd->masked = 0;
+    for (int j = 0; j < nmicro; j++) {
+        mlm_microbatch *mb = &sd->micro[j];
+        mlm_microbatch_init(mb, o->micro, S, max_M);
+        int M = 0;
+        uint32_t seq_base = (uint32_t)(j * o->micro);
+        for (int b = 0; b < o->micro; b++) {
+            int32_t *ids = mb->ids + (size_t)b * S;
+            for (int s = 0; s < S; s++)
+                ids[s] = first_plain + (int32_t)(splitmix64(rng) % (uint64_t)(sp->vocab_size - first_plain));
+            mb->lengths[b] = S;
+            M += mlm_mask_sequence(ids, S, dc, sp, o->seed, step, seq_base + (uint32_t)b, b * S, mb->rows + M,
+                                   mb->labels + M);
+            if (M > max_M) M = max_M;   // as mlm_microbatch_fill: the excess is not scored
+        }
+        mb->batch = (mlm_batch){o->micro, S, M, mb->ids, NULL, mb->lengths, mb->rows, mb->labels, seq_base, step};
+        sd->masked += M;
+    }
+}
+
+static void free_step(step_data *sd, int nmicro) {
+    for (int j = 0; j < nmicro; j++) mlm_microbatch_free(&sd->micro[j]);
+    free(sd->micro);
+}
+
+/* One optimizer step as mlm_train does it, without reading anything back. */
+static void train_step(mlm_model *m, const step_data *sd, int nmicro, const mlm_optim_config *oc, int step) {
+    float scale = sd->masked ? 1.0f / (float)sd->masked : 0.0f;
+    for (int j = 0; j < nmicro; j++) {
+        mlm_batch b = sd->micro[j].batch;
+        b.step = (uint32_t)step;   // keys dropout; the masking of a cycled set stays as built
+        mlm_model_step_micro(m, &b, scale);
+    }
+    mlm_optim_step(m, oc, step, oc->lr);
+}
+
+/* ---------------------------------------------------------------- report */
+
+static void json_string(const char *s) {
+    putchar('"');
+    for (; *s; s++)
+        if (*s == '"' || *s == '\\') printf("\\%c", *s);
+        else if ((unsigned char)*s >= 0x20) putchar(*s);
+    putchar('"');
+}
+
+static void json_number(const char *key, double v, const char *fmt) {
+    printf(",\"%s\":", key);
+    if (isfinite(v)) printf(fmt, v);
+    else printf("null");
+}
+
+int main(int argc, char **argv) {
+    options o = parse_args(argc, argv);
+    const shape *sh = o.sh;
+    mlm_config cfg;
+    mlm_config_defaults(&cfg);
+    mlm_model_config *mc = &cfg.model;
+    mc->vocab_size = VOCAB;
+    mc->hidden_size = sh->d;
+    mc->num_layers = sh->L;
+    mc->num_heads = sh->H;
+    mc->intermediate_size = sh->I;
+    mc->max_position = MAX_POSITION;
+    mc->type_vocab_size = 2;
+    mc->layer_norm_eps = 1e-12f;
+    mc->hidden_dropout = mc->attention_dropout = o.dropout;
+    mc->init_range = 0.02f;
+    mlm_data_config dc = cfg.data;
+    dc.seq_len = o.S;
+    dc.mask_prob = 0.15f;
+    dc.mask_token_prob = 0.8f;
+    dc.random_token_prob = 0.1f;
+    mlm_optim_config oc = cfg.optim;
+    oc.lr = 1e-4f;
+    oc.warmup_steps = 0;
+    oc.schedule = MLM_SCHED_CONSTANT;
+    oc.weight_decay = 0.01f;
+    oc.grad_clip = 1.0f;
+
+    device dv = open_device(&o);
+    mlm_backend *be = dv.be;
+    int nmicro = o.B / o.micro;
+    int max_M = mlm_max_masked(o.micro * o.S, dc.mask_prob);
+    mlm_special_ids sp = mlm_special_ids_default(VOCAB);
+    mlm_log("bench: %s L%d d%d H%d I%d, S%d, batch %d in %d micro-batch(es) of %d, dropout %g, on %s (%s)",
+            sh->name, sh->L, sh->d, sh->H, sh->I, o.S, o.B, nmicro, o.micro, o.dropout, be->name, dv.name);
+
+    mlm_model model;
+    mlm_model_create(&model, mc, be, o.micro, o.S, max_M, o.seed);
+    mlm_model_init_params(&model, o.seed);
+
+    int total = o.warmup + o.steps, nsets = total < STEP_SETS ? total : STEP_SETS;
+    step_data sets[STEP_SETS];
+    uint64_t rng = o.seed;
+    for (int k = 0; k < nsets; k++) build_step(&sets[k], nmicro, &o, &dc, &sp, max_M, (uint32_t)(k + 1), &rng);
+
+    double t0 = now_s(), t_warm = 0;
+    long masked_timed = 0;
+    for (int t = 1; t <= total; t++) {
+        if (t == o.warmup + 1) {
+            be->zero(be, model.stats, 4 * sizeof(float));
+            be->sync(be);
+            t_warm = now_s() - t0;
+            t0 = now_s();
+        }
+        const step_data *sd = &sets[(t - 1) % nsets];
+        train_step(&model, sd, nmicro, &oc, t);
+        if (t > o.warmup) masked_timed += sd->masked;
+    }
+    be->sync(be);
+    double dt = now_s() - t0;
+    float stats[4];
+    be->download(be, stats, model.stats, sizeof stats);
+    double peak = peak_gib(&dv);
+
+    double L = sh->L, d = sh->d, I = sh->I, S = o.S, V = VOCAB;
+    double tokens = (double)o.steps * o.B * o.S, m = masked_timed / tokens;
+    double flops_tok = 6 * L * (4 * d * d + 2 * d * I) + 12 * L * S * d + 6 * m * (d * d + d * V);
+    double tps = tokens / dt, loss = masked_timed ? stats[0] / masked_timed : NAN;
+
+    printf("{\"impl\":\"mlmgpu\",\"device\":");
+    json_string(be->name);
+    printf(",\"device_name\":");
+    json_string(dv.name);
+    printf(",\"config\":\"%s\",\"L\":%d,\"d\":%d,\"H\":%d,\"I\":%d,\"V\":%d,\"seq\":%d,\"batch\":%d,\"micro\":%d",
+           sh->name, sh->L, sh->d, sh->H, sh->I, VOCAB, o.S, o.B, o.micro);
+    printf(",\"dropout\":%g,\"steps\":%d,\"warmup\":%d", o.dropout, o.steps, o.warmup);
+    json_number("masked_frac", m, "%.5f");
+    json_number("step_ms", dt / o.steps * 1e3, "%.3f");
+    json_number("seq_per_s", o.steps * o.B / dt, "%.1f");
+    json_number("tokens_per_s", tps, "%.0f");
+    json_number("flops_per_token", flops_tok, "%.6g");
+    json_number("tflops", flops_tok * tps / 1e12, "%.2f");
+    json_number("mfu", flops_tok * tps / PEAK_FLOPS, "%.4f");
+    json_number("peak_gib", peak, "%.3f");
+    json_number("warmup_s", t_warm, "%.2f");
+    json_number("loss", loss, "%.4f");
+    json_number("grad_norm", sqrt(stats[2]), "%.4f");
+    printf("}\n");
+    fflush(stdout);
+
+    for (int k = 0; k < nsets; k++) free_step(&sets[k], nmicro);
+    mlm_model_destroy(&model);
+    be->destroy(be);
+    if (!isfinite(loss)) {
+        mlm_log("error: the loss is not finite over the timed steps");
+        return MLM_EXIT_RUNTIME;
+    }
+    return 0;
+}

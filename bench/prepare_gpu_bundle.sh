@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Builds the CUDA configuration here and bundles its shared libraries, so that
+# bench/gpu_check.sh runs on a GPU host that has the CUDA toolkit, NCCL and python3
+# with torch but none of the -dev packages this build links (Criterion, OpenBLAS,
+# inih, cJSON, utf8proc, libgomp ...).
+#
+#   bench/prepare_gpu_bundle.sh      # here: build-gpu/ (release, -Dcuda=enabled) + libs/
+#   then carry these paths to the GPU host (both are git-ignored):
+#     build-gpu/mlmgpu build-gpu/tests/gpu/test_cuda_ops build-gpu/bench/bench_step libs
+#   and run there: bench/gpu_check.sh
+#
+# The check is single-GPU, so the build leaves MPI out (-Ddist=disabled, where the
+# option exists): an MPI library carried without its runtime is one more way to fail.
+# BUNDLE_LIBS names the bundling script (default /work/shared/bundle-libs.sh);
+# MESON_ARGS adds options (e.g. MESON_ARGS=-Ddist=enabled).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bundle=${BUNDLE_LIBS:-/work/shared/bundle-libs.sh}
+bins=(build-gpu/mlmgpu build-gpu/tests/gpu/test_cuda_ops build-gpu/bench/bench_step)
+opts=(-Dcuda=enabled -Dbuildtype=release)
+grep -q "option('dist'" meson_options.txt && opts+=(-Ddist=disabled)
+read -r -a extra <<<"${MESON_ARGS:-}"
+opts+=("${extra[@]}")
+
+if [ -d build-gpu/meson-info ]; then
+  meson setup --reconfigure build-gpu "${opts[@]}" >/dev/null
+else
+  meson setup build-gpu "${opts[@]}"
+fi
+ninja -C build-gpu "${bins[@]#build-gpu/}"
+
+rm -rf libs
+bash "$bundle" libs "${bins[@]}"
+du -ch "${bins[@]}" libs | tail -1 | awk '{print "to carry: " $1 " (the device tool takes 64 MiB with the tree)"}'
+echo "carry: ${bins[*]} libs"
