@@ -67,10 +67,15 @@ typedef struct {
 } mlm_optim_config;
 
 typedef struct {
+    float timeout_s;           // longest wait for the other ranks in a collective
+} mlm_dist_config;
+
+typedef struct {
     mlm_model_config model;
     mlm_data_config data;
     mlm_train_config train;
     mlm_optim_config optim;
+    mlm_dist_config dist;
     char source[MLM_PATH_MAX]; // the file it came from ("" for defaults only)
 } mlm_config;
 

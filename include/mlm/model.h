@@ -108,6 +108,12 @@ typedef struct {
     int max_B, max_M;   // arena capacity
     size_t act_bytes;   // arena size
     mlm_acts *acts;
+    /* When set, the backward of mlm_model_step_micro calls it as gradients become
+     * final, right after queueing their ops: layer = L after the MLM head, l after
+     * encoder layer l (L-1 .. 0), -1 after the embeddings (the tied word embeddings
+     * are final only then). The gradient all-reduce of dist.h starts buckets here. */
+    void (*grad_hook)(void *ctx, int layer);
+    void *grad_hook_ctx;
 } mlm_model;
 
 /* Allocates everything on the backend for micro-batches up to max_B x S with up to

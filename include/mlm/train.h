@@ -32,7 +32,8 @@ void mlm_microbatch_fill(mlm_microbatch *mb, const mlm_shards *sh, const uint64_
                          uint32_t seq_base);
 
 /* Mean masked-LM loss and accuracy over n micro-batches of sh from the start, with
- * fixed masking (step 0), no dropout. */
+ * fixed masking (step 0), no dropout. In a job of several ranks (dist.h) every rank
+ * must call it: each evaluates every world-th micro-batch and the sums are reduced. */
 typedef struct { double loss, acc; long tokens; } mlm_eval_result;
 mlm_eval_result mlm_evaluate(mlm_model *m, const mlm_shards *sh, const mlm_config *cfg,
                              const mlm_special_ids *sp, int n);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "mlm/data.h"
+#include "mlm/dist.h"
 #include "mlm/fileio.h"
 #include "mlm/log.h"
 #include "mlm/safetensors.h"
@@ -258,7 +259,7 @@ static char *trainer_state_json(const mlm_config *cfg, int step, uint64_t vocab_
     cJSON_AddStringToObject(j, "seed", hex);
     snprintf(hex, sizeof hex, "%016" PRIx64, vocab_hash);
     cJSON_AddStringToObject(j, "vocab_hash", hex);
-    cJSON_AddNumberToObject(j, "world_size", 1);
+    cJSON_AddNumberToObject(j, "world_size", mlm_dist_world());
     cJSON_AddNumberToObject(j, "batch", cfg->train.batch);
     cJSON *loader = cJSON_AddObjectToObject(j, "loader");
     cJSON_AddNumberToObject(loader, "next_step", step + 1);
@@ -450,9 +451,12 @@ static int check_state(const char *dir, const mlm_config *cfg, int *step, char *
     if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, TRAINER_FORMAT) != 0 || !cJSON_IsNumber(st) ||
         st->valuedouble < 0 || !cJSON_IsString(vh))
         rc = mlm_fail(err, len, "%s/trainer_state.json: not an %s trainer state", dir, TRAINER_FORMAT);
-    else if (!cJSON_IsNumber(ws) || ws->valueint != 1)
-        rc = mlm_fail(err, len, "%s: written by %d ranks; resume needs the same world size (1)", dir,
-                      cJSON_IsNumber(ws) ? ws->valueint : -1);
+    else if (!cJSON_IsNumber(ws) || ws->valueint != mlm_dist_world())
+        rc = mlm_fail(err, len,
+                      "%s: written by a job of %d rank(s) but this job has %d; resume needs the same world size: "
+                      "run with mpirun -np %d",
+                      dir, cJSON_IsNumber(ws) ? ws->valueint : -1, mlm_dist_world(),
+                      cJSON_IsNumber(ws) ? ws->valueint : 1);
     if (rc == 0 && cfg->data.vocab[0]) {
         char hex[32];
         snprintf(hex, sizeof hex, "%016" PRIx64, mlm_vocab_hash(cfg->data.vocab, err, len));

@@ -11,6 +11,7 @@
 #include "mlm/backend_cuda.h"
 #include "mlm/cli.h"
 #include "mlm/config.h"
+#include "mlm/dist.h"
 #include "mlm/log.h"
 #include "mlm/train.h"
 
@@ -44,7 +45,10 @@ static const char *TRAIN_USAGE =
     "                           train.out_dir/checkpoints, if any\n"
     "\n"
     "Logs go to stderr; the resolved config, metrics.jsonl and checkpoints/ go to\n"
-    "train.out_dir. SIGINT or SIGTERM: the step finishes, a checkpoint is written, exit 0.\n";
+    "train.out_dir. SIGINT or SIGTERM: the step finishes, a checkpoint is written, exit 0.\n"
+    "\n"
+    "Data parallel on several GPUs or nodes: mpirun -np N [--hostfile H] mlmgpu train ...\n"
+    "(rank r uses GPU = its rank on the node; see docs/SCALING.md).\n";
 
 _Noreturn void mlm_usage_error(const char *usage, const char *fmt, const char *arg) {
     fprintf(stderr, "mlmgpu: error: ");
@@ -57,12 +61,13 @@ mlm_backend *mlm_choose_backend(const char *device, int threads) {
     char why[512] = "this build of mlmgpu has no CUDA backend (configure with -Dcuda=enabled)";
     mlm_backend *be = NULL;
 #ifdef MLM_HAVE_CUDA
-    if (strcmp(device, "cpu") != 0) be = mlm_backend_cuda(0, why, sizeof why);
+    if (strcmp(device, "cpu") != 0) be = mlm_backend_cuda(mlm_dist_local_rank(), why, sizeof why);
 #endif
     if (!be && strcmp(device, "cuda") == 0) mlm_die(MLM_EXIT_INPUT, "--device cuda: %s", why);
-    if (!be && strcmp(device, "auto") == 0) mlm_log("device: auto: no usable GPU (%s); using the CPU", why);
+    int quiet = mlm_dist_rank() != 0;   // rank 0 speaks for the job
+    if (!be && strcmp(device, "auto") == 0 && !quiet) mlm_log("device: auto: no usable GPU (%s); using the CPU", why);
     if (!be) be = mlm_backend_cpu(threads);
-    mlm_log("device: %s", be->name);
+    if (!quiet) mlm_log("device: %s", be->name);
     return be;
 }
 
@@ -97,12 +102,16 @@ int mlm_cmd_train(int argc, char **argv) {
         return MLM_EXIT_INPUT;
     }
     free(sets);
-    mlm_backend *be = mlm_choose_backend(device, cfg.train.threads);
-    printf("# resolved configuration\n");
-    mlm_config_write(&cfg, stdout);
-    fflush(stdout);
+    mlm_dist_init(NULL, NULL);
+    mlm_backend *be = mlm_choose_backend(device, mlm_dist_cpu_threads(cfg.train.threads));
+    if (mlm_dist_rank() == 0) {
+        printf("# resolved configuration\n");
+        mlm_config_write(&cfg, stdout);
+        fflush(stdout);
+    }
     int rc = mlm_train(&cfg, be, resume);
     be->destroy(be);
+    mlm_dist_finalize();
     return rc;
 }
 

@@ -93,6 +93,8 @@ static const field FIELDS[] = {
     {AT(optim, beta2), T_FLOAT, "0.999", UNIT_BELOW_1},
     {AT(optim, eps), T_FLOAT, "1e-6", ABOVE(0)},
     {AT(optim, grad_clip), T_FLOAT, "1.0", AT_LEAST(0)},
+
+    {AT(dist, timeout_s), T_FLOAT, "300", ABOVE(0)},
 };
 #define NFIELDS (sizeof FIELDS / sizeof FIELDS[0])
 

@@ -435,11 +435,16 @@ void mlm_model_step_micro(mlm_model *m, const mlm_batch *b, float loss_scale) {
     head_forward(m, b);
     be->cross_entropy(be, a->logits, a->labels, b->M, c->vocab_size, loss_scale, m->stats);
     void *dy = head_backward(m, b);
-    for (int l = c->num_layers - 1; l >= 0; l--) dy = layer_backward(m, b, l, dy);
+    if (m->grad_hook) m->grad_hook(m->grad_hook_ctx, c->num_layers);
+    for (int l = c->num_layers - 1; l >= 0; l--) {
+        dy = layer_backward(m, b, l, dy);
+        if (m->grad_hook) m->grad_hook(m->grad_hook_ctx, l);
+    }
     mlm_dropout drop = dropout_at(m, b, c->hidden_dropout, MLM_SITE_EMB);
     be->embed_bwd(be, G(m, MLM_T_WTE, 0), G(m, MLM_T_WPE, 0), G(m, MLM_T_WTT, 0), G(m, MLM_T_EMB_LN_W, 0),
                   G(m, MLM_T_EMB_LN_B, 0), dy, a->emb_sum, a->emb_mean, a->emb_rstd, a->ids, NULL,
                   W(m, MLM_T_EMB_LN_W, 0), b->B, b->S, c->hidden_size, &drop);
+    if (m->grad_hook) m->grad_hook(m->grad_hook_ctx, -1);
 }
 
 void mlm_model_forward(mlm_model *m, const mlm_batch *b, float *logits_out) {

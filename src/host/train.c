@@ -4,10 +4,22 @@
  * by the masked tokens of the whole step); accumulates gradients over
  * the micro-batches, clips and applies AdamW, then logs. Validation runs every
  * eval_every steps and at the end, with fixed masking and no dropout.
+ *
+ * Data parallel (dist.h): rank r of W trains its slice of every global batch. The
+ * ranks first sum their masked-token counts, so each scales its loss by 1 / masked
+ * tokens of the global batch; the gradients are then summed over ranks, bucket by
+ * bucket as the last micro-batch's backward completes them, and every rank applies
+ * the same AdamW step (the grad norm, taken after the sum, is global). Validation is
+ * split over the ranks and summed. Rank 0 alone logs, writes metrics and checkpoints
+ * (the replicas are identical); on resume it alone reads the checkpoint and
+ * broadcasts the weights, moments and step. A signal on any rank stops all of them
+ * after the same step.
  */
 #include "mlm/train.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <math.h>
 #include <stdio.h>
@@ -15,8 +27,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "mlm/checkpoint.h"
+#include "mlm/dist.h"
 #include "mlm/fileio.h"
 #include "mlm/loader.h"
 #include "mlm/log.h"
@@ -85,25 +99,26 @@ mlm_eval_result mlm_evaluate(mlm_model *m, const mlm_shards *sh, const mlm_confi
                              const mlm_special_ids *sp, int n) {
     mlm_microbatch mb;
     mlm_microbatch_init(&mb, cfg->train.micro_batch, cfg->data.seq_len, m->max_M);
-    double loss = 0, correct = 0;
-    long tokens = 0;
+    double sums[3] = {0, 0, 0};   // loss, correct, tokens
     float stale[3];
     take_stats(m, stale);   // evaluation statistics start from zero
     uint64_t *seq_idx = mlm_xmalloc(mb.B * sizeof(uint64_t), "evaluation indices");
-    for (int i = 0; i < n; i++) {
+    for (int i = mlm_dist_rank(); i < n; i += mlm_dist_world()) {
         uint64_t first = (uint64_t)i * mb.B;
         for (int b = 0; b < mb.B; b++) seq_idx[b] = first + b;
         mlm_microbatch_fill(&mb, sh, seq_idx, &cfg->data, sp, cfg->train.seed, 0, (uint32_t)first);
         mlm_model_forward(m, &mb.batch, NULL);
         float s[3];
         take_stats(m, s);
-        loss += s[0];
-        correct += s[1];
-        tokens += mb.batch.M;
+        sums[0] += s[0];
+        sums[1] += s[1];
+        sums[2] += mb.batch.M;
     }
     free(seq_idx);
     mlm_microbatch_free(&mb);
-    mlm_eval_result r = {tokens ? loss / tokens : 0, tokens ? correct / tokens : 0, tokens};
+    mlm_dist_allreduce_host(sums, 3, "validation sums");
+    long tokens = (long)sums[2];
+    mlm_eval_result r = {tokens ? sums[0] / tokens : 0, tokens ? sums[1] / tokens : 0, tokens};
     return r;
 }
 
@@ -133,12 +148,15 @@ static void fmt_duration(char *buf, size_t n, double s) {
 
 typedef struct {
     const mlm_config *cfg;
+    int rank, world;      // dist.h; rank 0 logs and writes
     mlm_model model;
+    mlm_grad_sync *sync;  // the gradient all-reduce; NULL with one rank
     mlm_shards train, val;
     int have_val;
     mlm_special_ids sp;
     mlm_vocab vocab;      // empty when data.vocab is not given
-    FILE *metrics;
+    FILE *metrics;        // rank 0 only
+    int data_log;         // MLM_DEBUG_DATA_LOG file, or -1
 } run_state;
 
 static void open_data(run_state *r) {
@@ -159,8 +177,9 @@ static void open_data(run_state *r) {
     r->have_val = cfg->data.val[0] != 0;
     if (r->have_val && mlm_shards_open(&r->val, cfg->data.val, cfg->data.seq_len, vhash, err, sizeof err) != 0)
         mlm_die(MLM_EXIT_INPUT, "data.val: %s", err);
-    mlm_log("data: %llu training sequences of %d tokens in %d file(s)%s", (unsigned long long)r->train.total,
-            r->train.seq_len, r->train.nfiles, r->have_val ? "" : "; no validation set");
+    if (r->rank == 0)
+        mlm_log("data: %llu training sequences of %d tokens in %d file(s)%s", (unsigned long long)r->train.total,
+                r->train.seq_len, r->train.nfiles, r->have_val ? "" : "; no validation set");
 }
 
 static void log_eval(run_state *r, int step) {
@@ -169,7 +188,8 @@ static void log_eval(run_state *r, int step) {
     uint64_t avail = r->val.total / (uint64_t)cfg->train.micro_batch;
     if (avail == 0) avail = 1;   // fewer sequences than a micro-batch: read them wrapped
     if ((uint64_t)n > avail) n = (int)avail;
-    mlm_eval_result e = mlm_evaluate(&r->model, &r->val, cfg, &r->sp, n);
+    mlm_eval_result e = mlm_evaluate(&r->model, &r->val, cfg, &r->sp, n);   // every rank: a slice each
+    if (r->rank != 0) return;
     mlm_log("val  step %6d | loss %.4f | acc %.4f | ppl %.2f | %ld masked tokens", step, e.loss, e.acc,
             exp(e.loss), e.tokens);
     fprintf(r->metrics, "{\"split\":\"val\",\"step\":%d,\"loss\":%.6f,\"acc\":%.6f,\"ppl\":%.4f,\"tokens\":%ld}\n",
@@ -223,25 +243,67 @@ static void print_predictions(run_state *r, int max_shown) {
     mlm_microbatch_free(&mb);
 }
 
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig) {
+    stop_signal = sig;
+    signal(sig, SIG_DFL);   // a second signal ends the process at once
+}
+
+/* MLM_DEBUG_DATA_LOG=path: each rank appends `step S rank R pos P sample I` for
+ * every sequence it trains (P: position in the global batch, I: global sample). */
+static void log_data(run_state *r, const mlm_loader *ld, int step) {
+    if (r->data_log < 0) return;
+    int B = r->cfg->train.micro_batch;
+    size_t cap = (size_t)ld->nmicro * B * 80, len = 0;
+    char *text = mlm_xmalloc(cap, "data log");
+    uint64_t *idx = mlm_xmalloc(B * sizeof *idx, "data log");
+    for (int k = 0; k < ld->nmicro; k++) {
+        uint32_t pos = mlm_loader_indices(ld, step, k, idx);
+        for (int b = 0; b < B; b++)
+            len += snprintf(text + len, cap - len, "step %d rank %d pos %u sample %" PRIu64 "\n", step, r->rank,
+                            pos + b, idx[b]);
+    }
+    if (write(r->data_log, text, len) != (ssize_t)len) mlm_log("warning: MLM_DEBUG_DATA_LOG: short write");
+    free(idx);
+    free(text);
+}
+
 /* Runs the loader's micro-batches of one step and applies the optimizer.
- * Returns the step's loss sum, correct count, masked count and grad norm. */
-typedef struct { double loss, correct, grad_norm; long masked; } step_stats;
+ * Returns the step's loss sum, correct count, masked count and grad norm, all
+ * global, and whether a signal reached any rank. */
+typedef struct { double loss, correct, grad_norm; long masked; int stop, sigint; } step_stats;
 
 static step_stats train_step(run_state *r, mlm_loader *ld, int step, float lr) {
     mlm_step_data *d = mlm_loader_next(ld);
     if (d->step != step) mlm_die(MLM_EXIT_RUNTIME, "loader handed step %d for step %d", d->step, step);
-    long masked = d->masked_local;
-    float scale = masked ? 1.0f / (float)masked : 0.0f;
-    for (int k = 0; k < ld->nmicro; k++) mlm_model_step_micro(&r->model, &d->micro[k].batch, scale);
+    log_data(r, ld, step);
+    double masked = (double)d->masked_local;
+    mlm_dist_allreduce_host(&masked, 1, "masked-token count");
+    float scale = masked > 0 ? 1.0f / (float)masked : 0.0f;
+    for (int k = 0; k < ld->nmicro; k++) {
+        if (k == ld->nmicro - 1) mlm_grad_sync_arm(r->sync);   // buckets leave as the backward ends them
+        mlm_model_step_micro(&r->model, &d->micro[k].batch, scale);
+    }
+    mlm_grad_sync_finish(r->sync);
     mlm_loader_release(ld);
     mlm_optim_step(&r->model, &r->cfg->optim, step, lr);
+    mlm_grad_sync_wait(r->sync);
     float s[3];
     take_stats(&r->model, s);
-    return (step_stats){s[0], s[1], sqrt(s[2]), masked};
+    double sums[4] = {s[0], s[1], stop_signal != 0, stop_signal == SIGINT};
+    mlm_dist_allreduce_host(sums, 4, "step statistics");
+    return (step_stats){sums[0], sums[1], sqrt(s[2]), (long)masked, sums[2] > 0, sums[3] > 0};
 }
 
 static void print_startup(run_state *r, mlm_backend *be) {
     const mlm_model_config *c = &r->cfg->model;
+    const mlm_train_config *t = &r->cfg->train;
+    if (mlm_dist_active())
+        mlm_log("data parallel: %d ranks (%d on this node), %d sequences per rank and step in %d micro-batch(es); "
+                "gradients summed in %d buckets over %s", r->world, mlm_dist_local_size(), t->batch / r->world,
+                t->batch / r->world / t->micro_batch, mlm_grad_buckets(&r->model.lay, NULL, 0),
+                strcmp(be->name, "cuda") == 0 ? "NCCL" : "MPI");
     const mlm_layout *lay = &r->model.lay;
     mlm_log("model: %d layers, hidden %d, %d heads, FFN %d, vocab %d: %.2fM parameters", c->num_layers,
             c->hidden_size, c->num_heads, c->intermediate_size, c->vocab_size, lay->num_params / 1e6);
@@ -257,14 +319,15 @@ static int setup_model(run_state *r, mlm_config *cfg, mlm_backend *be, const cha
     const mlm_train_config *t = &cfg->train;
     int S = cfg->data.seq_len;
     char err[2048], dir[2 * MLM_PATH_MAX] = "";
-    if (resume && mlm_checkpoint_find(cfg, resume, dir, sizeof dir, err, sizeof err) != 0)
+    // rank 0 alone reads a checkpoint; sync_replicas hands it to the others
+    if (resume && r->rank == 0 && mlm_checkpoint_find(cfg, resume, dir, sizeof dir, err, sizeof err) != 0)
         mlm_die(MLM_EXIT_INPUT, "%s", err);
     if (cfg->model.init_from[0]) {
         if (mlm_model_load_dir(&r->model, cfg->model.init_from, &cfg->model, be, t->micro_batch, S, max_M,
                                t->seed, err, sizeof err) != 0)
             mlm_die(MLM_EXIT_INPUT, "model.init_from: %s", err);
         cfg->model = r->model.lay.cfg;   // the shape comes from the imported config.json
-        mlm_log("model: imported from %s", cfg->model.init_from);
+        if (r->rank == 0) mlm_log("model: imported from %s", cfg->model.init_from);
     } else {
         mlm_model_create(&r->model, &cfg->model, be, t->micro_batch, S, max_M, t->seed);
         mlm_model_init_params(&r->model, t->seed);
@@ -277,11 +340,19 @@ static int setup_model(run_state *r, mlm_config *cfg, mlm_backend *be, const cha
     return step + 1;
 }
 
-static volatile sig_atomic_t stop_signal;
-
-static void on_signal(int sig) {
-    stop_signal = sig;
-    signal(sig, SIG_DFL);   // a second signal ends the process at once
+/* Makes every rank start from rank 0's weights, AdamW moments and first step. */
+static int sync_replicas(run_state *r, int first) {
+    if (!mlm_dist_active()) return first;
+    mlm_model *m = &r->model;
+    mlm_backend *be = m->be;
+    size_t n = m->lay.num_params;
+    int32_t step = first;
+    mlm_dist_bcast_host(&step, sizeof step, "start-step broadcast");
+    mlm_dist_bcast_f32(be, m->master, n, "weight broadcast");
+    mlm_dist_bcast_f32(be, m->m, n, "AdamW moment broadcast");
+    mlm_dist_bcast_f32(be, m->v, n, "AdamW moment broadcast");
+    be->copy_master_to_wgt(be, m->params, m->master, n);
+    return step;
 }
 
 static void save_checkpoint(run_state *r, int step) {
@@ -311,56 +382,89 @@ static void log_train(run_state *r, log_window *w, const step_stats *s, int step
     *w = (log_window){0, 0, now, 0, step};
 }
 
+/* Stops with exit 2 unless every rank gets whole micro-batches of the same size. */
+static void check_split(const mlm_config *cfg, int world) {
+    const mlm_train_config *t = &cfg->train;
+    if (t->batch % (t->micro_batch * world) != 0)
+        mlm_dist_die_all(MLM_EXIT_INPUT,
+                         "%s: train.batch %d is not a multiple of train.micro_batch %d x %d ranks = %d: every rank "
+                         "trains whole micro-batches of the same size; change train.batch or train.micro_batch",
+                         cfg->source[0] ? cfg->source : "(default)", t->batch, t->micro_batch, world,
+                         t->micro_batch * world);
+}
+
 int mlm_train(const mlm_config *config, mlm_backend *be, const char *resume) {
     mlm_config cfg = *config;
-    run_state r = {.cfg = &cfg};
+    run_state r = {.cfg = &cfg, .rank = mlm_dist_rank(), .world = mlm_dist_world(), .data_log = -1};
     const mlm_train_config *t = &cfg.train;
     int S = cfg.data.seq_len;
+    mlm_dist_set_timeout(cfg.dist.timeout_s);
+    check_split(&cfg, r.world);
+    mlm_dist_attach(be);
     int max_M = mlm_max_masked(t->micro_batch * S, cfg.data.mask_prob);
     int first = setup_model(&r, &cfg, be, resume, max_M);   // first: init_from may set the shape
+    first = sync_replicas(&r, first);
     open_data(&r);
-    if (mlm_mkdir_p(t->out_dir) != 0)
-        mlm_die(MLM_EXIT_INPUT, "train.out_dir: cannot create %s: %s", t->out_dir, strerror(errno));
-    FILE *cf = open_in_run(t->out_dir, "config.ini", "w");
-    mlm_config_write(&cfg, cf);
-    fclose(cf);
-    r.metrics = open_in_run(t->out_dir, "metrics.jsonl", first > 1 ? "a" : "w");
-    print_startup(&r, be);
-    if (first > t->steps) mlm_log("the checkpoint is at step %d of %d: nothing left to train", first - 1, t->steps);
+    if (r.rank == 0) {
+        if (mlm_mkdir_p(t->out_dir) != 0)
+            mlm_die(MLM_EXIT_INPUT, "train.out_dir: cannot create %s: %s", t->out_dir, strerror(errno));
+        FILE *cf = open_in_run(t->out_dir, "config.ini", "w");
+        mlm_config_write(&cfg, cf);
+        fclose(cf);
+        r.metrics = open_in_run(t->out_dir, "metrics.jsonl", first > 1 ? "a" : "w");
+        print_startup(&r, be);
+        if (first > t->steps)
+            mlm_log("the checkpoint is at step %d of %d: nothing left to train", first - 1, t->steps);
+    }
+    const char *data_log = getenv("MLM_DEBUG_DATA_LOG");
+    if (data_log && (r.data_log = open(data_log, O_WRONLY | O_CREAT | O_APPEND, 0644)) < 0)
+        mlm_die(MLM_EXIT_INPUT, "MLM_DEBUG_DATA_LOG=%s: cannot open: %s", data_log, strerror(errno));
+    r.sync = mlm_grad_sync_create(&r.model);
     mlm_loader ld;
-    mlm_loader_start(&ld, &r.train, &cfg, &r.sp, 0, 1, first, t->steps, max_M);
+    mlm_loader_start(&ld, &r.train, &cfg, &r.sp, r.rank, r.world, first, t->steps, max_M);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
 
     double t0 = now_s();
     log_window w = {0, 0, t0, 0, first - 1};
-    int rc = 0, step;
+    int rc = 0, stopped = 0, step;
     for (step = first; step <= t->steps; step++) {
+        mlm_dist_set_step(step);
+        mlm_dist_fault_point(step);
         float lr = mlm_lr_at(&cfg.optim, step, t->steps);
         step_stats s = train_step(&r, &ld, step, lr);
-        if (!isfinite(s.loss) || !isfinite(s.grad_norm)) {
-            mlm_log("error: step %d: the loss or gradient norm is not finite (loss sum %g, grad norm %g); "
-                    "stopping. Lower optim.lr or raise optim.warmup_steps.", step, s.loss, s.grad_norm);
+        if (!isfinite(s.loss) || !isfinite(s.grad_norm)) {   // global values: every rank stops here
+            if (r.rank == 0)
+                mlm_log("error: step %d: the loss or gradient norm is not finite (loss sum %g, grad norm %g); "
+                        "stopping. Lower optim.lr or raise optim.warmup_steps.", step, s.loss, s.grad_norm);
             rc = MLM_EXIT_RUNTIME;
             break;
         }
         w.loss += s.loss;
         w.correct += s.correct;
         w.masked += s.masked;
-        if (step % t->log_every == 0 || step == t->steps || stop_signal) log_train(&r, &w, &s, step, first, lr, t0);
+        if (r.rank == 0 && (step % t->log_every == 0 || step == t->steps || s.stop))
+            log_train(&r, &w, &s, step, first, lr, t0);
         if (r.have_val && ((t->eval_every && step % t->eval_every == 0) || step == t->steps)) log_eval(&r, step);
-        if (stop_signal) {
-            mlm_log("%s at step %d: writing a checkpoint; continue with --resume auto",
-                    stop_signal == SIGINT ? "interrupted" : "terminated", step);
-            save_checkpoint(&r, step);
+        if (s.stop) {
+            if (r.rank == 0) {
+                mlm_log("%s at step %d: writing a checkpoint; continue with --resume auto",
+                        s.sigint ? "interrupted" : "terminated", step);
+                save_checkpoint(&r, step);
+            }
+            stopped = 1;
             break;
         }
-        if (step == t->steps || (t->checkpoint_every && step % t->checkpoint_every == 0)) save_checkpoint(&r, step);
+        if (r.rank == 0 && (step == t->steps || (t->checkpoint_every && step % t->checkpoint_every == 0)))
+            save_checkpoint(&r, step);
     }
-    if (rc == 0 && !stop_signal && r.have_val && r.vocab.count) print_predictions(&r, 8);
+    if (rc == 0 && !stopped && r.rank == 0 && r.have_val && r.vocab.count) print_predictions(&r, 8);
     mlm_loader_stop(&ld);
+    mlm_grad_sync_destroy(r.sync);
+    mlm_dist_detach();
+    if (r.data_log >= 0) close(r.data_log);
     mlm_vocab_free(&r.vocab);
-    fclose(r.metrics);
+    if (r.metrics) fclose(r.metrics);
     mlm_model_destroy(&r.model);
     mlm_shards_close(&r.train);
     if (r.have_val) mlm_shards_close(&r.val);

@@ -1,0 +1,587 @@
+/*
+ * The comm layer (include/mlm/dist.h): the job from MPI, collectives under a
+ * watchdog, and the bucketed gradient all-reduce (NCCL on CUDA, MPI on the CPU).
+ *
+ * The watchdog. Every collective is non-blocking underneath (MPI_I*, NCCL on its own
+ * stream) and the host polls it against a deadline of [dist] timeout_s. Alongside,
+ * each rank posts an arrival notice {collective number, step} to rank 0, so that
+ * when the deadline passes rank 0 can name the ranks that never reached the
+ * collective; the other ranks wait a little longer (ARRIVAL_GRACE_S) so that rank 0's
+ * message is the one printed. Then MPI_Abort (after ncclCommAbort) ends the job. A
+ * rank that dies outright is usually reported first by mpirun itself.
+ *
+ * Without MPI in the build, or without an MPI launcher, the world has one rank and
+ * every collective returns at once.
+ */
+#include "mlm/dist.h"
+
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mlm/log.h"
+
+#ifdef MLM_HAVE_MPI
+#include <mpi.h>
+#endif
+#ifdef MLM_HAVE_NCCL
+#include "../kernels/dist_nccl.h"
+#endif
+
+#define ARRIVAL_GRACE_S 3.0
+#define MPI_CHUNK (1u << 30)   // elements per MPI call (counts are int)
+
+static struct {
+    int rank, world, local_rank, local_size;
+    int mpi;                 // MPI was initialised here
+    int active;              // collectives go through MPI/NCCL: world > 1 or MLM_DIST_FORCE
+    double timeout_s;
+    int step;
+    int seq;                 // watched collectives so far (the same on every rank)
+    mlm_backend *be;
+    int cuda;                // be is the CUDA backend
+#ifdef MLM_HAVE_MPI
+    MPI_Comm comm;           // MPI_COMM_WORLD's duplicate, errors returned
+#endif
+#ifdef MLM_HAVE_NCCL
+    mlm_nccl *nccl;
+#endif
+} g = {.world = 1, .local_size = 1, .timeout_s = 300.0};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---------------------------------------------------------------- the job */
+
+int mlm_dist_rank(void) { return g.rank; }
+int mlm_dist_world(void) { return g.world; }
+int mlm_dist_local_rank(void) { return g.local_rank; }
+int mlm_dist_local_size(void) { return g.local_size; }
+int mlm_dist_active(void) { return g.active; }
+void mlm_dist_set_timeout(double seconds) { g.timeout_s = seconds; }
+void mlm_dist_set_step(int step) { g.step = step; }
+
+int mlm_dist_have_mpi(void) {
+#ifdef MLM_HAVE_MPI
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int mlm_dist_have_nccl(void) {
+#ifdef MLM_HAVE_NCCL
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int mlm_dist_cpu_threads(int configured) {
+    if (configured > 0 || g.local_size <= 1) return configured;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    return cores / g.local_size > 1 ? (int)(cores / g.local_size) : 1;
+}
+
+_Noreturn void mlm_dist_abort(int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    if (g.world > 1) fprintf(stderr, "mlmgpu: error: [rank %d of %d] ", g.rank, g.world);
+    else fputs("mlmgpu: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    fflush(stderr);
+    va_end(ap);
+#ifdef MLM_HAVE_NCCL
+    mlm_nccl_abort(g.nccl);
+#endif
+#ifdef MLM_HAVE_MPI
+    if (g.mpi) MPI_Abort(MPI_COMM_WORLD, code);
+#endif
+    exit(code);
+}
+
+_Noreturn void mlm_dist_die_all(int code, const char *fmt, ...) {
+    if (g.rank == 0) {
+        char msg[2048];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        mlm_die(code, "%s", msg);
+    }
+    // mpirun ends the job when rank 0 exits; should rank 0 not have failed, give up later
+    double deadline = now_s() + g.timeout_s;
+    while (now_s() < deadline) sleep(1);
+    exit(code);
+}
+
+/* The launcher's world size from the environment: > 0 from OpenMPI or a PMI
+ * launcher, -1 under PMIx without a size, 0 when no launcher started us. */
+static int launcher_size(const char **var) {
+    const char *names[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const char *v = getenv(names[i]);
+        if (v && atoi(v) > 0) {
+            *var = names[i];
+            return atoi(v);
+        }
+    }
+    *var = "PMIX_RANK";
+    return getenv("PMIX_RANK") ? -1 : 0;
+}
+
+#ifdef MLM_HAVE_MPI
+static void mpi_check(int rc, const char *call) {
+    if (rc == MPI_SUCCESS) return;
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, msg, &len);
+    mlm_dist_abort(MLM_EXIT_RUNTIME, "step %d: %s failed: %s (did a rank die?)", g.step, call, msg);
+}
+#endif
+
+void mlm_dist_init(int *argc, char ***argv) {
+    const char *var;
+    int size = launcher_size(&var);
+#ifndef MLM_HAVE_MPI
+    const char *pmix = getenv("PMIX_RANK");
+    if (size > 1 || (size < 0 && pmix && atoi(pmix) != 0))
+        mlm_die(MLM_EXIT_INPUT,
+                "launched as one of several ranks (%s=%s) but this build of mlmgpu has no MPI; install "
+                "libopenmpi-dev and rebuild (meson setup build -Ddist=enabled), or run without mpirun",
+                var, getenv(var));
+    (void)argc, (void)argv;
+#else
+    if (size == 0) return;   // no launcher: one rank, no MPI
+    int provided = 0;
+    if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+        mlm_die(MLM_EXIT_RUNTIME, "MPI_Init_thread failed (launched by mpirun: %s is set)", var);
+    g.mpi = 1;
+    MPI_Comm_dup(MPI_COMM_WORLD, &g.comm);
+    MPI_Comm_set_errhandler(g.comm, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(g.comm, &g.rank);
+    MPI_Comm_size(g.comm, &g.world);
+    MPI_Comm node;
+    mpi_check(MPI_Comm_split_type(g.comm, MPI_COMM_TYPE_SHARED, g.rank, MPI_INFO_NULL, &node),
+              "MPI_Comm_split_type");
+    MPI_Comm_rank(node, &g.local_rank);
+    MPI_Comm_size(node, &g.local_size);
+    MPI_Comm_free(&node);
+    const char *force = getenv("MLM_DIST_FORCE");
+    g.active = g.world > 1 || (force && atoi(force) != 0);
+    if (provided < MPI_THREAD_FUNNELED && g.rank == 0)
+        mlm_log("warning: the MPI library provides thread level %d, below MPI_THREAD_FUNNELED", provided);
+#endif
+}
+
+void mlm_dist_finalize(void) {
+    mlm_dist_detach();
+#ifdef MLM_HAVE_MPI
+    if (g.mpi) {
+        MPI_Comm_free(&g.comm);
+        MPI_Finalize();
+        g.mpi = 0;
+    }
+#endif
+}
+
+void mlm_dist_fault_point(int step) {
+    const char *kr = getenv("MLM_FAULT_KILL_RANK"), *ks = getenv("MLM_FAULT_KILL_STEP");
+    const char *hr = getenv("MLM_FAULT_HANG_RANK"), *hs = getenv("MLM_FAULT_HANG_STEP");
+    if (kr && ks && atoi(kr) == g.rank && atoi(ks) == step) {
+        fprintf(stderr, "mlmgpu: fault injection: rank %d kills itself at step %d\n", g.rank, step);
+        raise(SIGKILL);
+    }
+    if (hr && hs && atoi(hr) == g.rank && atoi(hs) == step) {
+        fprintf(stderr, "mlmgpu: fault injection: rank %d stops answering at step %d\n", g.rank, step);
+        for (;;) pause();
+    }
+}
+
+/* ---------------------------------------------------------------- the watchdog */
+
+#ifdef MLM_HAVE_MPI
+/* Polls one collective: 1 done, 0 not yet, -1 failed (reason in err). */
+typedef int (*poll_fn)(void *arg, char *err, size_t len);
+
+static void nap(long spins) {
+    if (spins < 64) return;   // a fast collective: spin
+    struct timespec ts = {0, spins < 2000 ? 20000 : 500000};
+    nanosleep(&ts, NULL);
+}
+
+typedef struct { MPI_Request *r; int n; } mpi_reqs;
+
+static int poll_mpi(void *arg, char *err, size_t len) {
+    mpi_reqs *q = arg;
+    int done = 0, rc = MPI_Testall(q->n, q->r, &done, MPI_STATUSES_IGNORE);
+    if (rc == MPI_SUCCESS) return done;
+    char msg[MPI_MAX_ERROR_STRING];
+    int n = 0;
+    MPI_Error_string(rc, msg, &n);
+    return mlm_fail(err, len, "%s", msg);
+}
+
+enum { TAG_ARRIVAL = 0x6d6c };
+
+/* Arrival notices {collective number, step} of the ranks to rank 0. */
+typedef struct {
+    MPI_Request *req;
+    int n;
+    int note[2];          // what this rank sends
+    int (*got)[2];        // rank 0: what rank r + 1 sent
+} arrivals;
+
+static void post_arrivals(arrivals *a) {
+    memset(a, 0, sizeof *a);
+    if (g.world == 1) return;
+    a->note[0] = g.seq, a->note[1] = g.step;
+    a->n = g.rank == 0 ? g.world - 1 : 1;
+    a->req = mlm_xmalloc(a->n * sizeof *a->req, "arrival notices");
+    if (g.rank != 0) {
+        mpi_check(MPI_Isend(a->note, 2, MPI_INT, 0, TAG_ARRIVAL, g.comm, &a->req[0]), "MPI_Isend");
+        return;
+    }
+    a->got = mlm_xmalloc(a->n * sizeof *a->got, "arrival notices");
+    for (int r = 1; r < g.world; r++)
+        mpi_check(MPI_Irecv(a->got[r - 1], 2, MPI_INT, r, TAG_ARRIVAL, g.comm, &a->req[r - 1]), "MPI_Irecv");
+}
+
+/* Rank 0: the ranks whose notice has not come, as "1, 3". */
+static void missing_ranks(arrivals *a, char *out, size_t n) {
+    out[0] = 0;
+    for (int r = 1; r < g.world && g.rank == 0; r++) {
+        int got = 0;
+        MPI_Test(&a->req[r - 1], &got, MPI_STATUS_IGNORE);
+        if (!got) snprintf(out + strlen(out), n - strlen(out), "%s%d", out[0] ? ", " : "", r);
+    }
+}
+
+/* Rank 0, all notices in: every rank must be at the same collective. */
+static void check_arrivals(arrivals *a, const char *what) {
+    for (int r = 1; r < g.world && g.rank == 0; r++)
+        if (a->got[r - 1][0] != g.seq)
+            mlm_dist_abort(MLM_EXIT_RUNTIME,
+                           "step %d: rank %d is at collective %d (its step %d) while rank 0 is at %d (%s): the "
+                           "ranks run different code paths",
+                           g.step, r, a->got[r - 1][0], a->got[r - 1][1], g.seq, what);
+    free(a->req);
+    free(a->got);
+}
+
+/* Waits for poll to say done, within the timeout; on failure or timeout aborts the
+ * job with a message naming the step, `what` and (rank 0) the missing ranks. */
+static void watch(const char *what, poll_fn poll, void *arg) {
+    char err[512] = "";
+    arrivals a;
+    g.seq++;
+    post_arrivals(&a);
+    mpi_reqs notices = {a.req, a.n};
+    double deadline = now_s() + g.timeout_s + (g.rank ? ARRIVAL_GRACE_S : 0);
+    int done = 0, arrived = 0;
+    for (long spins = 0; !(done && arrived); spins++) {
+        if (!done && (done = poll(arg, err, sizeof err)) < 0)
+            mlm_dist_abort(MLM_EXIT_RUNTIME, "step %d: %s failed: %s (did a rank die?)", g.step, what, err);
+        if (!arrived && (arrived = poll_mpi(&notices, err, sizeof err)) < 0)
+            mlm_dist_abort(MLM_EXIT_RUNTIME, "step %d: %s: arrival notice failed: %s", g.step, what, err);
+        if (done && arrived) break;
+        if (now_s() > deadline) {
+            char who[256];
+            missing_ranks(&a, who, sizeof who);
+            if (who[0])
+                mlm_dist_abort(MLM_EXIT_RUNTIME,
+                               "step %d: rank(s) %s did not reach the %s within [dist] timeout_s = %g s (dead, hung "
+                               "or far slower); aborting the job",
+                               g.step, who, what, g.timeout_s);
+            mlm_dist_abort(MLM_EXIT_RUNTIME,
+                           "step %d: the %s did not complete within [dist] timeout_s = %g s%s; aborting the job",
+                           g.step, what, g.timeout_s,
+                           g.rank == 0 ? " although every rank reached it" : " (rank 0 names missing ranks)");
+        }
+        nap(spins);
+    }
+    check_arrivals(&a, what);
+}
+#endif
+
+/* ---------------------------------------------------------------- host collectives */
+
+#ifdef MLM_HAVE_MPI
+/* Starts one MPI call per chunk of n elements of `type`, size bytes each. */
+typedef int (*mpi_chunk_fn)(void *p, int count, MPI_Request *req);
+
+static void mpi_chunked(void *buf, size_t n, size_t size, mpi_chunk_fn start, const char *what) {
+    int nreq = (int)((n + MPI_CHUNK - 1) / MPI_CHUNK);
+    MPI_Request *reqs = mlm_xcalloc(nreq ? nreq : 1, sizeof *reqs, "MPI requests");
+    for (int i = 0; i < nreq; i++) {
+        size_t at = (size_t)i * MPI_CHUNK, cnt = n - at < MPI_CHUNK ? n - at : MPI_CHUNK;
+        mpi_check(start((char *)buf + at * size, (int)cnt, &reqs[i]), what);
+    }
+    mpi_reqs q = {reqs, nreq};
+    watch(what, poll_mpi, &q);
+    free(reqs);
+}
+
+static int start_sum_double(void *p, int count, MPI_Request *req) {
+    return MPI_Iallreduce(MPI_IN_PLACE, p, count, MPI_DOUBLE, MPI_SUM, g.comm, req);
+}
+static int start_sum_float(void *p, int count, MPI_Request *req) {
+    return MPI_Iallreduce(MPI_IN_PLACE, p, count, MPI_FLOAT, MPI_SUM, g.comm, req);
+}
+static int start_bcast_bytes(void *p, int count, MPI_Request *req) {
+    return MPI_Ibcast(p, count, MPI_BYTE, 0, g.comm, req);
+}
+static int start_bcast_float(void *p, int count, MPI_Request *req) {
+    return MPI_Ibcast(p, count, MPI_FLOAT, 0, g.comm, req);
+}
+#endif
+
+void mlm_dist_allreduce_host(double *v, int n, const char *what) {
+#ifdef MLM_HAVE_MPI
+    if (g.active) mpi_chunked(v, (size_t)n, sizeof *v, start_sum_double, what);
+#endif
+    (void)v, (void)n, (void)what;
+}
+
+void mlm_dist_bcast_host(void *buf, size_t bytes, const char *what) {
+#ifdef MLM_HAVE_MPI
+    if (g.active) mpi_chunked(buf, bytes, 1, start_bcast_bytes, what);
+#endif
+    (void)buf, (void)bytes, (void)what;
+}
+
+void mlm_dist_barrier(const char *what) {
+#ifdef MLM_HAVE_MPI
+    if (!g.active) return;
+    MPI_Request req;
+    mpi_check(MPI_Ibarrier(g.comm, &req), what);
+    mpi_reqs q = {&req, 1};
+    watch(what, poll_mpi, &q);
+#endif
+    (void)what;
+}
+
+/* ---------------------------------------------------------------- backend memory */
+
+#ifdef MLM_HAVE_NCCL
+static int poll_nccl(void *arg, char *err, size_t len) { return mlm_nccl_poll(arg, err, len); }
+
+/* Queues op (0 sum, 1 broadcast) over n ranges of base on the NCCL stream. */
+static void nccl_launch(int op, float *base, const mlm_range *r, int n, const char *what) {
+    float *bufs[MLM_BUCKET_MAX_RANGES];
+    size_t counts[MLM_BUCKET_MAX_RANGES];
+    char err[512];
+    for (int i = 0; i < n; i++) bufs[i] = base + r[i].offset, counts[i] = r[i].count;
+    if (mlm_nccl_launch(g.nccl, op, bufs, counts, n, g.timeout_s, err, sizeof err) != 0)
+        mlm_dist_abort(MLM_EXIT_RUNTIME, "step %d: %s: %s", g.step, what, err);
+}
+#endif
+
+/* op 0: sum, 1: rank 0's copy, of n fp32 in backend memory, done on return. */
+static void f32_collective(mlm_backend *be, int op, float *buf, size_t n, const char *what) {
+    if (!g.active) return;
+    if (be != g.be) mlm_dist_abort(MLM_EXIT_RUNTIME, "%s: the comm layer is not attached to this backend", what);
+#ifdef MLM_HAVE_NCCL
+    if (g.cuda) {
+        mlm_range r = {0, n};
+        nccl_launch(op, buf, &r, 1, what);
+        watch(what, poll_nccl, g.nccl);
+        return;
+    }
+#endif
+#ifdef MLM_HAVE_MPI
+    be->sync(be);   // host memory on the CPU backend: finish what is queued
+    mpi_chunked(buf, n, sizeof(float), op == 0 ? start_sum_float : start_bcast_float, what);
+#endif
+    (void)op, (void)buf, (void)n;
+}
+
+void mlm_dist_allreduce_f32(mlm_backend *be, float *buf, size_t n, const char *what) {
+    f32_collective(be, 0, buf, n, what);
+}
+
+void mlm_dist_bcast_f32(mlm_backend *be, float *buf, size_t n, const char *what) {
+    f32_collective(be, 1, buf, n, what);
+}
+
+void mlm_dist_attach(mlm_backend *be) {
+    g.be = be;
+    g.cuda = strcmp(be->name, "cuda") == 0;
+    if (!g.active) return;
+    double on_cuda = g.cuda;
+    mlm_dist_allreduce_host(&on_cuda, 1, "device check");
+    if (on_cuda != 0 && on_cuda != g.world)
+        mlm_dist_die_all(MLM_EXIT_INPUT,
+                         "%g of %d ranks train on CUDA and the others on the CPU; give every rank a GPU (rank uses "
+                         "device = local rank) or pass --device cpu",
+                         on_cuda, g.world);
+    if (!g.cuda) return;
+#ifdef MLM_HAVE_NCCL
+    char id[MLM_NCCL_ID_BYTES] = {0}, err[1024];
+    if (g.rank == 0 && mlm_nccl_unique_id(id, err, sizeof err) != 0)
+        mlm_dist_abort(MLM_EXIT_RUNTIME, "NCCL set-up: %s", err);
+    mlm_dist_bcast_host(id, sizeof id, "NCCL id broadcast");
+    g.nccl = mlm_nccl_create(be, id, g.rank, g.world, g.timeout_s, err, sizeof err);
+    if (!g.nccl) mlm_dist_abort(MLM_EXIT_RUNTIME, "NCCL communicator (rank %d, device %d): %s", g.rank,
+                                g.local_rank, err);
+#else
+    mlm_dist_die_all(MLM_EXIT_INPUT,
+                     "this build has no NCCL, which multi-GPU training needs: install NCCL (libnccl.so and "
+                     "nccl.h under /usr/local/cuda) and reconfigure, or pass --device cpu");
+#endif
+}
+
+void mlm_dist_detach(void) {
+#ifdef MLM_HAVE_NCCL
+    mlm_nccl_destroy(g.nccl);
+    g.nccl = NULL;
+#endif
+    g.be = NULL;
+}
+
+/* ---------------------------------------------------------------- gradient buckets */
+
+static void add_range(mlm_grad_bucket *b, size_t offset, size_t count) {
+    mlm_range *last = b->nranges ? &b->r[b->nranges - 1] : NULL;
+    if (last && last->offset + last->count == offset) last->count += count;
+    else b->r[b->nranges++] = (mlm_range){offset, count};
+    b->elems += count;
+}
+
+static void add_tensors(mlm_grad_bucket *b, const mlm_layout *lay, const mlm_tensor_id *ids, int n, int l) {
+    for (int i = 0; i < n; i++) {
+        const mlm_tensor_info *t = &lay->t[ids[i]];
+        add_range(b, mlm_offset(lay, ids[i], l), t->rows * t->cols);
+    }
+}
+
+int mlm_grad_buckets(const mlm_layout *lay, mlm_grad_bucket *out, int max) {
+    // each list in buffer order, so neighbours merge into one range
+    static const mlm_tensor_id head[] = {MLM_T_HEAD_W, MLM_T_HEAD_B, MLM_T_HEAD_LN_W, MLM_T_HEAD_LN_B, MLM_T_DEC_B};
+    static const mlm_tensor_id layer[] = {MLM_T_QKV_W,  MLM_T_ATTN_O_W, MLM_T_FFN_IN_W, MLM_T_FFN_OUT_W,
+                                          MLM_T_QKV_B,  MLM_T_ATTN_O_B, MLM_T_LN1_W,    MLM_T_LN1_B,
+                                          MLM_T_FFN_IN_B, MLM_T_FFN_OUT_B, MLM_T_LN2_W, MLM_T_LN2_B};
+    static const mlm_tensor_id emb[] = {MLM_T_WTE, MLM_T_WPE, MLM_T_WTT, MLM_T_EMB_LN_W, MLM_T_EMB_LN_B};
+    int L = lay->cfg.num_layers, count = L + 2;
+    for (int k = 0; k < count && k < max; k++) {
+        mlm_grad_bucket *b = &out[k];
+        memset(b, 0, sizeof *b);
+        if (k == 0) add_tensors(b, lay, head, 5, 0);
+        else if (k <= L) add_tensors(b, lay, layer, 12, L - k);
+        else add_tensors(b, lay, emb, 5, 0);
+    }
+    return count;
+}
+
+struct mlm_grad_sync {
+    mlm_model *m;
+    int nbuckets;
+    mlm_grad_bucket *b;
+    int launched;            // buckets launched this step
+#ifdef MLM_HAVE_MPI
+    MPI_Request *reqs;       // CPU: the MPI_Iallreduce of each range chunk
+    int nreqs, max_reqs;
+#endif
+};
+
+static void launch_bucket(mlm_grad_sync *gs, int k) {
+    const mlm_grad_bucket *b = &gs->b[k];
+#ifdef MLM_HAVE_NCCL
+    if (g.cuda) {
+        nccl_launch(0, gs->m->grads, b->r, b->nranges, "gradient all-reduce");
+        return;
+    }
+#endif
+#ifdef MLM_HAVE_MPI
+    for (int i = 0; i < b->nranges; i++)
+        for (size_t at = 0; at < b->r[i].count; at += MPI_CHUNK) {
+            size_t cnt = b->r[i].count - at < MPI_CHUNK ? b->r[i].count - at : MPI_CHUNK;
+            mpi_check(MPI_Iallreduce(MPI_IN_PLACE, gs->m->grads + b->r[i].offset + at, (int)cnt, MPI_FLOAT, MPI_SUM,
+                                     g.comm, &gs->reqs[gs->nreqs++]),
+                      "gradient all-reduce (MPI_Iallreduce)");
+        }
+#endif
+    (void)b;
+}
+
+/* Launches buckets in order up to and including k. */
+static void launch_upto(mlm_grad_sync *gs, int k) {
+    while (gs->launched <= k && gs->launched < gs->nbuckets) launch_bucket(gs, gs->launched++);
+}
+
+/* The model's hook: layer L = the head, l = encoder layer l, -1 = the embeddings. */
+static void on_grads_done(void *ctx, int layer) {
+    mlm_grad_sync *gs = ctx;
+    launch_upto(gs, gs->m->lay.cfg.num_layers - layer);
+#ifdef MLM_HAVE_MPI
+    // MPI moves non-blocking collectives only inside MPI calls: let the launched ones progress
+    int done;
+    if (!g.cuda) MPI_Testall(gs->nreqs, gs->reqs, &done, MPI_STATUSES_IGNORE);
+#endif
+}
+
+mlm_grad_sync *mlm_grad_sync_create(mlm_model *m) {
+    if (!g.active) return NULL;
+    mlm_grad_sync *gs = mlm_xcalloc(1, sizeof *gs, "gradient all-reduce");
+    gs->m = m;
+    gs->nbuckets = mlm_grad_buckets(&m->lay, NULL, 0);
+    gs->b = mlm_xcalloc(gs->nbuckets, sizeof *gs->b, "gradient buckets");
+    mlm_grad_buckets(&m->lay, gs->b, gs->nbuckets);
+#ifdef MLM_HAVE_MPI
+    for (int k = 0; k < gs->nbuckets; k++)
+        for (int i = 0; i < gs->b[k].nranges; i++) gs->max_reqs += (int)((gs->b[k].r[i].count + MPI_CHUNK - 1) / MPI_CHUNK);
+    gs->reqs = mlm_xcalloc(gs->max_reqs, sizeof *gs->reqs, "gradient all-reduce requests");
+#endif
+    return gs;
+}
+
+void mlm_grad_sync_destroy(mlm_grad_sync *gs) {
+    if (!gs) return;
+    gs->m->grad_hook = NULL;
+#ifdef MLM_HAVE_MPI
+    free(gs->reqs);
+#endif
+    free(gs->b);
+    free(gs);
+}
+
+void mlm_grad_sync_arm(mlm_grad_sync *gs) {
+    if (!gs) return;
+    gs->m->grad_hook = on_grads_done;
+    gs->m->grad_hook_ctx = gs;
+}
+
+void mlm_grad_sync_finish(mlm_grad_sync *gs) {
+    if (!gs) return;
+    gs->m->grad_hook = NULL;
+    launch_upto(gs, gs->nbuckets - 1);
+    gs->launched = 0;
+#ifdef MLM_HAVE_NCCL
+    if (g.cuda) {
+        char err[512];
+        if (mlm_nccl_order_compute(g.nccl, err, sizeof err) != 0)
+            mlm_dist_abort(MLM_EXIT_RUNTIME, "step %d: gradient all-reduce: %s", g.step, err);
+        return;
+    }
+#endif
+#ifdef MLM_HAVE_MPI
+    mpi_reqs q = {gs->reqs, gs->nreqs};
+    watch("gradient all-reduce", poll_mpi, &q);
+    gs->nreqs = 0;
+#endif
+}
+
+void mlm_grad_sync_wait(mlm_grad_sync *gs) {
+#ifdef MLM_HAVE_NCCL
+    if (gs && g.cuda) watch("gradient all-reduce", poll_nccl, g.nccl);
+#endif
+    (void)gs;
+}
