@@ -29,8 +29,8 @@ int mlm_fsync_dir(const char *dir, char *err, size_t err_len);
 int mlm_mkdir_p(const char *path);
 
 /* Regular files named by input paths, in order; a directory contributes its
- * files recursively in name order (links to directories are not followed, other
- * kinds of entries skipped). */
+ * files recursively in name order (hidden entries, links to directories and other
+ * kinds of entries are skipped). */
 typedef struct {
     char **paths;
     uint64_t *sizes;

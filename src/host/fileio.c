@@ -154,7 +154,7 @@ static int collect_dir(const char *dir, mlm_file_list *fl, char *err, size_t err
     char **names = NULL;
     size_t n = 0, cap = 0;
     for (struct dirent *e; (e = readdir(d));) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if (e->d_name[0] == '.') continue;   // ., .., and hidden files (stamps, editor state)
         if (n == cap && !(names = realloc(names, (cap = cap ? 2 * cap : 64) * sizeof(char *))))
             mlm_die(MLM_EXIT_RUNTIME, "out of memory listing %s", dir);
         names[n++] = strdup(e->d_name);
