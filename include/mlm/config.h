@@ -67,7 +67,7 @@ typedef struct {
 } mlm_optim_config;
 
 typedef struct {
-    float timeout_s;           // longest wait for the other ranks in a collective
+    int timeout_s;             // longest wait for the other ranks in a collective
 } mlm_dist_config;
 
 typedef struct {

@@ -94,7 +94,7 @@ static const field FIELDS[] = {
     {AT(optim, eps), T_FLOAT, "1e-6", ABOVE(0)},
     {AT(optim, grad_clip), T_FLOAT, "1.0", AT_LEAST(0)},
 
-    {AT(dist, timeout_s), T_FLOAT, "300", ABOVE(0)},
+    {AT(dist, timeout_s), T_INT, "300", AT_LEAST(1)},
 };
 #define NFIELDS (sizeof FIELDS / sizeof FIELDS[0])
 
