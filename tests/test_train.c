@@ -144,3 +144,13 @@ Test(train, divergence_stops_naming_the_step, .timeout = 120) {
     cr_expect_eq(rc, 1, "exit %d: %s", rc, out);
     cr_expect(strstr(out, "error: step ") && strstr(out, "not finite") , "%s", out);
 }
+
+Test(train, too_big_a_micro_batch_names_what_fits) {
+    write_file("big.ini", TINY);
+    int rc = run("train --config big.ini --device cpu --set train.micro_batch=200000 --set train.batch=200000",
+                 out, sizeof out);
+    cr_expect_eq(rc, 1, "exit %d: %s", rc, out);
+    cr_expect(strstr(out, "out of cpu memory: micro_batch 200000 x 128 tokens needs") &&
+              strstr(out, "train.micro_batch = "), "%s", out);
+    cr_expect(strstr(out, "step ") == NULL, "training started: %s", out);
+}

@@ -57,6 +57,9 @@ struct mlm_backend {
     void (*download)(mlm_backend *be, void *host_dst, const void *src, size_t bytes);
     void (*zero)(mlm_backend *be, void *p, size_t bytes);
     void (*sync)(mlm_backend *be);
+    /* Bytes the backend could still allocate: free device memory, available host
+     * RAM. NULL when unknown. */
+    size_t (*mem_free)(mlm_backend *be);
     /* act/wgt <-> host fp32 conversions of n elements */
     void (*upload_f32_as_act)(mlm_backend *be, void *dst_act, const float *src, size_t n);
     void (*download_act_as_f32)(mlm_backend *be, float *dst, const void *src_act, size_t n);

@@ -227,6 +227,46 @@ size_t mlm_model_act_bytes(const mlm_layout *lay, const mlm_backend *be, int B, 
 
 /* ---------------------------------------------------------------- lifetime */
 
+/* Parameters, gradients, master weights and moments: all but the arena. */
+static size_t state_bytes(const mlm_layout *lay, const mlm_backend *be) {
+    size_t per = be->wgt_size + 3 * sizeof(float) + (be->wgt_size == sizeof(float) ? 0 : sizeof(float));
+    return lay->num_params * per + 4 * sizeof(float);
+}
+
+size_t mlm_model_bytes(const mlm_layout *lay, const mlm_backend *be, int max_B, int S, int max_M) {
+    return state_bytes(lay, be) + mlm_model_act_bytes(lay, be, max_B, S, max_M);
+}
+
+int mlm_model_max_micro_batch(const mlm_layout *lay, const mlm_backend *be, int S, double masked_per_seq,
+                              size_t bytes) {
+    int lo = 0, hi = 1;
+    // the arena grows with B: double, then bisect
+    while (hi < (1 << 20) && mlm_model_act_bytes(lay, be, hi, S, (int)(hi * masked_per_seq) + 1) <= bytes) lo = hi, hi *= 2;
+    while (hi - lo > 1) {
+        int mid = lo + (hi - lo) / 2;
+        if (mlm_model_act_bytes(lay, be, mid, S, (int)(mid * masked_per_seq) + 1) <= bytes) lo = mid;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* Dies before allocating when the backend says the model cannot fit, naming the
+ * parts and the micro-batch that would. */
+static void check_fits(const mlm_layout *lay, mlm_backend *be, int max_B, int S, int max_M) {
+    if (!be->mem_free) return;
+    size_t avail = be->mem_free(be), state = state_bytes(lay, be);
+    size_t acts = mlm_model_act_bytes(lay, be, max_B, S, max_M);
+    if (state + acts <= avail) return;
+    int fits = state < avail ? mlm_model_max_micro_batch(lay, be, S, (double)max_M / max_B, avail - state) : 0;
+    const double G = 1024.0 * 1024.0 * 1024.0;
+    char hint[96] = "not even micro_batch 1 fits: use a smaller model or sequence";
+    if (fits) snprintf(hint, sizeof hint, "train.micro_batch = %d fits", fits);
+    mlm_die(MLM_EXIT_RUNTIME,
+            "out of %s memory: micro_batch %d x %d tokens needs %.2f GiB for the activations and %.2f GiB for "
+            "parameters, gradients and AdamW, but %.2f GiB are free; %s",
+            be->name, max_B, S, acts / G, state / G, avail / G, hint);
+}
+
 void mlm_model_create(mlm_model *m, const mlm_model_config *cfg, mlm_backend *be, int max_B, int S,
                       int max_M, uint64_t seed) {
     memset(m, 0, sizeof *m);
@@ -235,6 +275,7 @@ void mlm_model_create(mlm_model *m, const mlm_model_config *cfg, mlm_backend *be
     m->seed = seed;
     m->max_B = max_B;
     m->max_M = max_M;
+    check_fits(&m->lay, be, max_B, S, max_M);
     size_t n = m->lay.num_params;
     m->params = be->alloc(be, n * be->wgt_size, "parameters");
     m->master = be->wgt_size == sizeof(float) ? m->params : be->alloc(be, n * sizeof(float), "master weights");

@@ -34,6 +34,11 @@ static void cpu_zero(mlm_backend *be, void *p, size_t bytes) { memset(p, 0, byte
 
 static void cpu_sync(mlm_backend *be) {}
 
+static size_t cpu_mem_free(mlm_backend *be) {
+    long pages = sysconf(_SC_AVPHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+    return pages > 0 && size > 0 ? (size_t)pages * (size_t)size : 0;
+}
+
 static void cpu_copy_f32(mlm_backend *be, void *dst, const float *src, size_t n) {
     if (dst != src) memcpy(dst, src, n * sizeof(float));
 }
@@ -115,7 +120,7 @@ mlm_backend *mlm_backend_cpu(int threads) {
     *be = (mlm_backend){
         .name = "cpu", .act_size = sizeof(float), .wgt_size = sizeof(float), .impl = st,
         .alloc = cpu_alloc, .free = cpu_free, .upload = cpu_copy, .download = cpu_copy,
-        .zero = cpu_zero, .sync = cpu_sync,
+        .zero = cpu_zero, .sync = cpu_sync, .mem_free = cpu_mem_free,
         .upload_f32_as_act = cpu_copy_f32, .download_act_as_f32 = cpu_download_f32,
         .copy_master_to_wgt = cpu_copy_f32,
         .embed_fwd = cpu_embed_fwd, .embed_bwd = cpu_embed_bwd,
