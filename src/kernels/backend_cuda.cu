@@ -3,7 +3,8 @@
  * handle and workspace, scratch buffers grown on demand), memory ops, f32 <-> bf16
  * conversions, and the op table. The ops live in one file per family: layernorm.cu
  * (embedding, residual and plain LayerNorm), embedding.cu (table gradients),
- * matmul.cu (cuBLASLt linear layers and decoder), attention.cu, mlm_head.cu (masked
+ * matmul.cu (cuBLASLt linear layers and decoder), flash_attention.cu and attention.cu
+ * (flash kernels up to FLASH_MAX_S positions, cuBLAS beyond), mlm_head.cu (masked
  * rows, fused cross-entropy), reductions.cu and adamw.cu.
  *
  * Everything is queued on the backend's stream in call order; only download and
@@ -131,6 +132,32 @@ static void cuda_copy_master_to_wgt(mlm_backend *be, void *dst_wgt, const float 
     convert_f32_to_bf16(cuda_st(be), (bf16 *)dst_wgt, master, n);
 }
 
+/* ---- attention: the flash kernels up to FLASH_MAX_S positions, the cuBLAS path beyond ----
+ * The choice depends on S alone, since attention_saved_bytes does not know dh. */
+
+static size_t attention_saved_bytes(mlm_backend *be, int B, int S, int H) {
+    return S <= FLASH_MAX_S ? flash_attention_saved_bytes(be, B, S, H) : cuda_attention_saved_bytes(be, B, S, H);
+}
+
+static void attention_fwd(mlm_backend *be, void *out, void *saved, const void *qkv, const int32_t *lengths,
+                          int B, int S, int H, int dh, const mlm_dropout *drop) {
+    if (S <= FLASH_MAX_S) flash_attention_fwd(be, out, saved, qkv, lengths, B, S, H, dh, drop);
+    else cuda_attention_fwd(be, out, saved, qkv, lengths, B, S, H, dh, drop);
+}
+
+static void attention_bwd(mlm_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
+                          const void *saved, const int32_t *lengths, int B, int S, int H, int dh,
+                          const mlm_dropout *drop) {
+    if (S <= FLASH_MAX_S) flash_attention_bwd(be, dqkv, dout, qkv, out, saved, lengths, B, S, H, dh, drop);
+    else cuda_attention_bwd(be, dqkv, dout, qkv, out, saved, lengths, B, S, H, dh, drop);
+}
+
+extern "C" void mlm_cuda_use_cublas_attention(mlm_backend *be, int on) {
+    be->attention_saved_bytes = on ? cuda_attention_saved_bytes : attention_saved_bytes;
+    be->attention_fwd = on ? cuda_attention_fwd : attention_fwd;
+    be->attention_bwd = on ? cuda_attention_bwd : attention_bwd;
+}
+
 /* ---- lifetime ---- */
 
 static void cuda_destroy(mlm_backend *be) {
@@ -200,9 +227,7 @@ extern "C" mlm_backend *mlm_backend_cuda(int device, char *err, size_t err_len) 
     be->residual_ln_bwd = cuda_residual_ln_bwd;
     be->layernorm_fwd = cuda_layernorm_fwd;
     be->layernorm_bwd = cuda_layernorm_bwd;
-    be->attention_saved_bytes = cuda_attention_saved_bytes;
-    be->attention_fwd = cuda_attention_fwd;
-    be->attention_bwd = cuda_attention_bwd;
+    mlm_cuda_use_cublas_attention(be, 0);
     be->gather_rows = cuda_gather_rows;
     be->scatter_rows = cuda_scatter_rows;
     be->decoder_fwd = cuda_decoder_fwd;

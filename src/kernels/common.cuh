@@ -192,7 +192,7 @@ void cuda_decoder_fwd(mlm_backend *be, float *logits, const void *in, const void
 void cuda_decoder_bwd(mlm_backend *be, void *din, float *dW, float *db, const float *dlogits,
                       const void *in, const void *W, int M, int d, int V);
 
-/* ---- ops: attention.cu ---- */
+/* ---- ops: attention.cu, the cuBLAS path (saved: probabilities, (B, H, S, S) bf16) ---- */
 size_t cuda_attention_saved_bytes(mlm_backend *be, int B, int S, int H);
 void cuda_attention_fwd(mlm_backend *be, void *out, void *saved, const void *qkv,
                         const int32_t *lengths, int B, int S, int H, int dh,
@@ -200,6 +200,23 @@ void cuda_attention_fwd(mlm_backend *be, void *out, void *saved, const void *qkv
 void cuda_attention_bwd(mlm_backend *be, void *dqkv, const void *dout, const void *qkv,
                         const void *out, const void *saved, const int32_t *lengths,
                         int B, int S, int H, int dh, const mlm_dropout *drop);
+
+/* ---- ops: flash_attention.cu, the flash path (saved: log-sum-exp, (B, H, S) fp32) ----
+ * attention.cu's contract for S <= FLASH_MAX_S and head size dh <= FLASH_MAX_DH; out
+ * and dq rows of query tiles with no valid row are zeros (the file's comment). The
+ * table's attention ops (backend_cuda.cu) take this path whenever S <= FLASH_MAX_S:
+ * attention_saved_bytes cannot see dh, so the choice may depend on S alone. */
+enum { FLASH_MAX_S = 512, FLASH_MAX_DH = 128 };
+size_t flash_attention_saved_bytes(mlm_backend *be, int B, int S, int H);
+void flash_attention_fwd(mlm_backend *be, void *out, void *saved, const void *qkv,
+                         const int32_t *lengths, int B, int S, int H, int dh,
+                         const mlm_dropout *drop);
+void flash_attention_bwd(mlm_backend *be, void *dqkv, const void *dout, const void *qkv,
+                         const void *out, const void *saved, const int32_t *lengths,
+                         int B, int S, int H, int dh, const mlm_dropout *drop);
+/* Test hook (tests/gpu/test_cuda_ops.c declares it too): on != 0 points the table's
+ * attention ops at the cuBLAS path for every S, 0 restores the default. */
+extern "C" void mlm_cuda_use_cublas_attention(mlm_backend *be, int on);
 
 /* ---- ops: mlm_head.cu ---- */
 void cuda_gather_rows(mlm_backend *be, void *out, const void *in, const int32_t *rows, int M, int d);

@@ -612,3 +612,216 @@ Test(cuda_ops, train_step_is_deterministic) {
     for (size_t i = 0; i < lay.num_params; i++) differ += memcmp(&g1[i], &g2[i], sizeof(float)) != 0;
     cr_expect(differ == 0, "%zu of %zu gradient elements differ between runs", differ, lay.num_params);
 }
+
+/* ================= flash attention =================
+ * The table's attention ops run the flash kernels (src/kernels/flash_attention.cu)
+ * for every S <= 512, so the attention and training-step tests above already use
+ * them (dh = 12 and 64). Here, on fresh random inputs: the flash kernels against the
+ * CPU backend and against the cuBLAS path (attention.cu, through the test hook
+ * below), at S = 128 and 512, dh = 64 and 128 and head sizes the kernels pad (40,
+ * 72), S and lengths that are not multiples of the tiles, sequences of length 1,
+ * one head and hundreds; the dropout mask against the CPU's and its rate; a
+ * bit-identical backward. The flash kernels write zeros for out and dq in query
+ * tiles with no valid row and never read dout there, so dout is zero on padded rows
+ * (as in training, where they never reach the loss), out and dq are compared on
+ * valid rows only, and dk, dv everywhere (padded keys get 0 on every path); every
+ * element must still be written (finite after the NaN poison). Inputs are uniform
+ * in [-1, 1): the flash backward takes D = rowsum(dout o out) from the bf16 out (as
+ * FlashAttention does), and dq = dS k subtracts D times the probability-weighted
+ * mean of k, so on same-sign data (rnd() above lies in [-1, 0)) dq alone is off by
+ * a few 1e-2, while dk, dv and the whole dqkv stay near 2e-3 (docs/ATTENTION.md). */
+void mlm_cuda_use_cublas_attention(mlm_backend *be, int on);   // src/kernels/backend_cuda.cu
+
+/* n values uniform in [-1, 1), bf16-exact. */
+static float *sym_buf(size_t n) { return rand_buf(n, 1.0f, 2.0f); }
+
+/* Forward then backward on one backend, with a saved buffer of its own. */
+static void attention_step(mlm_backend *be, void *out, void *dqkv, const void *qkv, const void *dout,
+                           const int32_t *lengths, int B, int S, int H, int dh, const mlm_dropout *drop) {
+    void *saved = be->alloc(be, be->attention_saved_bytes(be, B, S, H), "attention saved");
+    be->attention_fwd(be, out, saved, qkv, lengths, B, S, H, dh, drop);
+    be->attention_bwd(be, dqkv, dout, qkv, out, saved, lengths, B, S, H, dh, drop);
+    be->sync(be);
+    be->free(be, saved);
+}
+
+/* Host fp32 copy of n elements of an act buffer of be. */
+static float *host_act(mlm_backend *be, const void *p, size_t n) {
+    float *h = hf(n);
+    if (be == cpu) cpu->download(cpu, h, p, n * sizeof(float));
+    else gpu->download_act_as_f32(gpu, h, p, n);
+    return h;
+}
+
+/* Columns [c0, c1) of the rows of padded positions (s >= lengths[b]) of a
+ * (B*S, cols) host tensor set to 0. */
+static void clear_padded_rows(float *x, int B, int S, int cols, int c0, int c1, const int32_t *lengths) {
+    for (int b = 0; b < B; b++)
+        for (int s = lengths[b]; s < S; s++)
+            for (int c = c0; c < c1; c++) x[((size_t)b * S + s) * cols + c] = 0.0f;
+}
+
+static void expect_finite(const float *x, size_t n, const char *what) {
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += !isfinite(x[i]);
+    cr_expect(bad == 0, "%s [%s]: %zu of %zu elements not finite (unwritten?)", what, shape, bad, n);
+}
+
+/* ||got - ref|| / ||ref|| over columns [c0, c1) of (rows, cols) tensors. */
+static void expect_close_cols(const float *ref, const float *got, size_t rows, int cols, int c0, int c1,
+                              double tol, const char *what) {
+    double num = 0, den = 0;
+    int finite = 1;
+    for (size_t r = 0; r < rows; r++)
+        for (int c = c0; c < c1; c++) {
+            double x = ref[r * cols + c], y = got[r * cols + c];
+            finite &= isfinite(y) != 0;
+            num += (y - x) * (y - x);
+            den += x * x;
+        }
+    double e = !finite ? NAN : den > 0 ? sqrt(num / den) : sqrt(num);
+    cr_expect(e < tol, "%s [%s]: ||got - ref|| / ||ref|| = %.3g, limit %.3g", what, shape, e, tol);
+}
+
+/* One shape: CPU, flash and cuBLAS on the same inputs, compared as said above. */
+static void flash_case(int B, int S, int H, int dh, const int32_t *lengths_h, float p) {
+    int N = B * S, d = H * dh;
+    CASE("B=%d S=%d H=%d dh=%d lengths[0]=%d dropout=%g", B, S, H, dh, lengths_h[0], p);
+    float *dout_h = sym_buf((size_t)N * d);
+    clear_padded_rows(dout_h, B, S, d, 0, d, lengths_h);
+    pair qkv = act((size_t)N * 3 * d, sym_buf((size_t)N * 3 * d)), dout = act((size_t)N * d, dout_h);
+    pair lengths = i32(B, lengths_h);
+    pair out = act((size_t)N * d, NULL), dqkv = act((size_t)N * 3 * d, NULL);     // CPU, flash
+    pair out_b = act((size_t)N * d, NULL), dqkv_b = act((size_t)N * 3 * d, NULL); // cuBLAS (.g only)
+    mlm_dropout drop = drop_at(p, 1);
+    attention_step(cpu, out.c, dqkv.c, qkv.c, dout.c, lengths.c, B, S, H, dh, &drop);
+    attention_step(gpu, out.g, dqkv.g, qkv.g, dout.g, lengths.g, B, S, H, dh, &drop);
+    mlm_cuda_use_cublas_attention(gpu, 1);
+    attention_step(gpu, out_b.g, dqkv_b.g, qkv.g, dout.g, lengths.g, B, S, H, dh, &drop);
+    mlm_cuda_use_cublas_attention(gpu, 0);
+
+    const float *o[3] = {host_act(cpu, out.c, (size_t)N * d), host_act(gpu, out.g, (size_t)N * d),
+                         host_act(gpu, out_b.g, (size_t)N * d)};
+    const float *g[3] = {host_act(cpu, dqkv.c, (size_t)N * 3 * d), host_act(gpu, dqkv.g, (size_t)N * 3 * d),
+                         host_act(gpu, dqkv_b.g, (size_t)N * 3 * d)};
+    expect_finite(o[1], (size_t)N * d, "flash out");
+    expect_finite(g[1], (size_t)N * 3 * d, "flash dqkv");
+    for (int k = 0; k < 3; k++) {
+        clear_padded_rows((float *)o[k], B, S, d, 0, d, lengths_h);
+        clear_padded_rows((float *)g[k], B, S, 3 * d, 0, d, lengths_h);   // dq
+    }
+    static const char *vs[3] = {NULL, NULL, "cublas"};
+    for (int k = 0; k < 3; k += 2) {   // against the CPU (k = 0), the cuBLAS path (k = 2)
+        char what[64];
+        snprintf(what, sizeof what, "flash out vs %s", vs[k] ? vs[k] : "cpu");
+        expect_close_cols(o[k], o[1], N, d, 0, d, 1e-2, what);
+        const char *part[3] = {"dq", "dk", "dv"};
+        for (int q = 0; q < 3; q++) {
+            snprintf(what, sizeof what, "flash %s vs %s", part[q], vs[k] ? vs[k] : "cpu");
+            expect_close_cols(g[k], g[1], N, 3 * d, q * d, (q + 1) * d, 1e-2, what);
+        }
+    }
+}
+
+Test(cuda_ops, flash_attention_matches_cpu_and_cublas) {
+    need_gpu();
+    rng = 201;
+    static const struct { int B, S, H, dh; int32_t lengths[3]; } cases[] = {
+        {2, 128, 3, 64, {128, 77}},       // one key tile; a partial query tile
+        {3, 512, 2, 64, {512, 300, 1}},   // four key tiles (dq through the fp32 scratch); length 1
+        {2, 512, 2, 128, {389, 512}},
+        {3, 128, 2, 128, {1, 100, 128}},
+        {1, 512, 1, 128, {431}},          // one head
+        {2, 33, 4, 64, {33, 17}},         // S % 4 != 0: two Philox blocks per four keys
+        {3, 99, 2, 72, {99, 64, 1}},      // dh 72 runs the DH = 128 kernels, element loads
+        {2, 200, 3, 40, {200, 130}},      // dh 40 runs the DH = 64 kernels, element loads
+    };
+    for (size_t s = 0; s < sizeof cases / sizeof cases[0]; s++)
+        for (int dropping = 0; dropping < 2; dropping++)
+            flash_case(cases[s].B, cases[s].S, cases[s].H, cases[s].dh, cases[s].lengths, dropping ? 0.1f : 0.0f);
+}
+
+Test(cuda_ops, flash_attention_many_heads) {
+    need_gpu();
+    rng = 202;
+    enum { B = 24 };
+    int32_t lengths[B];
+    for (int b = 0; b < B; b++) lengths[b] = b % 4 == 0 ? 128 : 1 + (int32_t)(rnd_u32() % 128);
+    flash_case(B, 128, 16, 64, lengths, 0.1f);   // 384 heads: many blocks per SM, random padding
+}
+
+/* With q = 0 every valid key has probability 1/L; with v_j = e_j (one-hot, S <= dh)
+ * out[i][c] = dropout factor of (i, c) / L, and with dout_i = e_i on valid rows
+ * dv[j][c] = factor of (c, j) / L: both show the mask itself, forward and backward. */
+Test(cuda_ops, flash_attention_dropout_mask) {
+    need_gpu();
+    rng = 203;
+    const int B = 16, H = 16, dh = 64;
+    const int shapes[][2] = {{64, 64}, {62, 57}};   // S, length: S % 4 == 0, and not, with padding
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int S = shapes[s][0], L = shapes[s][1], N = B * S, d = H * dh;
+        CASE("B=%d S=%d H=%d dh=%d length %d p=0.3", B, S, H, dh, L);
+        int32_t lengths_h[16];
+        for (int b = 0; b < B; b++) lengths_h[b] = L;
+        float *qkv_h = sym_buf((size_t)N * 3 * d), *dout_h = hf((size_t)N * d);
+        for (int r = 0; r < N; r++)
+            for (int h = 0; h < H; h++)
+                for (int c = 0; c < dh; c++) {
+                    float *row = qkv_h + (size_t)r * 3 * d + h * dh;
+                    row[c] = 0.0f;                                   // q
+                    row[2 * d + c] = c == r % S ? 1.0f : 0.0f;       // v
+                    dout_h[(size_t)r * d + h * dh + c] = c == r % S && r % S < L ? 1.0f : 0.0f;
+                }
+        pair qkv = act((size_t)N * 3 * d, qkv_h), dout = act((size_t)N * d, dout_h), lengths = i32(B, lengths_h);
+        pair out = act((size_t)N * d, NULL), dqkv = act((size_t)N * 3 * d, NULL);
+        mlm_dropout drop = drop_at(0.3f, 2);
+        attention_step(cpu, out.c, dqkv.c, qkv.c, dout.c, lengths.c, B, S, H, dh, &drop);
+        attention_step(gpu, out.g, dqkv.g, qkv.g, dout.g, lengths.g, B, S, H, dh, &drop);
+        float *oc = host_act(cpu, out.c, (size_t)N * d), *og = host_act(gpu, out.g, (size_t)N * d);
+        float *gc = host_act(cpu, dqkv.c, (size_t)N * 3 * d), *gg = host_act(gpu, dqkv.g, (size_t)N * 3 * d);
+        size_t differ_fwd = 0, differ_bwd = 0, differ_gpu = 0, dropped = 0, total = 0;
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < H; h++)
+                for (int i = 0; i < L; i++)
+                    for (int j = 0; j < L; j++) {
+                        size_t fo = ((size_t)b * S + i) * d + h * dh + j;            // out[i][j]: mask (i, j)
+                        size_t bo = ((size_t)b * S + j) * 3 * d + 2 * d + h * dh + i; // dv[j][i]: mask (i, j)
+                        differ_fwd += (oc[fo] == 0.0f) != (og[fo] == 0.0f);
+                        differ_bwd += (gc[bo] == 0.0f) != (gg[bo] == 0.0f);
+                        differ_gpu += (og[fo] == 0.0f) != (gg[bo] == 0.0f);
+                        dropped += og[fo] == 0.0f;
+                        total++;
+                    }
+        cr_expect(differ_fwd == 0, "[%s] forward: %zu of %zu mask elements differ from the CPU's", shape, differ_fwd, total);
+        cr_expect(differ_bwd == 0, "[%s] backward: %zu of %zu mask elements differ from the CPU's", shape, differ_bwd, total);
+        cr_expect(differ_gpu == 0, "[%s] %zu of %zu mask elements differ between forward and backward", shape, differ_gpu,
+                  total);
+        double frac = (double)dropped / (double)total;
+        cr_expect(fabs(frac - 0.3) < 0.01, "[%s] dropped fraction %.4f of %zu, expected 0.3", shape, frac, total);
+    }
+}
+
+Test(cuda_ops, flash_attention_backward_is_deterministic) {
+    need_gpu();
+    rng = 204;
+    static const struct { int B, S, H, dh; int32_t lengths[3]; } cases[] = {
+        {3, 512, 4, 64, {512, 333, 70}},
+        {2, 384, 4, 128, {384, 201}},
+    };
+    for (size_t s = 0; s < sizeof cases / sizeof cases[0]; s++) {
+        int B = cases[s].B, S = cases[s].S, H = cases[s].H, dh = cases[s].dh, N = B * S, d = H * dh;
+        CASE("B=%d S=%d H=%d dh=%d dropout=0.1", B, S, H, dh);
+        float *dout_h = sym_buf((size_t)N * d);
+        clear_padded_rows(dout_h, B, S, d, 0, d, cases[s].lengths);
+        pair qkv = act((size_t)N * 3 * d, sym_buf((size_t)N * 3 * d)), dout = act((size_t)N * d, dout_h);
+        pair lengths = i32(B, cases[s].lengths);
+        pair out = act((size_t)N * d, NULL), dq1 = act((size_t)N * 3 * d, NULL), dq2 = act((size_t)N * 3 * d, NULL);
+        mlm_dropout drop = drop_at(0.1f, 3);
+        attention_step(gpu, out.g, dq1.g, qkv.g, dout.g, lengths.g, B, S, H, dh, &drop);
+        attention_step(gpu, out.g, dq2.g, qkv.g, dout.g, lengths.g, B, S, H, dh, &drop);
+        float *a = host_act(gpu, dq1.g, (size_t)N * 3 * d), *b = host_act(gpu, dq2.g, (size_t)N * 3 * d);
+        size_t differ = 0;
+        for (size_t i = 0; i < (size_t)N * 3 * d; i++) differ += memcmp(&a[i], &b[i], sizeof(float)) != 0;
+        cr_expect(differ == 0, "[%s] %zu of %zu dqkv elements differ between runs", shape, differ, (size_t)N * 3 * d);
+    }
+}
