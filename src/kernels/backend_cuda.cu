@@ -55,6 +55,14 @@ static void cuda_zero(mlm_backend *be, void *p, size_t bytes) {
 
 static void cuda_sync(mlm_backend *be) { cudaCheck(cudaStreamSynchronize(cuda_st(be)->stream)); }
 
+/* Free device memory, less a margin for the scratch buffers the ops grow on first use. */
+static size_t cuda_mem_free(mlm_backend *be) {
+    size_t free_b = 0, total = 0;
+    cudaCheck(cudaMemGetInfo(&free_b, &total));
+    size_t margin = (size_t)512 << 20;
+    return free_b > margin ? free_b - margin : 0;
+}
+
 /* *buf holds at least bytes afterwards; growing waits for the stream, whose queued
  * work may still use the old buffer. */
 static void *grow(cuda_state *st, void **buf, size_t *cap, size_t bytes, const char *what) {
@@ -216,6 +224,7 @@ extern "C" mlm_backend *mlm_backend_cuda(int device, char *err, size_t err_len) 
     be->download = cuda_download;
     be->zero = cuda_zero;
     be->sync = cuda_sync;
+    be->mem_free = cuda_mem_free;
     be->upload_f32_as_act = cuda_upload_f32_as_act;
     be->download_act_as_f32 = cuda_download_act_as_f32;
     be->copy_master_to_wgt = cuda_copy_master_to_wgt;
