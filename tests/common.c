@@ -49,3 +49,18 @@ int run_shell(const char *cmd, char *out, size_t n) {
     int code = WIFEXITED(st) ? WEXITSTATUS(st) : 255;
     return code;   // the shell reports a killed child as 128 + signal too
 }
+
+int read_metric_losses(const char *run, const char *split, double *loss, int max) {
+    char path[256], line[1024], key[64];
+    snprintf(path, sizeof path, "%s/%s/metrics.jsonl", tmpdir, run);
+    snprintf(key, sizeof key, "\"split\":\"%s\"", split);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "no %s", path);
+    int n = 0;
+    while (fgets(line, sizeof line, f) && n < max) {
+        const char *l = strstr(line, "\"loss\":");
+        if (strstr(line, key) && l) loss[n++] = atof(l + 7);
+    }
+    fclose(f);
+    return n;
+}

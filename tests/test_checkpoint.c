@@ -47,19 +47,6 @@ static int same_file(const char *a, const char *b) {
     return same;
 }
 
-/* The train losses of metrics.jsonl in order. */
-static int read_losses(const char *run, double *loss, int max) {
-    char path[256], line[1024];
-    snprintf(path, sizeof path, "%s/%s/metrics.jsonl", tmpdir, run);
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f, "%s", path);
-    int n = 0;
-    while (fgets(line, sizeof line, f) && n < max)
-        if (strstr(line, "\"split\":\"train\"")) loss[n++] = atof(strstr(line, "\"loss\":") + 7);
-    fclose(f);
-    return n;
-}
-
 TestSuite(checkpoint, .init = make_tmpdir, .fini = rm_tmpdir, .timeout = 240);
 
 Test(checkpoint, directory_loads_in_transformers) {
@@ -103,7 +90,7 @@ Test(checkpoint, resume_is_bit_identical) {
     cr_assert_eq(train("", "--set train.out_dir=split --resume auto"), 0, "%s", out);
     cr_expect(strstr(out, "resumed from split/checkpoints/latest at step 10"), "%s", out);
     double a[32], b[32];
-    int na = read_losses("full", a, 32), nb = read_losses("split", b, 32);
+    int na = read_metric_losses("full", "train", a, 32), nb = read_metric_losses("split", "train", b, 32);
     cr_assert_eq(na, 20);
     cr_assert_eq(nb, 20);
     for (int i = 0; i < 20; i++) cr_expect_eq(a[i], b[i], "step %d: %.6f vs %.6f", i + 1, a[i], b[i]);

@@ -22,18 +22,6 @@ static void need_gpu(void) {
     be->destroy(be);
 }
 
-static int losses(const char *run, double *loss, int max) {
-    char path[256], line[1024];
-    snprintf(path, sizeof path, "%s/%s/metrics.jsonl", tmpdir, run);
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f, "%s", path);
-    int n = 0;
-    while (fgets(line, sizeof line, f) && n < max)
-        if (strstr(line, "\"split\":\"train\"")) loss[n++] = atof(strstr(line, "\"loss\":") + 7);
-    fclose(f);
-    return n;
-}
-
 static void train(const char *device, const char *run) {
     char args[1024];
     snprintf(args, sizeof args, "train --config " MLM_SOURCE_ROOT "/configs/bert-tiny.ini --device %s "
@@ -51,10 +39,10 @@ Test(cuda_train, tracks_the_cpu_loss_curve) {
     train("cpu", "cpu");
     train("cuda", "gpu2");
     double g[32], c[32], g2[32];
-    int n = losses("gpu", g, 32);
+    int n = read_metric_losses("gpu", "train", g, 32);
     cr_assert_eq(n, 20);
-    cr_assert_eq(losses("cpu", c, 32), 20);
-    cr_assert_eq(losses("gpu2", g2, 32), 20);
+    cr_assert_eq(read_metric_losses("cpu", "train", c, 32), 20);
+    cr_assert_eq(read_metric_losses("gpu2", "train", g2, 32), 20);
     for (int i = 0; i < n; i++) {
         cr_expect_lt(fabs(g[i] - c[i]) / c[i], 0.02, "step %d: GPU loss %.4f, CPU %.4f", 10 * (i + 1), g[i], c[i]);
         cr_expect_eq(g[i], g2[i], "step %d: GPU reruns differ (%.6f, %.6f)", 10 * (i + 1), g[i], g2[i]);
