@@ -25,6 +25,13 @@ int mlm_write_file_atomic(const char *path, const void *const *parts, const size
 /* Makes a rename or a new entry in dir durable (fsync of the directory). */
 int mlm_fsync_dir(const char *dir, char *err, size_t err_len);
 
+/* rm -r dir: its files, its subdirectories, then itself; best effort (for
+ * temporary and superseded output only). */
+void mlm_remove_tree(const char *dir);
+
+/* qsort comparator for an array of C strings. */
+int mlm_cmp_str(const void *a, const void *b);
+
 /* mkdir -p; 0 or -1 with errno. */
 int mlm_mkdir_p(const char *path);
 

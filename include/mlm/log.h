@@ -21,6 +21,9 @@ _Noreturn void mlm_die(int code, const char *fmt, ...) __attribute__((format(pri
  * functions that report `where: what is wrong` to their caller. */
 int mlm_fail(char *err, size_t err_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* Seconds on the monotonic clock, for durations and deadlines. */
+double mlm_now_s(void);
+
 /* malloc/calloc that die with a message naming what did not fit. */
 void *mlm_xmalloc(size_t bytes, const char *what);
 void *mlm_xcalloc(size_t count, size_t size, const char *what);

@@ -325,22 +325,6 @@ static int write_all_files(const char *dir, mlm_model *m, const mlm_config *cfg,
     return rc;
 }
 
-/* Removes a flat directory and its files. */
-static void remove_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    char path[PATHBUF];
-    for (struct dirent *e; (e = readdir(d));) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        path_join(path, sizeof path, dir, e->d_name);
-        unlink(path);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
 /* Keeps the newest `keep` step_* directories, and clears leftovers of killed writers. */
 static void prune(const char *ckdir, int keep) {
     DIR *d = opendir(ckdir);
@@ -350,17 +334,17 @@ static void prune(const char *ckdir, int keep) {
     for (struct dirent *e; (e = readdir(d));) {
         if (!strncmp(e->d_name, ".tmp.", 5) || !strncmp(e->d_name, ".old.", 5)) {
             path_join(path, sizeof path, ckdir, e->d_name);
-            remove_dir(path);
+            mlm_remove_tree(path);
         } else if (!strncmp(e->d_name, "step_", 5) && n < 4096) {
             steps[n++] = strdup(e->d_name);
         }
     }
     closedir(d);
-    qsort(steps, n, sizeof steps[0], cmp_str);
+    qsort(steps, n, sizeof steps[0], mlm_cmp_str);
     for (int i = 0; i < n; i++) {
         if (i < n - keep) {
             path_join(path, sizeof path, ckdir, steps[i]);
-            remove_dir(path);
+            mlm_remove_tree(path);
         }
         free(steps[i]);
     }
@@ -390,7 +374,7 @@ int mlm_checkpoint_save(mlm_model *m, const mlm_config *cfg, int step, char *err
     path_join(final, sizeof final, ckdir, name);
     snprintf(old, sizeof old, "%s/.old.%s.%d", ckdir, name, (int)getpid());
     if (mlm_mkdir_p(ckdir) != 0) return mlm_fail(err, len, "%s: cannot create: %s", ckdir, strerror(errno));
-    remove_dir(tmp);
+    mlm_remove_tree(tmp);
     if (mkdir(tmp, 0755) != 0) return mlm_fail(err, len, "%s: cannot create: %s", tmp, strerror(errno));
     int rc = write_all_files(tmp, m, cfg, step, err, len);
     if (rc == 0) rc = mlm_fsync_dir(tmp, err, len);
@@ -401,7 +385,7 @@ int mlm_checkpoint_save(mlm_model *m, const mlm_config *cfg, int step, char *err
         if (replaced) rename(old, final);
     }
     if (rc != 0) {
-        remove_dir(tmp);
+        mlm_remove_tree(tmp);
         return -1;
     }
     rc = move_latest(ckdir, name, err, len);

@@ -52,12 +52,6 @@ static struct {
 #endif
 } g = {.world = 1, .local_size = 1, .timeout_s = 300.0};
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* ---------------------------------------------------------------- the job */
 
 int mlm_dist_rank(void) { return g.rank; }
@@ -118,8 +112,8 @@ _Noreturn void mlm_dist_die_all(int code, const char *fmt, ...) {
         mlm_die(code, "%s", msg);
     }
     // mpirun ends the job when rank 0 exits; should rank 0 not have failed, give up later
-    double deadline = now_s() + g.timeout_s;
-    while (now_s() < deadline) sleep(1);
+    double deadline = mlm_now_s() + g.timeout_s;
+    while (mlm_now_s() < deadline) sleep(1);
     exit(code);
 }
 
@@ -285,7 +279,7 @@ static void watch(const char *what, poll_fn poll, void *arg) {
     g.seq++;
     post_arrivals(&a);
     mpi_reqs notices = {a.req, a.n};
-    double deadline = now_s() + g.timeout_s + (g.rank ? ARRIVAL_GRACE_S : 0);
+    double deadline = mlm_now_s() + g.timeout_s + (g.rank ? ARRIVAL_GRACE_S : 0);
     int done = 0, arrived = 0;
     for (long spins = 0; !(done && arrived); spins++) {
         if (!done && (done = poll(arg, err, sizeof err)) < 0)
@@ -293,7 +287,7 @@ static void watch(const char *what, poll_fn poll, void *arg) {
         if (!arrived && (arrived = poll_mpi(&notices, err, sizeof err)) < 0)
             mlm_dist_abort(MLM_EXIT_RUNTIME, "step %d: %s: arrival notice failed: %s", g.step, what, err);
         if (done && arrived) break;
-        if (now_s() > deadline) {
+        if (mlm_now_s() > deadline) {
             char who[256];
             missing_ranks(&a, who, sizeof who);
             if (who[0])

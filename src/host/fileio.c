@@ -102,6 +102,23 @@ int mlm_write_file_atomic(const char *path, const void *const *parts, const size
     return rc;
 }
 
+int mlm_cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+void mlm_remove_tree(const char *dir) {
+    DIR *d = opendir(dir);
+    if (d) {
+        for (struct dirent *e; (e = readdir(d));) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            char *p = mlm_xmalloc(strlen(dir) + strlen(e->d_name) + 2, "a path");
+            sprintf(p, "%s/%s", dir, e->d_name);
+            if (unlink(p) != 0) mlm_remove_tree(p);
+            free(p);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
 int mlm_mkdir_p(const char *path) {
     size_t n = strlen(path);
     char *buf = mlm_xmalloc(n + 1, "a directory name");
@@ -137,7 +154,6 @@ void mlm_file_list_free(mlm_file_list *fl) {
     free(fl->sizes);
 }
 
-static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 static int collect(const char *path, int named, mlm_file_list *fl, char *err, size_t err_len);
 
@@ -160,7 +176,7 @@ static int collect_dir(const char *dir, mlm_file_list *fl, char *err, size_t err
         names[n++] = strdup(e->d_name);
     }
     closedir(d);
-    qsort(names, n, sizeof(char *), cmp_names);
+    qsort(names, n, sizeof(char *), mlm_cmp_str);
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
         char *child = mlm_xmalloc(strlen(dir) + strlen(names[i]) + 2, "path");

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 void mlm_log(const char *fmt, ...) {
     va_list ap;
@@ -45,4 +46,10 @@ int mlm_fail(char *err, size_t err_len, const char *fmt, ...) {
     if (err && err_len) vsnprintf(err, err_len, fmt, ap);
     va_end(ap);
     return -1;
+}
+
+double mlm_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }

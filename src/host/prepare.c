@@ -11,7 +11,6 @@
 #include "mlm/prepare.h"
 
 #include <cjson/cJSON.h>
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -30,12 +29,6 @@
 
 #define WINDOW_FILES 256
 #define PATHBUF (2 * MLM_PATH_MAX)
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* ---------------------------------------------------------------- documents */
 
@@ -218,21 +211,6 @@ static int output_taken(const char *out) {
     return 0;
 }
 
-/* Removes dir and the files in it (the output of an earlier prepare). */
-static void remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (d) {
-        char p[PATHBUF + 300];
-        for (struct dirent *e; (e = readdir(d));) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-            if (unlink(p) != 0) remove_tree(p);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
-}
-
 static cJSON *split_json(const packer *pk) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddNumberToObject(j, "documents", (double)pk->st.docs);
@@ -286,17 +264,17 @@ static int move_into_place(const char *tmp, const char *out, char *err, size_t l
         char from[PATHBUF + 32], to[PATHBUF + 32];
         snprintf(from, sizeof from, "%s/%s", tmp, names[i]);
         snprintf(to, sizeof to, "%s/%s", out, names[i]);
-        if (i < 2) remove_tree(to);
+        if (i < 2) mlm_remove_tree(to);
         if (rename(from, to) != 0) return mlm_fail(err, len, "%s: cannot move into place: %s", to, strerror(errno));
     }
-    remove_tree(tmp);
+    mlm_remove_tree(tmp);
     return mlm_fsync_dir(out, err, len);
 }
 
 /* ---------------------------------------------------------------- driver */
 
 static void progress(const window_job *j, uint64_t done_before, uint64_t total, double t0, int final) {
-    double dt = now_s() - t0;
+    double dt = mlm_now_s() - t0;
     uint64_t done = done_before + atomic_load(&j->bytes_done);
     double rate = dt > 0 ? done / dt : 0;
     fprintf(stderr, "\rmlmgpu: prepare: %.1f of %.1f MB (%.0f%%), %.1f MB/s, ETA %.0f s   %s", done / 1e6,
@@ -348,7 +326,7 @@ static int run_all(const mlm_prepare_opts *o, const mlm_tokenizer *tok, const ml
                    mlm_prepare_stats *st, char *err, size_t len) {
     uint64_t total = 0, done = 0;
     for (int i = 0; i < files->n; i++) total += files->sizes[i];
-    double t0 = now_s();
+    double t0 = mlm_now_s();
     int threads = o->threads > 0 ? o->threads : 1, rc = 0;
     for (int first = 0; first < files->n && rc == 0; first += WINDOW_FILES) {
         window_job j = {.o = o, .tok = tok, .files = files, .first = first};
@@ -364,7 +342,7 @@ static int run_all(const mlm_prepare_opts *o, const mlm_tokenizer *tok, const ml
     for (int s = 0; s < 2 && rc == 0; s++) rc = emit(&pk[s], err, len) || flush_shard(&pk[s], err, len) ? -1 : 0;
     st->bytes = total;
     st->files = files->n;
-    st->seconds = now_s() - t0;
+    st->seconds = mlm_now_s() - t0;
     return rc;
 }
 
@@ -394,7 +372,7 @@ int mlm_prepare(const mlm_prepare_opts *o, mlm_prepare_stats *st, char *err, siz
     if (rc == 0) rc = copy_vocab(o->vocab, tmp, err, len);
     if (rc == 0) rc = write_manifest(tmp, o, pk, dtype, vhash, &files, err, len);
     if (rc == 0) rc = move_into_place(tmp, o->out, err, len);
-    else remove_tree(tmp);
+    else mlm_remove_tree(tmp);
     st->train = pk[0].st;
     st->val = pk[1].st;
     packer_free(&pk[0]);

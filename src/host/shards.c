@@ -85,10 +85,6 @@ static int check_shard(const char *path, const uint8_t *map, size_t bytes, mlm_s
     return 0;
 }
 
-static int cmp_str(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 /* Lists path itself, or the *.shard files of a directory sorted by name. */
 static int list_shards(const char *path, char ***out, int *n, char *err, size_t len) {
     struct stat st;
@@ -116,7 +112,7 @@ static int list_shards(const char *path, char ***out, int *n, char *err, size_t 
         free(*out);
         return mlm_fail(err, len, "%s: directory holds no *.shard files", path);
     }
-    qsort(*out, *n, sizeof(char *), cmp_str);
+    qsort(*out, *n, sizeof(char *), mlm_cmp_str);
     return 0;
 }
 

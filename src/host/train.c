@@ -26,7 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "mlm/checkpoint.h"
@@ -130,12 +129,6 @@ static FILE *open_in_run(const char *dir, const char *name, const char *mode) {
     FILE *f = fopen(path, mode);
     if (!f) mlm_die(MLM_EXIT_INPUT, "%s: cannot write: %s", path, strerror(errno));
     return f;
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 static void fmt_duration(char *buf, size_t n, double s) {
@@ -374,7 +367,7 @@ typedef struct { double loss, correct, t; long masked; int step; } log_window;
 
 static void log_train(run_state *r, log_window *w, const step_stats *s, int step, int first, float lr, double t0) {
     const mlm_train_config *t = &r->cfg->train;
-    double now = now_s(), tps = (double)(step - w->step) * t->batch * r->cfg->data.seq_len / (now - w->t);
+    double now = mlm_now_s(), tps = (double)(step - w->step) * t->batch * r->cfg->data.seq_len / (now - w->t);
     double loss = w->masked ? w->loss / w->masked : 0, acc = w->masked ? w->correct / w->masked : 0;
     char el[32], eta[32];
     fmt_duration(el, sizeof el, now - t0);
@@ -432,7 +425,7 @@ int mlm_train(const mlm_config *config, mlm_backend *be, const char *resume) {
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
 
-    double t0 = now_s();
+    double t0 = mlm_now_s();
     log_window w = {0, 0, t0, 0, first - 1};
     int rc = 0, stopped = 0, step;
     for (step = first; step <= t->steps; step++) {

@@ -7,7 +7,6 @@
  * chunking: a newline is whitespace, which always ends a word. Each thread counts
  * into its own hash map; the maps are merged and the words sorted at the end.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -17,7 +16,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "mlm/data.h"
@@ -132,12 +130,6 @@ typedef struct {
     word_map map;
 } count_worker;
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Moves a chunk boundary to the start of the first line that begins at or after it. */
 static uint64_t line_start(const char *p, uint64_t size, uint64_t at) {
     if (at == 0 || at >= size) return at < size ? at : size;
@@ -154,7 +146,7 @@ static void fail_job(count_job *job, const char *path, const char *what) {
 
 static void report_progress(count_job *job, int final) {
     pthread_mutex_lock(&job->lock);
-    double t = now_seconds();
+    double t = mlm_now_s();
     if (final || t - job->last_print >= PROGRESS_SECONDS) {
         job->last_print = t;
         mlm_log("vocab: read %.1f of %.1f MB, %llu words", 1e-6 * (double)atomic_load(&job->bytes_done),
@@ -264,7 +256,7 @@ int mlm_count_words(const char *const *inputs, int ninputs, int cased, int threa
     count_job job = {.files = &fl, .cased = cased, .progress = progress, .lock = PTHREAD_MUTEX_INITIALIZER};
     job.chunks = make_chunks(&fl, &job.nchunks);
     for (int f = 0; f < fl.n; f++) job.total_bytes += fl.sizes[f];
-    job.last_print = now_seconds();
+    job.last_print = mlm_now_s();
     if (threads < 1) threads = 1;
     count_worker *w = mlm_xcalloc((size_t)threads, sizeof(count_worker), "workers");
     for (int t = 0; t < threads; t++) {
