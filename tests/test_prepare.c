@@ -121,6 +121,59 @@ Test(prepare, split_by_document_and_deterministic) {
     }
 }
 
+Test(prepare, split_is_the_same_wherever_the_corpus_lives) {
+    write_docs();
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "cd %s && mkdir -p elsewhere/deeper && cp -r docs elsewhere/deeper/corpus", tmpdir);
+    cr_assert_eq(run_shell(cmd, out, sizeof out), 0, "%s", out);
+    char a[256], b[256], err[1024];
+    tmp_path(a, sizeof a, "docs");
+    tmp_path(b, sizeof b, "elsewhere/deeper/corpus/");   // a trailing slash changes nothing either
+    const char *ina[] = {a}, *inb[] = {b};
+    mlm_prepare_stats st;
+    mlm_prepare_opts o = opts(ina, 1, 8, "one");
+    o.val_fraction = 0.3;
+    cr_assert_eq(mlm_prepare(&o, &st, err, sizeof err), 0, "%s", err);
+    o = opts(inb, 1, 8, "two");
+    o.val_fraction = 0.3;
+    cr_assert_eq(mlm_prepare(&o, &st, err, sizeof err), 0, "%s", err);
+    cr_expect_gt(st.val.docs, 0);
+    snprintf(cmd, sizeof cmd, "cd %s && cmp one/val/val-00000.shard two/val/val-00000.shard", tmpdir);
+    cr_expect_eq(run_shell(cmd, out, sizeof out), 0, "val split depends on the corpus location: %s", out);
+}
+
+Test(prepare, an_empty_split_is_named) {
+    write_file("vocab.txt", VOCAB);
+    write_file("a.txt", "alpha beta");
+    write_file("e.txt", "beta alpha");
+    // Each document alone: whichever split it lands in, the other is empty (the
+    // split hashes the name: a.txt lands in train, e.txt in val). An empty train
+    // is an error (nothing kept); an empty val is a warning.
+    int rc[2], in_val = 0;
+    for (int i = 0; i < 2; i++) {
+        char args[256];
+        snprintf(args, sizeof args, "prepare --input %c.txt --vocab vocab.txt --seq-len 8 --out o%d --val-fraction 0.5",
+                 "ae"[i], i);
+        rc[i] = run_mlmgpu("", args, out, sizeof out);
+        char manifest[256];
+        snprintf(args, sizeof args, "o%d/manifest.json", i);
+        tmp_path(manifest, sizeof manifest, args);
+        if (rc[i] == 2) {
+            in_val++;
+            cr_expect(strstr(out, "no document went to train (1 documents, --val-fraction 0.5)"), "%s", out);
+            cr_expect_neq(access(manifest, F_OK), 0, "a failed prepare left a manifest");
+        } else {
+            cr_expect_eq(rc[i], 0, "%s", out);
+            cr_expect(strstr(out, "warning: --val-fraction 0.5 put none of the 1 documents in val"), "%s", out);
+        }
+    }
+    cr_expect_eq(in_val, 1, "a.txt and e.txt should land in different splits");
+    write_file("blank.txt", "\n  \n\n");
+    cr_expect_eq(run_mlmgpu("", "prepare --input blank.txt --vocab vocab.txt --seq-len 8 --out p", out, sizeof out),
+                 2);
+    cr_expect(strstr(out, "no document went to train (0 documents"), "%s", out);
+}
+
 Test(prepare, paragraphs_are_documents) {
     write_file("vocab.txt", VOCAB);
     write_file("p.txt", "alpha beta\ngamma\n\n  \ndelta\n\n\nalpha\n");
@@ -176,10 +229,12 @@ Test(prepare, shards_train) {
     mlm_prepare_opts o = opts(in, 1, 64, "data");
     o.vocab = SAMPLE "/vocab.txt";
     o.val_fraction = 0.25;
+    o.paragraphs = 1;   // hundreds of documents, so both splits hold some
     o.shard_sequences = 1000;
     mlm_prepare_stats st;
     cr_assert_eq(mlm_prepare(&o, &st, err, sizeof err), 0, "%s", err);
     cr_expect_gt(st.train.sequences, 100);
+    cr_expect_gt(st.val.sequences, 10);
     write_file("t.ini", "[model]\nhidden_size = 32\nnum_heads = 2\nintermediate_size = 64\n"
                "[data]\ntrain = data/train\nval = data/val\nvocab = data/vocab.txt\nseq_len = 64\n"
                "[train]\nmicro_batch = 4\nbatch = 4\nsteps = 3\nlog_every = 1\nout_dir = run\n");

@@ -37,10 +37,14 @@ int mlm_mkdir_p(const char *path);
 
 /* Regular files named by input paths, in order; a directory contributes its
  * files recursively in name order (hidden entries, links to directories and other
- * kinds of entries are skipped). */
+ * kinds of entries are skipped). paths[i] + name_off[i] is the file's name
+ * relative to the input that named it (its base name for a named file): the
+ * same wherever the corpus lives, so decisions keyed by it (the val split) are
+ * too. */
 typedef struct {
     char **paths;
     uint64_t *sizes;
+    int *name_off;
     int n, cap;
 } mlm_file_list;
 

@@ -137,14 +137,17 @@ int mlm_mkdir_p(const char *path) {
 
 /* ---------------------------------------------------------------- input lists */
 
-static void files_add(mlm_file_list *fl, const char *path, uint64_t size) {
+static void files_add(mlm_file_list *fl, const char *path, int name_off, uint64_t size) {
     if (fl->n == fl->cap) {
         fl->cap = fl->cap ? 2 * fl->cap : 64;
         fl->paths = realloc(fl->paths, fl->cap * sizeof(char *));
         fl->sizes = realloc(fl->sizes, fl->cap * sizeof(uint64_t));
-        if (!fl->paths || !fl->sizes) mlm_die(MLM_EXIT_RUNTIME, "out of memory listing %d input files", fl->n);
+        fl->name_off = realloc(fl->name_off, fl->cap * sizeof(int));
+        if (!fl->paths || !fl->sizes || !fl->name_off)
+            mlm_die(MLM_EXIT_RUNTIME, "out of memory listing %d input files", fl->n);
     }
     fl->paths[fl->n] = strdup(path);
+    fl->name_off[fl->n] = name_off;
     fl->sizes[fl->n++] = size;
 }
 
@@ -152,10 +155,11 @@ void mlm_file_list_free(mlm_file_list *fl) {
     for (int i = 0; i < fl->n; i++) free(fl->paths[i]);
     free(fl->paths);
     free(fl->sizes);
+    free(fl->name_off);
 }
 
 
-static int collect(const char *path, int named, mlm_file_list *fl, char *err, size_t err_len);
+static int collect(const char *path, int named, int name_off, mlm_file_list *fl, char *err, size_t err_len);
 
 static int is_link_to_dir(const char *path) {
     struct stat ls, st;
@@ -164,7 +168,7 @@ static int is_link_to_dir(const char *path) {
 
 /* Adds a directory's entries in name order. Symbolic links to directories are
  * not followed (they could loop); links to files are read. */
-static int collect_dir(const char *dir, mlm_file_list *fl, char *err, size_t err_len) {
+static int collect_dir(const char *dir, int name_off, mlm_file_list *fl, char *err, size_t err_len) {
     DIR *d = opendir(dir);
     if (!d) return mlm_fail(err, err_len, "%s: cannot read directory: %s", dir, strerror(errno));
     char **names = NULL;
@@ -181,7 +185,7 @@ static int collect_dir(const char *dir, mlm_file_list *fl, char *err, size_t err
     for (size_t i = 0; i < n; i++) {
         char *child = mlm_xmalloc(strlen(dir) + strlen(names[i]) + 2, "path");
         sprintf(child, "%s/%s", dir, names[i]);
-        if (rc == 0 && !is_link_to_dir(child)) rc = collect(child, 0, fl, err, err_len);
+        if (rc == 0 && !is_link_to_dir(child)) rc = collect(child, 0, name_off, fl, err, err_len);
         free(child);
         free(names[i]);
     }
@@ -191,10 +195,10 @@ static int collect_dir(const char *dir, mlm_file_list *fl, char *err, size_t err
 
 /* A named input must be a readable regular file or directory; inside
  * directories, other kinds of entries (sockets, fifos) are skipped. */
-static int collect(const char *path, int named, mlm_file_list *fl, char *err, size_t err_len) {
+static int collect(const char *path, int named, int name_off, mlm_file_list *fl, char *err, size_t err_len) {
     struct stat st;
     if (stat(path, &st) != 0) return mlm_fail(err, err_len, "%s: cannot read: %s", path, strerror(errno));
-    if (S_ISDIR(st.st_mode)) return collect_dir(path, fl, err, err_len);
+    if (S_ISDIR(st.st_mode)) return collect_dir(path, named ? (int)strlen(path) + 1 : name_off, fl, err, err_len);
     if (!S_ISREG(st.st_mode)) {
         if (named) return mlm_fail(err, err_len, "%s: not a regular file or directory", path);
         return 0;
@@ -202,14 +206,18 @@ static int collect(const char *path, int named, mlm_file_list *fl, char *err, si
     int fd = open(path, O_RDONLY);
     if (fd < 0) return mlm_fail(err, err_len, "%s: cannot read: %s", path, strerror(errno));
     close(fd);
-    files_add(fl, path, (uint64_t)st.st_size);
+    if (named) {
+        const char *slash = strrchr(path, '/');
+        name_off = slash ? (int)(slash - path) + 1 : 0;
+    }
+    files_add(fl, path, name_off, (uint64_t)st.st_size);
     return 0;
 }
 
 int mlm_list_inputs(const char *const *inputs, int n, mlm_file_list *out, char *err, size_t err_len) {
     memset(out, 0, sizeof *out);
     for (int i = 0; i < n; i++)
-        if (collect(inputs[i], 1, out, err, err_len) != 0) {
+        if (collect(inputs[i], 1, 0, out, err, err_len) != 0) {
             mlm_file_list_free(out);
             return -1;
         }

@@ -188,10 +188,11 @@ static void packer_free(packer *pk) {
 
 /* ---------------------------------------------------------------- the split */
 
-/* Whether document k of file f goes to validation: a hash of its name and index. */
-static int is_val(const char *path, int k, double fraction) {
+/* Whether document k of a file goes to validation: a hash of the file's name
+ * relative to its input (not where the corpus lives) and the index. */
+static int is_val(const char *name, int k, double fraction) {
     if (fraction <= 0) return 0;
-    uint64_t h = mlm_fnv1a(MLM_FNV_OFFSET, path, strlen(path));
+    uint64_t h = mlm_fnv1a(MLM_FNV_OFFSET, name, strlen(name));
     h = mlm_fnv1a(h, &k, sizeof k);
     h ^= h >> 29;
     h *= 0xbf58476d1ce4e5b9ull;
@@ -299,11 +300,11 @@ static void run_window(window_job *j, int threads, uint64_t done_before, uint64_
 static int pack_window(const window_job *j, packer pk[2], double val_fraction, char *err, size_t len) {
     for (int i = 0; i < j->count; i++) {
         const file_docs *fd = &j->docs[i];
-        const char *path = j->files->paths[j->first + i];
+        const char *name = j->files->paths[j->first + i] + j->files->name_off[j->first + i];
         if (fd->err[0]) return mlm_fail(err, len, "%s", fd->err);
         for (int k = 0; k < fd->ndocs; k++) {
             size_t start = k ? fd->doc_end[k - 1] : 0;
-            if (pack_doc(&pk[is_val(path, k, val_fraction)], fd->ids + start, fd->doc_end[k] - start, err, len) != 0)
+            if (pack_doc(&pk[is_val(name, k, val_fraction)], fd->ids + start, fd->doc_end[k] - start, err, len) != 0)
                 return -1;
         }
     }
@@ -340,6 +341,13 @@ static int run_all(const mlm_prepare_opts *o, const mlm_tokenizer *tok, const ml
         if (o->progress && rc == 0) progress(&j, done - atomic_load(&j.bytes_done), total, t0, first + j.count >= files->n);
     }
     for (int s = 0; s < 2 && rc == 0; s++) rc = emit(&pk[s], err, len) || flush_shard(&pk[s], err, len) ? -1 : 0;
+    if (rc == 0 && pk[0].st.sequences == 0)
+        rc = mlm_fail(err, len, "no document went to train (%" PRIu64 " documents, --val-fraction %g)",
+                      pk[0].st.docs + pk[1].st.docs, o->val_fraction);
+    if (rc == 0 && o->val_fraction > 0 && pk[1].st.sequences == 0)
+        mlm_log("warning: --val-fraction %g put none of the %" PRIu64 " documents in val (the split is drawn per "
+                "document): val/ is empty, so leave data.val empty in the config, or give more documents "
+                "(--paragraphs splits files at blank lines)", o->val_fraction, pk[0].st.docs);
     st->bytes = total;
     st->files = files->n;
     st->seconds = mlm_now_s() - t0;
