@@ -296,7 +296,7 @@ Test(cpu_ops, decoder_and_cross_entropy_fwd) {
         for (int j = 0; j < V; j++) rgrad[r * V + j] = scale * (exp(z[j] - mx) / se - (j == labels[r]));
     }
     float stats[2] = {1.0f, 2.0f};   // accumulates
-    be->cross_entropy(be, logits, labels, M, V, (float)scale, stats);
+    be->cross_entropy(be, logits, labels, M, V, (float)scale, NULL, stats);
     cr_expect(fabs(stats[0] - 1.0 - loss) < 1e-5 * loss, "loss %.8g vs %.8g", stats[0] - 1.0, loss);
     cr_expect_eq(stats[1], 2.0f + (float)correct);
     expect_close(logits, rgrad, M * V, 1e-5, "cross-entropy gradient");
@@ -484,7 +484,7 @@ static double head_loss(void *p) {
     head_ctx *c = p;
     float stats[2] = {0, 0};
     be->decoder_fwd(be, c->logits, c->x, c->W, c->b, c->M, c->d, c->V);
-    be->cross_entropy(be, c->logits, c->labels, c->M, c->V, c->scale, stats);
+    be->cross_entropy(be, c->logits, c->labels, c->M, c->V, c->scale, NULL, stats);
     return (double)stats[0] * c->scale;
 }
 
@@ -646,5 +646,5 @@ Test(cpu_ops, cross_entropy_bad_label_exits, .exit_code = 2) {
     float logits[2 * 3] = {0};
     int32_t labels[2] = {1, 3};
     float stats[2] = {0, 0};
-    be->cross_entropy(be, logits, labels, 2, 3, 1.0f, stats);
+    be->cross_entropy(be, logits, labels, 2, 3, 1.0f, NULL, stats);
 }

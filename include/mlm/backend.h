@@ -23,10 +23,23 @@
 
 typedef enum { MLM_ACT_NONE = 0, MLM_ACT_GELU = 1 } mlm_act;
 
+/* The values that change from one training micro-batch to the next while the
+ * shapes stay: the model writes them to backend memory before each micro-batch,
+ * and the ops read them from there when given this pointer. Then a micro-batch's
+ * op sequence has the same arguments every time, so a backend may record it once
+ * and replay it (CUDA graphs, `replay` below). */
+typedef struct {
+    uint32_t step;        // optimizer step, keys dropout
+    uint32_t seq_base;    // global index of the micro-batch's first sequence
+    float loss_scale;     // cross_entropy's scale
+    uint32_t unused;
+} mlm_live;
+
 /* Dropout by counter-based Philox: element e of sequence g at step t, site s is
  * kept when philox(ctr = {e/4, site, g, step}, key = seed)[e%4] >= threshold,
  * then scaled by scale = 1/(1-p). p == 0 (threshold == 0) disables it.
- * Sequence b of the micro-batch has global index seq_base + b. */
+ * Sequence b of the micro-batch has global index seq_base + b. When live is set
+ * (backend memory), step and seq_base are read from it instead. */
 typedef struct {
     uint32_t threshold;   // (uint32)(p * 2^32), 0 = off
     float scale;          // 1 / (1 - p)
@@ -34,6 +47,7 @@ typedef struct {
     uint32_t step;
     uint32_t site;        // see MLM_SITE_* in model.h
     uint32_t seq_base;
+    const mlm_live *live; // or NULL
 } mlm_dropout;
 
 /* Arguments of one AdamW update (decoupled weight decay, bias-corrected). */
@@ -147,10 +161,12 @@ struct mlm_backend {
                           const int32_t *lengths,
                           int B, int S, int H, int dh, const mlm_dropout *drop);
 
-    /* ---- masked rows ---- */
+    /* ---- masked rows ----
+     * A row index of -1 pads the list to a fixed length: gather writes a zero row,
+     * scatter skips it. */
     void (*gather_rows)(mlm_backend *be, void *out /* act (M, d) */, const void *in /* act (N, d) */,
                         const int32_t *rows /* i32 (M) */, int M, int d);
-    /* dfull = 0 except dfull[rows[i]] = drows[i]; rows are distinct. */
+    /* dfull = 0 except dfull[rows[i]] = drows[i]; rows other than -1 are distinct. */
     void (*scatter_rows)(mlm_backend *be, void *dfull /* act (N, d) */, const void *drows /* act (M, d) */,
                          const int32_t *rows, int M, int N, int d);
 
@@ -161,10 +177,12 @@ struct mlm_backend {
                         float *db /* accumulate (V) */, const float *dlogits /* (M, V) */,
                         const void *in, const void *W, int M, int d, int V);
     /* Softmax cross-entropy per row against labels; logits are overwritten with
-     * scale * dloss/dlogits. stats[0] += sum of row losses, stats[1] += rows whose
-     * argmax equals the label. Never stores probabilities. */
+     * scale * dloss/dlogits (scale = live->loss_scale when live is set). stats[0] +=
+     * sum of row losses, stats[1] += rows whose argmax equals the label. A label of
+     * -1 marks a padding row: no loss, zero gradient, not counted. Any other label
+     * outside [0, V) is an error. Never stores probabilities. */
     void (*cross_entropy)(mlm_backend *be, float *logits, const int32_t *labels,
-                          int M, int V, float scale, float *stats /* f32 (2) */);
+                          int M, int V, float scale, const mlm_live *live, float *stats /* f32 (2) */);
 
     /* ---- optimizer ---- */
     /* out[0] = sum of squares of g[0..n) (deterministic). */
@@ -173,6 +191,17 @@ struct mlm_backend {
      * applied to g when a->grad_clip > 0; then refreshes the wgt copy. */
     void (*adamw)(mlm_backend *be, float *master, void *wgt, const float *g, float *m, float *v,
                   size_t n, const mlm_adamw_args *a, const float *gnorm_sq);
+
+    /* ---- replay ----
+     * Runs fn(ctx). fn must queue ops only (no download or sync), with arguments
+     * that depend on key alone; what changes between calls is in backend memory
+     * (inputs, mlm_live). A backend may record the ops the first times it sees key
+     * and afterwards replay the record instead of calling fn (CUDA graphs). NULL:
+     * the caller just calls fn. */
+    void (*replay)(mlm_backend *be, uint64_t key, void (*fn)(void *ctx), void *ctx);
+    /* Padding rows (label -1) make the masked-row count of a micro-batch a multiple
+     * of this, so that few keys cover every micro-batch; 1 = no padding. */
+    int rows_align;
 
     void (*destroy)(mlm_backend *be);
 };

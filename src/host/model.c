@@ -126,6 +126,8 @@ int mlm_hf_tensors(const mlm_layout *lay, mlm_hf_tensor *out, int max) {
 struct mlm_acts {
     void *base;
     int32_t *ids, *lengths, *rows, *labels;  // i32 (N) (B) (M) (M)
+    mlm_live *live;                 // the training micro-batch's step, seq_base, loss scale
+    int32_t *stage;                 // host (2 M): rows and labels, padded, before upload
     void *emb_sum;                  // act (N, d)
     float *emb_mean, *emb_rstd;     // f32 (N)
     void **x;                       // act (L+1) x (N, d): layer inputs, x[L] = encoder output
@@ -163,6 +165,7 @@ static void carve_acts(mlm_acts *a, carver *c, const mlm_layout *lay, const mlm_
     a->lengths = carve(c, B * sizeof(int32_t));
     a->rows = carve(c, M * sizeof(int32_t));
     a->labels = carve(c, M * sizeof(int32_t));
+    a->live = carve(c, sizeof(mlm_live));
     a->emb_sum = carve(c, N * d * A);
     a->emb_mean = carve(c, N * F);
     a->emb_rstd = carve(c, N * F);
@@ -211,6 +214,7 @@ static mlm_acts *acts_new(int L) {
 }
 
 static void acts_free(mlm_acts *a) {
+    free(a->stage);
     void *vecs[] = {a->x, a->qkv, a->att_saved, a->ctx, a->s1, a->x1, a->s2, a->ffn_pre, a->ffn_act,
                     a->m1, a->r1, a->m2, a->r2};
     for (size_t i = 0; i < sizeof vecs / sizeof vecs[0]; i++) free(vecs[i]);
@@ -294,6 +298,7 @@ void mlm_model_create(mlm_model *m, const mlm_model_config *cfg, mlm_backend *be
     m->acts->base = be->alloc(be, c.used, "activations");
     c = (carver){m->acts->base, 0};
     carve_acts(m->acts, &c, &m->lay, be, max_B, S, max_M);
+    m->acts->stage = mlm_xmalloc(2 * (size_t)max_M * sizeof(int32_t), "masked-row staging");
 }
 
 void mlm_model_destroy(mlm_model *m) {
@@ -353,8 +358,11 @@ static float *G(const mlm_model *m, mlm_tensor_id id, int l) {
     return m->grads + mlm_offset(&m->lay, id, l);
 }
 
-static mlm_dropout dropout_at(const mlm_model *m, const mlm_batch *b, float p, uint32_t site) {
-    mlm_dropout d = {0, 1.0f, m->seed, b->step, site, b->seq_base};
+/* Dropout at a site. Training reads the step and seq_base from live (backend
+ * memory), so that the ops' arguments are the same for every micro-batch; eval
+ * passes live = NULL and has no dropout. */
+static mlm_dropout dropout_at(const mlm_model *m, const mlm_live *live, float p, uint32_t site) {
+    mlm_dropout d = {0, 1.0f, m->seed, 0, site, 0, live};
     if (p > 0) {
         d.threshold = (uint32_t)fmin(4294967295.0, (double)p * 4294967296.0);
         d.scale = 1.0f / (1.0f - p);
@@ -362,45 +370,59 @@ static mlm_dropout dropout_at(const mlm_model *m, const mlm_batch *b, float p, u
     return d;
 }
 
-static void upload_batch(mlm_model *m, const mlm_batch *b) {
+/* The masked-row count a micro-batch of M runs with: M rounded up to the
+ * backend's rows_align, within the arena. */
+static int padded_rows(const mlm_model *m, int M) {
+    int align = m->be->rows_align > 1 ? m->be->rows_align : 1;
+    int padded = (M + align - 1) / align * align;
+    return padded < m->max_M ? padded : (M > m->max_M ? M : m->max_M);
+}
+
+/* Uploads ids, lengths, and the masked rows and labels padded to M_run rows
+ * (row -1, label -1). */
+static void upload_batch(mlm_model *m, const mlm_batch *b, int M_run) {
     mlm_backend *be = m->be;
     mlm_acts *a = m->acts;
-    if (b->B > m->max_B || b->M > m->max_M)
+    if (b->B > m->max_B || M_run > m->max_M)
         mlm_die(MLM_EXIT_RUNTIME, "micro-batch of %d sequences with %d masked tokens exceeds the arena (%d, %d)",
                 b->B, b->M, m->max_B, m->max_M);
     be->upload(be, a->ids, b->ids, (size_t)b->B * b->S * sizeof(int32_t));
     be->upload(be, a->lengths, b->lengths, (size_t)b->B * sizeof(int32_t));
-    be->upload(be, a->rows, b->rows, (size_t)b->M * sizeof(int32_t));
-    be->upload(be, a->labels, b->labels, (size_t)b->M * sizeof(int32_t));
+    int32_t *rows = a->stage, *labels = a->stage + M_run;
+    memcpy(rows, b->rows, (size_t)b->M * sizeof(int32_t));
+    memcpy(labels, b->labels, (size_t)b->M * sizeof(int32_t));
+    for (int i = b->M; i < M_run; i++) rows[i] = labels[i] = -1;
+    be->upload(be, a->rows, rows, (size_t)M_run * sizeof(int32_t));
+    be->upload(be, a->labels, labels, (size_t)M_run * sizeof(int32_t));
 }
 
 /* Embeddings and the encoder layers; a->x[L] holds the encoder output. */
-static void encoder_forward(mlm_model *m, const mlm_batch *b, int train) {
+static void encoder_forward(mlm_model *m, const mlm_batch *b, const mlm_live *live) {
     mlm_backend *be = m->be;
     mlm_acts *a = m->acts;
     const mlm_model_config *c = &m->lay.cfg;
     int B = b->B, S = b->S, N = B * S, d = c->hidden_size, I = c->intermediate_size;
-    float ph = train ? c->hidden_dropout : 0, pa = train ? c->attention_dropout : 0;
-    mlm_dropout drop = dropout_at(m, b, ph, MLM_SITE_EMB);
+    float ph = live ? c->hidden_dropout : 0, pa = live ? c->attention_dropout : 0;
+    mlm_dropout drop = dropout_at(m, live, ph, MLM_SITE_EMB);
     be->embed_fwd(be, a->x[0], a->emb_sum, a->emb_mean, a->emb_rstd, a->ids, NULL, W(m, MLM_T_WTE, 0),
                   W(m, MLM_T_WPE, 0), W(m, MLM_T_WTT, 0), W(m, MLM_T_EMB_LN_W, 0), W(m, MLM_T_EMB_LN_B, 0),
                   B, S, d, c->layer_norm_eps, &drop);
     for (int l = 0; l < c->num_layers; l++) {
         be->linear_fwd(be, a->qkv[l], NULL, a->x[l], W(m, MLM_T_QKV_W, l), W(m, MLM_T_QKV_B, l), N, d, 3 * d,
                        MLM_ACT_NONE);
-        drop = dropout_at(m, b, pa, MLM_SITE_ATTN_PROBS(l));
+        drop = dropout_at(m, live, pa, MLM_SITE_ATTN_PROBS(l));
         be->attention_fwd(be, a->ctx[l], a->att_saved[l], a->qkv[l], a->lengths, B, S, c->num_heads,
                           d / c->num_heads, &drop);
         be->linear_fwd(be, a->g_a, NULL, a->ctx[l], W(m, MLM_T_ATTN_O_W, l), W(m, MLM_T_ATTN_O_B, l), N, d, d,
                        MLM_ACT_NONE);
-        drop = dropout_at(m, b, ph, MLM_SITE_ATTN_OUT(l));
+        drop = dropout_at(m, live, ph, MLM_SITE_ATTN_OUT(l));
         be->residual_ln_fwd(be, a->x1[l], a->s1[l], a->m1[l], a->r1[l], a->g_a, a->x[l], W(m, MLM_T_LN1_W, l),
                             W(m, MLM_T_LN1_B, l), B, S, d, c->layer_norm_eps, &drop);
         be->linear_fwd(be, a->ffn_act[l], a->ffn_pre[l], a->x1[l], W(m, MLM_T_FFN_IN_W, l),
                        W(m, MLM_T_FFN_IN_B, l), N, d, I, MLM_ACT_GELU);
         be->linear_fwd(be, a->g_a, NULL, a->ffn_act[l], W(m, MLM_T_FFN_OUT_W, l), W(m, MLM_T_FFN_OUT_B, l), N,
                        I, d, MLM_ACT_NONE);
-        drop = dropout_at(m, b, ph, MLM_SITE_FFN_OUT(l));
+        drop = dropout_at(m, live, ph, MLM_SITE_FFN_OUT(l));
         be->residual_ln_fwd(be, a->x[l + 1], a->s2[l], a->m2[l], a->r2[l], a->g_a, a->x1[l],
                             W(m, MLM_T_LN2_W, l), W(m, MLM_T_LN2_B, l), B, S, d, c->layer_norm_eps, &drop);
     }
@@ -446,19 +468,19 @@ static void *layer_backward(mlm_model *m, const mlm_batch *b, int l, void *dy) {
     int B = b->B, S = b->S, N = B * S, d = c->hidden_size, I = c->intermediate_size;
     void *dx = dy == a->g_a ? a->g_b : a->g_a;
     void *d_dense = a->g_c, *d_x1 = a->g_d, *d_ctx = a->g_e;
-    mlm_dropout drop = dropout_at(m, b, c->hidden_dropout, MLM_SITE_FFN_OUT(l));
+    mlm_dropout drop = dropout_at(m, a->live, c->hidden_dropout, MLM_SITE_FFN_OUT(l));
     be->residual_ln_bwd(be, d_dense, d_x1, G(m, MLM_T_LN2_W, l), G(m, MLM_T_LN2_B, l), dy, a->s2[l], a->m2[l],
                         a->r2[l], W(m, MLM_T_LN2_W, l), B, S, d, &drop);
     be->linear_bwd(be, a->g_ffn, G(m, MLM_T_FFN_OUT_W, l), G(m, MLM_T_FFN_OUT_B, l), d_dense, a->ffn_act[l],
                    W(m, MLM_T_FFN_OUT_W, l), NULL, N, I, d, MLM_ACT_NONE, 0);
     be->linear_bwd(be, d_x1, G(m, MLM_T_FFN_IN_W, l), G(m, MLM_T_FFN_IN_B, l), a->g_ffn, a->x1[l],
                    W(m, MLM_T_FFN_IN_W, l), a->ffn_pre[l], N, d, I, MLM_ACT_GELU, 1);
-    drop = dropout_at(m, b, c->hidden_dropout, MLM_SITE_ATTN_OUT(l));
+    drop = dropout_at(m, a->live, c->hidden_dropout, MLM_SITE_ATTN_OUT(l));
     be->residual_ln_bwd(be, d_dense, dx, G(m, MLM_T_LN1_W, l), G(m, MLM_T_LN1_B, l), d_x1, a->s1[l], a->m1[l],
                         a->r1[l], W(m, MLM_T_LN1_W, l), B, S, d, &drop);
     be->linear_bwd(be, d_ctx, G(m, MLM_T_ATTN_O_W, l), G(m, MLM_T_ATTN_O_B, l), d_dense, a->ctx[l],
                    W(m, MLM_T_ATTN_O_W, l), NULL, N, d, d, MLM_ACT_NONE, 0);
-    drop = dropout_at(m, b, c->attention_dropout, MLM_SITE_ATTN_PROBS(l));
+    drop = dropout_at(m, a->live, c->attention_dropout, MLM_SITE_ATTN_PROBS(l));
     be->attention_bwd(be, a->g_qkv, d_ctx, a->qkv[l], a->ctx[l], a->att_saved[l], a->lengths, B, S,
                       c->num_heads, d / c->num_heads, &drop);
     be->linear_bwd(be, dx, G(m, MLM_T_QKV_W, l), G(m, MLM_T_QKV_B, l), a->g_qkv, a->x[l], W(m, MLM_T_QKV_W, l),
@@ -466,26 +488,50 @@ static void *layer_backward(mlm_model *m, const mlm_batch *b, int l, void *dy) {
     return dx;
 }
 
-void mlm_model_step_micro(mlm_model *m, const mlm_batch *b, float loss_scale) {
+/* The ops of a training micro-batch, forward and backward; b->M is the padded
+ * row count, and step, seq_base and the loss scale are in a->live. */
+typedef struct { mlm_model *m; const mlm_batch *b; } micro_ctx;
+
+static void micro_ops(void *ctx) {
+    mlm_model *m = ((micro_ctx *)ctx)->m;
+    const mlm_batch *b = ((micro_ctx *)ctx)->b;
     mlm_backend *be = m->be;
     mlm_acts *a = m->acts;
     const mlm_model_config *c = &m->lay.cfg;
-    if (b->M == 0) return;   // nothing masked: no loss, no gradient
-    upload_batch(m, b);
-    encoder_forward(m, b, 1);
+    encoder_forward(m, b, a->live);
     head_forward(m, b);
-    be->cross_entropy(be, a->logits, a->labels, b->M, c->vocab_size, loss_scale, m->stats);
+    be->cross_entropy(be, a->logits, a->labels, b->M, c->vocab_size, 0.0f, a->live, m->stats);
     void *dy = head_backward(m, b);
     if (m->grad_hook) m->grad_hook(m->grad_hook_ctx, c->num_layers);
     for (int l = c->num_layers - 1; l >= 0; l--) {
         dy = layer_backward(m, b, l, dy);
         if (m->grad_hook) m->grad_hook(m->grad_hook_ctx, l);
     }
-    mlm_dropout drop = dropout_at(m, b, c->hidden_dropout, MLM_SITE_EMB);
+    mlm_dropout drop = dropout_at(m, a->live, c->hidden_dropout, MLM_SITE_EMB);
     be->embed_bwd(be, G(m, MLM_T_WTE, 0), G(m, MLM_T_WPE, 0), G(m, MLM_T_WTT, 0), G(m, MLM_T_EMB_LN_W, 0),
                   G(m, MLM_T_EMB_LN_B, 0), dy, a->emb_sum, a->emb_mean, a->emb_rstd, a->ids, NULL,
                   W(m, MLM_T_EMB_LN_W, 0), b->B, b->S, c->hidden_size, &drop);
     if (m->grad_hook) m->grad_hook(m->grad_hook_ctx, -1);
+}
+
+/* Uploads the micro-batch and its live values, then runs its ops, through the
+ * backend's replay when it has one: every argument of micro_ops depends on
+ * (B, S, padded M) alone. The gradient hook (data parallel) queues collectives
+ * between the ops, so that path is not replayed. */
+void mlm_model_step_micro(mlm_model *m, const mlm_batch *b, float loss_scale) {
+    mlm_backend *be = m->be;
+    if (b->M == 0) return;   // nothing masked: no loss, no gradient
+    int M = padded_rows(m, b->M);
+    upload_batch(m, b, M);
+    mlm_live live = {b->step, b->seq_base, loss_scale, 0};
+    be->upload(be, m->acts->live, &live, sizeof live);
+    mlm_batch run = *b;
+    run.M = M;
+    run.step = run.seq_base = 0;   // the ops read them from live
+    micro_ctx ctx = {m, &run};
+    uint64_t key = (uint64_t)b->B << 42 | (uint64_t)b->S << 21 | (uint64_t)M;
+    if (be->replay && !m->grad_hook) be->replay(be, key, micro_ops, &ctx);
+    else micro_ops(&ctx);
 }
 
 void mlm_model_forward(mlm_model *m, const mlm_batch *b, float *logits_out) {
@@ -493,10 +539,10 @@ void mlm_model_forward(mlm_model *m, const mlm_batch *b, float *logits_out) {
     mlm_acts *a = m->acts;
     const mlm_model_config *c = &m->lay.cfg;
     if (b->M == 0) return;
-    upload_batch(m, b);
-    encoder_forward(m, b, 0);
+    upload_batch(m, b, b->M);
+    encoder_forward(m, b, NULL);
     head_forward(m, b);
     if (logits_out)
         be->download(be, logits_out, a->logits, (size_t)b->M * c->vocab_size * sizeof(float));
-    be->cross_entropy(be, a->logits, a->labels, b->M, c->vocab_size, 0.0f, m->stats);
+    be->cross_entropy(be, a->logits, a->labels, b->M, c->vocab_size, 0.0f, NULL, m->stats);
 }

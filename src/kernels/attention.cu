@@ -98,7 +98,8 @@ __device__ __forceinline__ float warp_max(float v) {
 
 /* P (row) = softmax(scores) over j < L, 0 beyond; Pd = dropout(P) when Pd != NULL. */
 __global__ void softmax_fwd_kernel(bf16 *P, bf16 *Pd, const float *scores, const int32_t *lengths, int B, int H,
-                                   int S, mlm_dropout drop) {
+                                   int S, mlm_dropout drop_arg) {
+    const mlm_dropout drop = dropout_live(drop_arg);
     int row = blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= B * H * S) return;
     int b = row / (H * S), L = lengths[b];
@@ -119,7 +120,8 @@ __global__ void softmax_fwd_kernel(bf16 *P, bf16 *Pd, const float *scores, const
 /* From dPd (the gradient of the dropped probabilities) and the saved P: dS, the
  * gradient of the scores, and Pd = dropout(P) when Pd != NULL. */
 __global__ void softmax_bwd_kernel(bf16 *dS, bf16 *Pd, const float *dPd, const bf16 *P, const int32_t *lengths,
-                                   int B, int H, int S, mlm_dropout drop) {
+                                   int B, int H, int S, mlm_dropout drop_arg) {
+    const mlm_dropout drop = dropout_live(drop_arg);
     int row = blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5);
     if (row >= B * H * S) return;
     int b = row / (H * S), L = lengths[b];

@@ -223,7 +223,7 @@ void cuda_gather_rows(mlm_backend *be, void *out, const void *in, const int32_t 
 void cuda_scatter_rows(mlm_backend *be, void *dfull, const void *drows, const int32_t *rows,
                        int M, int N, int d);
 void cuda_cross_entropy(mlm_backend *be, float *logits, const int32_t *labels, int M, int V,
-                        float scale, float *stats);
+                        float scale, const mlm_live *live, float *stats);
 
 /* ---- ops: reductions.cu, adamw.cu ---- */
 void cuda_sum_squares(mlm_backend *be, float *out, const float *g, size_t n);

@@ -15,8 +15,20 @@
 
 /* The dropout a kernel takes by value: drop, or off (threshold 0) for NULL. */
 static inline mlm_dropout dropout_arg(const mlm_dropout *drop) {
-    mlm_dropout off = {0, 1.0f, 0, 0, 0, 0};
+    mlm_dropout off = {0, 1.0f, 0, 0, 0, 0, NULL};
     return drop ? *drop : off;
+}
+
+/* A kernel's dropout with step and seq_base resolved: read from drop.live (device
+ * memory, written before the micro-batch) when set. Kernels call it once on entry
+ * and use the result, so a recorded graph serves every micro-batch. */
+__device__ __forceinline__ mlm_dropout dropout_live(const mlm_dropout &drop) {
+    mlm_dropout d = drop;
+    if (d.live && d.threshold) {
+        d.step = d.live->step;
+        d.seq_base = d.live->seq_base;
+    }
+    return d;
 }
 
 /* The four words of elements 4 group .. 4 group + 3 of sequence seq. */

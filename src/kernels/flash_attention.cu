@@ -280,7 +280,8 @@ __global__ void __launch_bounds__(fwd_cfg<DH>::THREADS, fwd_cfg<DH>::MIN_BLOCKS)
     cp_async_commit();
 
     const float sl2 = p.scale * LOG2E;   // scores into log2 units
-    const uint32_t thr = p.drop.threshold, seq = p.drop.seq_base + (uint32_t)b;
+    const mlm_dropout drop = dropout_live(p.drop);   // step and seq_base from live when set
+    const uint32_t thr = drop.threshold, seq = drop.seq_base + (uint32_t)b;
     const int row = 16 * warp + g;       // tile rows row and row + 8 are this thread's
     uint32_t qf[DH / 16][4];             // q rows of the warp, A fragments
     // ldmatrix addresses of this lane: k (B, keys in fwd_key order), v (B, transposed)
@@ -360,7 +361,7 @@ __global__ void __launch_bounds__(fwd_cfg<DH>::THREADS, fwd_cfg<DH>::MIN_BLOCKS)
                 for (int r = 0; r < 2; r++) {
                     uint32_t i = (uint32_t)(q0 + row + 8 * r);
                     uint32_t e0 = ((uint32_t)h * S + i) * (uint32_t)S + (uint32_t)(kb + 16 * m + 4 * t);
-                    uint4 w = dropout_words4(p.drop, seq, e0);
+                    uint4 w = dropout_words4(drop, seq, e0);
                     s[2 * m][2 * r] *= kept(w.x, thr);
                     s[2 * m][2 * r + 1] *= kept(w.y, thr);
                     s[2 * m + 1][2 * r] *= kept(w.z, thr);
@@ -385,7 +386,7 @@ __global__ void __launch_bounds__(fwd_cfg<DH>::THREADS, fwd_cfg<DH>::MIN_BLOCKS)
     }
 
     // ctx = o (1/(1-p)) / l; lse = ln(sum exp(scaled scores)); rows staged in the warp's own q rows
-    const float keep_scale = thr ? p.drop.scale : 1.0f;
+    const float keep_scale = thr ? drop.scale : 1.0f;
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         float l = lrow[r];
@@ -449,8 +450,9 @@ __global__ void __launch_bounds__(bwd_cfg<DH>::THREADS, 1) flash_bwd_kernel(flas
     float *acc = p.dq_acc ? p.dq_acc + head * rows * DH : nullptr;                            // (rows, DH)
     const int nq = (L + BM - 1) / BM, nk = (L + BN - 1) / BN;   // tiles holding a valid row / key
     const float sl2 = p.scale * LOG2E;
-    const uint32_t thr = p.drop.threshold, seq = p.drop.seq_base + (uint32_t)b;
-    const float keep_scale = thr ? p.drop.scale : 1.0f;
+    const mlm_dropout drop = dropout_live(p.drop);   // step and seq_base from live when set
+    const uint32_t thr = drop.threshold, seq = drop.seq_base + (uint32_t)b;
+    const float keep_scale = thr ? drop.scale : 1.0f;
 
     row_stats<DH, C::THREADS>(lse2, Dr, p.lse + head * S, o, dO, d, nq * BM, S, p.dh);
     zero_rows(dq, ld, min(nq * BM, S), S, p.dh);   // query tiles with no valid row
@@ -526,7 +528,7 @@ __global__ void __launch_bounds__(bwd_cfg<DH>::THREADS, 1) flash_bwd_kernel(flas
                     for (int nt = 0; nt < BM / 8; nt++) {
                         uint32_t i_me = (uint32_t)(qb + 8 * nt + 2 * t + (g & 1));
                         uint32_t e0 = ((uint32_t)h * S + i_me) * (uint32_t)S + (uint32_t)(kw + 4 * (g >> 1));
-                        uint4 w = dropout_words4(p.drop, seq, e0);
+                        uint4 w = dropout_words4(drop, seq, e0);
                         uint32_t r0 = __shfl_xor_sync(0xffffffffu, odd ? w.x : w.z, 4);
                         uint32_t r1 = __shfl_xor_sync(0xffffffffu, odd ? w.y : w.w, 4);
                         uint32_t c0 = odd ? r0 : w.x, c1 = odd ? w.z : r0, c2 = odd ? r1 : w.y, c3 = odd ? w.w : r1;

@@ -82,7 +82,8 @@ template <class T> struct ln_param_grads {
 
 __global__ void embed_fwd_kernel(bf16 *out, bf16 *sum, float *mean, float *rstd, const int32_t *ids,
                                  const int32_t *types, const bf16 *wte, const bf16 *wpe, const bf16 *wtt,
-                                 const bf16 *ln_w, const bf16 *ln_b, int S, int d, float eps, mlm_dropout drop) {
+                                 const bf16 *ln_w, const bf16 *ln_b, int S, int d, float eps, mlm_dropout drop_arg) {
+    const mlm_dropout drop = dropout_live(drop_arg);
     __shared__ float shared[32];
     int r = blockIdx.x, s = r % S, c0 = 8 * threadIdx.x, n = cols8(c0, d);
     size_t at = (size_t)r * d + c0;
@@ -118,7 +119,8 @@ void cuda_embed_fwd(mlm_backend *be, void *out, void *sum, float *mean, float *r
 /* gd = dropout(dout), the gradient of the LayerNorm output; dsum = its LayerNorm
  * backward, the gradient of the embedding sum. Both fp32 (N, d). */
 __global__ void embed_bwd_kernel(float *gd, float *dsum, const bf16 *dout, const bf16 *sum, const float *mean,
-                                 const float *rstd, const bf16 *ln_w, int S, int d, mlm_dropout drop) {
+                                 const float *rstd, const bf16 *ln_w, int S, int d, mlm_dropout drop_arg) {
+    const mlm_dropout drop = dropout_live(drop_arg);
     __shared__ float shared[32];
     int r = blockIdx.x, s = r % S, c0 = 8 * threadIdx.x, n = cols8(c0, d);
     size_t at = (size_t)r * d + c0;
@@ -155,7 +157,8 @@ void cuda_embed_bwd(mlm_backend *be, float *dwte, float *dwpe, float *dwtt, floa
 
 __global__ void residual_ln_fwd_kernel(bf16 *out, bf16 *s_out, float *mean, float *rstd, const bf16 *x,
                                        const bf16 *res, const bf16 *ln_w, const bf16 *ln_b, int S, int d,
-                                       float eps, mlm_dropout drop) {
+                                       float eps, mlm_dropout drop_arg) {
+    const mlm_dropout drop = dropout_live(drop_arg);
     __shared__ float shared[32];
     int r = blockIdx.x, c0 = 8 * threadIdx.x, n = cols8(c0, d);
     size_t at = (size_t)r * d + c0;
@@ -189,7 +192,8 @@ void cuda_residual_ln_fwd(mlm_backend *be, void *out, void *s, float *mean, floa
 /* ds = LayerNorm backward of dout; dres = ds (when not NULL); dx = dropout(ds). */
 __global__ void residual_ln_bwd_kernel(bf16 *dx, bf16 *dres, const bf16 *dout, const bf16 *s_in,
                                        const float *mean, const float *rstd, const bf16 *ln_w, int S, int d,
-                                       mlm_dropout drop) {
+                                       mlm_dropout drop_arg) {
+    const mlm_dropout drop = dropout_live(drop_arg);
     __shared__ float shared[32];
     int r = blockIdx.x, c0 = 8 * threadIdx.x, n = cols8(c0, d);
     size_t at = (size_t)r * d + c0;

@@ -6,8 +6,11 @@
  * the max; a second pass overwrites the row with scale * (softmax - onehot(label)).
  * Probabilities are never stored. Row losses and hits go to scratch and one block
  * adds them in row order (in double), so the statistics are deterministic.
- * A label outside [0, V) makes the row's loss NaN (the CPU backend exits instead;
- * the device cannot without a host sync).
+ * Label -1 marks a padding row (row index -1 too): zero gradient, no loss, no hit;
+ * gather writes zeros for it and scatter skips it. Any other label outside [0, V)
+ * makes the row's loss NaN (the CPU backend exits instead; the device cannot
+ * without a host sync). The loss scale comes from live when it is given, so a
+ * recorded graph serves every micro-batch.
  */
 #include <limits.h>
 #include <math.h>
@@ -18,15 +21,16 @@ enum { ROWS_THREADS = 256, CE_THREADS = 512, STATS_THREADS = 256 };
 
 /* ---- masked rows: 8 columns per thread ---- */
 
-/* dst row (scatter ? rows[i] : i) = src row (scatter ? i : rows[i]), i < M. */
+/* dst row (scatter ? rows[i] : i) = src row (scatter ? i : rows[i]), i < M; row
+ * -1 (padding) gathers zeros and scatters nothing. */
 __global__ void copy_rows_kernel(bf16 *dst, const bf16 *src, const int32_t *rows, int M, int d, bool scatter) {
     size_t t = 8 * ((size_t)blockIdx.x * blockDim.x + threadIdx.x);
     if (t >= (size_t)M * d) return;
-    int i = (int)(t / d), c = (int)(t % d), n = min(8, d - c);
-    size_t from = (size_t)(scatter ? i : rows[i]) * d + c, to = (size_t)(scatter ? rows[i] : i) * d + c;
-    float v[8];
-    load8(v, src + from, n);
-    store8(dst + to, v, n);
+    int i = (int)(t / d), c = (int)(t % d), n = min(8, d - c), row = rows[i];
+    if (row < 0 && scatter) return;
+    float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (row >= 0) load8(v, src + (size_t)(scatter ? i : row) * d + c, n);
+    store8(dst + (size_t)(scatter ? row : i) * d + c, v, n);
 }
 
 /* Threads cover each row in runs of 8 columns, the last run of a row shorter. */
@@ -90,9 +94,16 @@ __device__ softmax_run block_merge(softmax_run v) {
 
 /* Row r of logits (V): row_stats[r] = (loss, label == argmax); the row becomes
  * scale * (softmax - onehot(label)). */
-__global__ void cross_entropy_kernel(float *logits, float2 *row_stats, const int32_t *labels, int V, float scale) {
+__global__ void cross_entropy_kernel(float *logits, float2 *row_stats, const int32_t *labels, int V, float scale,
+                                     const mlm_live *live) {
     int r = blockIdx.x, label = labels[r];
     float *x = logits + (size_t)r * V;
+    if (live) scale = live->loss_scale;
+    if (label == -1) {   // padding row
+        for (int j = threadIdx.x; j < V; j += blockDim.x) x[j] = 0.0f;
+        if (threadIdx.x == 0) row_stats[r] = make_float2(0.0f, 0.0f);
+        return;
+    }
     bool valid = label >= 0 && label < V;
     float x_label = valid ? x[label] : NAN;
     softmax_run run = {-INFINITY, 0.0f, INT_MAX};
@@ -133,13 +144,14 @@ __global__ void ce_stats_kernel(float *stats, const float2 *row_stats, int M) {
 }
 
 void cuda_cross_entropy(mlm_backend *be, float *logits, const int32_t *labels, int M, int V,
-                        float scale, float *stats) {
+                        float scale, const mlm_live *live, float *stats) {
     cuda_state *st = cuda_st(be);
     if (M == 0) return;
     size_t bytes = (size_t)M * sizeof(float2);
     void *row_stats;   // f32 (M, 2) loss, hit
     cuda_scratch_slices(st, 1, &bytes, &row_stats);
-    cross_entropy_kernel<<<M, CE_THREADS, 0, st->stream>>>(logits, (float2 *)row_stats, labels, V, scale);
+    cross_entropy_kernel<<<M, CE_THREADS, 0, st->stream>>>(logits, (float2 *)row_stats, labels, V, scale,
+                                                                    live);
     launchCheck();
     ce_stats_kernel<<<1, STATS_THREADS, 0, st->stream>>>(stats, (const float2 *)row_stats, M);
     launchCheck();

@@ -190,7 +190,7 @@ static size_t expect_same_zeros(pair p, const char *what) {
 /* ---- dropout ---- */
 
 static mlm_dropout drop_at(float p, uint32_t site) {
-    mlm_dropout d = {0, 1.0f, 0x9e3779b97f4a7c15ull, 11, site, 5};
+    mlm_dropout d = {0, 1.0f, 0x9e3779b97f4a7c15ull, 11, site, 5, NULL};
     if (p > 0) {
         d.threshold = (uint32_t)(p * 4294967296.0);
         d.scale = 1.0f / (1.0f - p);
@@ -461,8 +461,8 @@ Test(cuda_ops, cross_entropy) {
             for (size_t i = 0; i < (size_t)M * V; i++) x[i] = 3.0f * rnd();   // fp32 logits
             pair logits = f32((size_t)M * V, x), labels = i32(M, rand_ints(M, V)), stats = f32(2, stats0);
             float scale = eval ? 0.0f : 1.0f / M;
-            cpu->cross_entropy(cpu, logits.c, labels.c, M, V, scale, stats.c);
-            gpu->cross_entropy(gpu, logits.g, labels.g, M, V, scale, stats.g);
+            cpu->cross_entropy(cpu, logits.c, labels.c, M, V, scale, NULL, stats.c);
+            gpu->cross_entropy(gpu, logits.g, labels.g, M, V, scale, NULL, stats.g);
             expect_close(logits, NULL, 1e-5, "cross_entropy dlogits");
             expect_close(stats, stats0, 1e-5, "cross_entropy stats");
         }

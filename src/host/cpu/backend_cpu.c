@@ -133,6 +133,7 @@ mlm_backend *mlm_backend_cpu(int threads) {
         .decoder_fwd = cpu_decoder_fwd, .decoder_bwd = cpu_decoder_bwd,
         .cross_entropy = cpu_cross_entropy,
         .sum_squares = cpu_sum_squares, .adamw = cpu_adamw,
+        .replay = NULL, .rows_align = 1,   // calls cost nothing to repeat here
         .destroy = cpu_destroy,
     };
     return be;

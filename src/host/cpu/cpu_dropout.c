@@ -82,13 +82,14 @@ enum { DROP_CHUNK = 1024 };   // elements per pass, words on the stack
 
 void cpu_dropout_apply(const mlm_dropout *drop, int b, uint32_t e0, float *x, int n) {
     uint32_t words[DROP_CHUNK + 8];
-    uint32_t seq = drop->seq_base + (uint32_t)b, threshold = drop->threshold;
+    uint32_t step = drop->live ? drop->live->step : drop->step;   // live: backend (= host) memory
+    uint32_t seq = (drop->live ? drop->live->seq_base : drop->seq_base) + (uint32_t)b, threshold = drop->threshold;
     float scale = drop->scale;
     for (int done = 0; done < n;) {
         uint32_t e = e0 + (uint32_t)done, skip = e & 3;      // words before e in its block
         int m = n - done < DROP_CHUNK ? n - done : DROP_CHUNK;
-        philox_blocks(words, e >> 2, (int)((skip + (uint32_t)m + 3) / 4), drop->site, seq,
-                      drop->step, drop->seed);
+        philox_blocks(words, e >> 2, (int)((skip + (uint32_t)m + 3) / 4), drop->site, seq, step,
+                      drop->seed);
         float *xs = x + done;
         const uint32_t *w = words + skip;
         for (int k = 0; k < m; k++) xs[k] *= w[k] >= threshold ? scale : 0.0f;

@@ -80,8 +80,10 @@ void cpu_gather_rows(mlm_backend *be, void *out_, const void *in_, const int32_t
     float *out = out_;                                            // (M, d)
     const float *in = in_;                                        // (N, d)
     #pragma omp parallel for schedule(static)
-    for (int i = 0; i < M; i++)
-        memcpy(out + (size_t)i * d, in + (size_t)rows[i] * d, (size_t)d * sizeof(float));
+    for (int i = 0; i < M; i++) {
+        if (rows[i] < 0) memset(out + (size_t)i * d, 0, (size_t)d * sizeof(float));   // padding
+        else memcpy(out + (size_t)i * d, in + (size_t)rows[i] * d, (size_t)d * sizeof(float));
+    }
 }
 
 void cpu_scatter_rows(mlm_backend *be, void *dfull_, const void *drows_, const int32_t *rows,
@@ -91,5 +93,5 @@ void cpu_scatter_rows(mlm_backend *be, void *dfull_, const void *drows_, const i
     memset(dfull, 0, (size_t)N * d * sizeof(float));
     #pragma omp parallel for schedule(static)
     for (int i = 0; i < M; i++)
-        memcpy(dfull + (size_t)rows[i] * d, drows + (size_t)i * d, (size_t)d * sizeof(float));
+        if (rows[i] >= 0) memcpy(dfull + (size_t)rows[i] * d, drows + (size_t)i * d, (size_t)d * sizeof(float));
 }

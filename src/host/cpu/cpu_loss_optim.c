@@ -6,6 +6,7 @@
  */
 #include <math.h>
 #include <omp.h>
+#include <string.h>
 
 #include "mlm/log.h"
 #include "cpu_math.h"
@@ -34,15 +35,23 @@ CPU_VECTOR_CLONES static float ce_row(float *x, int label, int V, float scale, f
 }
 
 void cpu_cross_entropy(mlm_backend *be, float *logits, const int32_t *labels, int M, int V,
-                       float scale, float *stats) {
+                       float scale, const mlm_live *live, float *stats) {
     for (int r = 0; r < M; r++)
-        if (labels[r] < 0 || labels[r] >= V)
+        if (labels[r] < -1 || labels[r] >= V)
             mlm_die(MLM_EXIT_INPUT, "cross_entropy: row %d has label %d, outside [0, %d)", r,
                     (int)labels[r], V);
+    if (live) scale = live->loss_scale;   // backend memory is host memory here
     float *loss = cpu_scratch(be, 2 * (size_t)M), *correct = loss + M;  // (M) (M)
     #pragma omp parallel for schedule(static)
-    for (int r = 0; r < M; r++)
-        loss[r] = ce_row(logits + (size_t)r * V, labels[r], V, scale, correct + r);
+    for (int r = 0; r < M; r++) {
+        float *row = logits + (size_t)r * V;
+        if (labels[r] < 0) {   // a padding row
+            memset(row, 0, (size_t)V * sizeof(float));
+            loss[r] = correct[r] = 0;
+        } else {
+            loss[r] = ce_row(row, labels[r], V, scale, correct + r);
+        }
+    }
     double loss_sum = 0, correct_sum = 0;                         // rows in order
     for (int r = 0; r < M; r++) {
         loss_sum += loss[r];

@@ -84,7 +84,7 @@ void cpu_attention_bwd(mlm_backend *be, void *dqkv, const void *dout, const void
 
 /* ---- ops (cpu_loss_optim.c) ---- */
 void cpu_cross_entropy(mlm_backend *be, float *logits, const int32_t *labels, int M, int V,
-                       float scale, float *stats);
+                       float scale, const mlm_live *live, float *stats);
 void cpu_sum_squares(mlm_backend *be, float *out, const float *g, size_t n);
 void cpu_adamw(mlm_backend *be, float *master, void *wgt, const float *g, float *m, float *v,
                size_t n, const mlm_adamw_args *a, const float *gnorm_sq);
