@@ -125,12 +125,6 @@ static options parse_args(int argc, char **argv) {
     return o;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static uint64_t splitmix64(uint64_t *x) {
     uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -294,21 +288,21 @@ int main(int argc, char **argv) {
     uint64_t rng = o.seed;
     for (int k = 0; k < nsets; k++) build_step(&sets[k], nmicro, &o, &dc, &sp, max_M, (uint32_t)(k + 1), &rng);
 
-    double t0 = now_s(), t_warm = 0;
+    double t0 = mlm_now_s(), t_warm = 0;
     long masked_timed = 0;
     for (int t = 1; t <= total; t++) {
         if (t == o.warmup + 1) {
             be->zero(be, model.stats, 4 * sizeof(float));
             be->sync(be);
-            t_warm = now_s() - t0;
-            t0 = now_s();
+            t_warm = mlm_now_s() - t0;
+            t0 = mlm_now_s();
         }
         const step_data *sd = &sets[(t - 1) % nsets];
         train_step(&model, sd, nmicro, &oc, t);
         if (t > o.warmup) masked_timed += sd->masked;
     }
     be->sync(be);
-    double dt = now_s() - t0;
+    double dt = mlm_now_s() - t0;
     float stats[4];
     be->download(be, stats, model.stats, sizeof stats);
     double peak = peak_gib(&dv);

@@ -4,14 +4,17 @@
 # build links: it runs the binaries that bench/prepare_gpu_bundle.sh built and
 # bundled on the build machine (build-gpu/ and libs/, carried along).
 #
-# Default (about 5 minutes on one H100):
+# Default (about 6 minutes on one H100):
 #   the GPU and driver; tests/gpu/test_cuda_ops (CUDA backend against the CPU oracle);
 #   a 60-step bert-tiny training run on the GPU and on the CPU (the loss curves must
-#   agree); bench_step BERT-base S128 B256 dropout 0.1 against HF compile and HF
-#   rows_compile on the same shapes; then a table.
-# --full: BERT-base S512 B64 and BERT-large S128 B128 too, dropout 0.1 and 0, HF
-#   eager, and the SDPA attention benchmark. It needs more than one 10-minute call:
-#   split it with --configs and a --budget that fits the call.
+#   agree); bench_step BERT-base S128 B256 dropout 0.1, with CUDA graphs and without
+#   (MLM_CUDA_GRAPHS=0), and bert-mini S128 B32 both ways (launch-bound: where graphs
+#   matter most); the attention kernels (bench_attention, flash and cuBLAS paths)
+#   beside torch SDPA (cuDNN and mem-efficient, key-padding mask) on the same shapes;
+#   HF compile and HF rows_compile on BERT-base; then a table.
+# --full: BERT-base S512 B64 and BERT-large S128 B128 too, dropout 0.1 and 0, and HF
+#   eager. It needs more than one 10-minute call: split it with --configs and a
+#   --budget that fits the call.
 #
 # Every step runs under timeout; a failing step prints the end of its log and the
 # script goes on. The whole run stops starting steps when --budget seconds are
@@ -130,7 +133,7 @@ for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/lib
   [ -d "$d" ] && libpath=$libpath:$d
 done
 libpath=$libpath${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-bins=("$build/mlmgpu" "$build/tests/gpu/test_cuda_ops" "$build/bench/bench_step")
+bins=("$build/mlmgpu" "$build/tests/gpu/test_cuda_ops" "$build/bench/bench_step" "$build/bench/bench_attention")
 for b in "${bins[@]}"; do
   [ -x "$b" ] || echo "MISSING: $b (run bench/prepare_gpu_bundle.sh on the build machine and carry build-gpu/ and libs/)"
 done
@@ -155,13 +158,14 @@ if [ $skip_tests = 0 ]; then
   grep '^not ok ' "$tap" 2>/dev/null | sed 's/^/   /'
   record test_cuda_ops $rc - "passed=$((${p:-0} - ${s:-0}))" "failed=${f:-0}" "skipped=${s:-0}"
 
-  # the real training loop, on the GPU and on the CPU: same data, masking and dropout
-  for dev in cuda cpu; do
+  # the real training loop, on the GPU (CUDA graphs replayed, then every op launched)
+  # and on the CPU: same data, masking and dropout
+  for dev in cuda cuda_eager cpu; do
     dir=/tmp/gpu_check_train_$dev
     rm -rf "$dir"
-    step "train bert-tiny 60 steps ($dev)" 120 /dev/null "${ours[@]}" "$build/mlmgpu" train --config configs/bert-tiny.ini \
-      --device $dev --set train.steps=60 --set train.log_every=10 --set train.eval_every=0 \
-      --set train.checkpoint_every=0 --set train.out_dir="$dir"
+    step "train bert-tiny 60 steps ($dev)" 120 /dev/null "${ours[@]}" "MLM_CUDA_GRAPHS=$([ $dev = cuda_eager ] && echo 0 || echo 1)" \
+      "$build/mlmgpu" train --config configs/bert-tiny.ini --device "${dev%_eager}" --set train.steps=60 \
+      --set train.log_every=10 --set train.eval_every=0 --set train.checkpoint_every=0 --set train.out_dir="$dir"
     rc=$?
     curve=$(grep '"train"' "$dir/metrics.jsonl" 2>/dev/null | sed 's/.*"loss":\([0-9.e+-]*\).*/\1/' | tr '\n' ' ')
     echo "   loss every 10 steps ($dev): ${curve:-none}"
@@ -177,16 +181,18 @@ shape() {
     base128) echo "base 128 256" ;;
     base512) echo "base 512 64" ;;
     large128) echo "large 128 128" ;;
+    mini128) echo "mini 128 32" ;;
     *) echo "" ;;
   esac
 }
 
-bench_mlmgpu() {   # NAME DROPOUT
-  local cfg seq batch so=$out/.last.json
+bench_mlmgpu() {   # NAME DROPOUT [GRAPHS]: GRAPHS=0 launches every op (MLM_CUDA_GRAPHS=0)
+  local cfg seq batch so=$out/.last.json graphs=${3:-1} impl=mlmgpu
   read -r cfg seq batch <<<"$(shape "$1")"
-  step "mlmgpu $1 dropout $2" 240 "$so" "${ours[@]}" "$build/bench/bench_step" --device cuda --config "$cfg" --seq "$seq" \
-    --batch "$batch" --dropout "$2" --steps "$steps" --warmup 3
-  record "mlmgpu_$1_d$2" $? "$so" impl=mlmgpu "config=$cfg" "seq=$seq" "batch=$batch" "dropout=$2"
+  [ "$graphs" = 0 ] && impl=mlmgpu_nographs
+  step "$impl $1 dropout $2" 240 "$so" "${ours[@]}" "MLM_CUDA_GRAPHS=$graphs" "$build/bench/bench_step" --device cuda \
+    --config "$cfg" --seq "$seq" --batch "$batch" --dropout "$2" --steps "$steps" --warmup 3
+  record "${impl}_$1_d$2" $? "$so" "impl=$impl" "config=$cfg" "seq=$seq" "batch=$batch" "dropout=$2"
 }
 
 bench_hf() {   # NAME VARIANT DROPOUT
@@ -204,14 +210,20 @@ done
 dropouts=(0.1)
 [ $full = 1 ] && dropouts=(0.1 0)
 
-# ours first (cheap), then the attention anchor, then PyTorch in order of importance
+# ours first (cheap): the steps, what CUDA graphs give, and the attention kernels
+# beside SDPA; then PyTorch in order of importance
 for n in "${names[@]}"; do for p in "${dropouts[@]}"; do bench_mlmgpu "$n" "$p"; done; done
-if [ $full = 1 ]; then
-  step "SDPA attention, key-padding mask" 180 "$out/.attention.jsonl" "$py" bench/hf_gpu_bench.py --device cuda --attention
-  rc=$?
-  [ -s "$out/.attention.jsonl" ] && grep '^{' "$out/.attention.jsonl" >>"$results"
-  [ $rc -ne 0 ] && record attention $rc - impl=torch_sdpa
-fi
+bench_mlmgpu "${names[0]}" 0.1 0
+bench_mlmgpu mini128 0.1 1
+bench_mlmgpu mini128 0.1 0
+step "mlmgpu attention kernels" 120 "$out/.attention.jsonl" "${ours[@]}" "$build/bench/bench_attention" --device cuda
+rc=$?
+[ -s "$out/.attention.jsonl" ] && grep '^{' "$out/.attention.jsonl" >>"$results"
+[ $rc -ne 0 ] && record attention_mlmgpu $rc - impl=mlmgpu_attention
+step "SDPA attention, key-padding mask" 180 "$out/.attention.jsonl" "$py" bench/hf_gpu_bench.py --device cuda --attention
+rc=$?
+[ -s "$out/.attention.jsonl" ] && grep '^{' "$out/.attention.jsonl" >>"$results"
+[ $rc -ne 0 ] && record attention $rc - impl=torch_sdpa
 for n in "${names[@]}"; do bench_hf "$n" rows_compile 0.1; bench_hf "$n" compile 0.1; done
 if [ $full = 1 ]; then
   for n in "${names[@]}"; do bench_hf "$n" eager 0.1; done
@@ -240,6 +252,9 @@ curves = {r["device"]: str(r.get("loss_curve", "")).split() for r in rows
 if len(curves.get("cuda", [])) == len(curves.get("cpu", [])) > 0:
     gap = max(abs(float(a) - float(b)) for a, b in zip(curves["cuda"], curves["cpu"]))
     print(f"bert-tiny loss, GPU against CPU: largest gap {gap:.4f} ({'agree' if gap < 0.05 else 'DIFFER'})")
+if curves.get("cuda") and curves.get("cuda_eager"):
+    same = curves["cuda"] == curves["cuda_eager"]
+    print(f"bert-tiny loss, CUDA graphs against each op launched: {'identical' if same else 'DIFFER'}")
 
 def cell(r, key, fmt):
     if r is None:
@@ -252,7 +267,8 @@ bench = {}
 for r in rows:
     if str(r.get("impl", "")).startswith(("mlmgpu", "hf_")) and "config" in r and "seq" in r:
         bench[(r["config"], r["seq"], r["batch"], float(r["dropout"]), r["impl"])] = r
-shapes = sorted({k[:4] for k in bench}, key=lambda k: ({"base": 0, "large": 1}.get(k[0], 2), k[1], -k[3]))
+shapes = sorted({k[:4] for k in bench if k[4] != "mlmgpu_nographs" and k[0] != "mini"},
+                key=lambda k: ({"base": 0, "large": 1}.get(k[0], 2), k[1], -k[3]))
 hdr = ("config", "mlmgpu", "HF compile", "rows_comp", "HF eager", "x compile", "x rows", "MFU ours", "MFU rows",
        "GiB ours", "GiB rows", "loss ours")
 widths = (22,) + (10,) * (len(hdr) - 1)
@@ -272,16 +288,36 @@ for s in shapes:
              ratio(rows_c), cell(ours, "mfu", "{:.3f}"), cell(rows_c, "mfu", "{:.3f}"),
              cell(ours, "peak_gib", "{:.1f}"), cell(rows_c, "peak_gib", "{:.1f}"), cell(ours, "loss", "{:.3f}"))
     print(" | ".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
-att = [r for r in rows if r.get("impl") == "torch_sdpa"]
+graph_rows = sorted({k[:4] for k in bench if k[4] == "mlmgpu_nographs"})
+if graph_rows:
+    print("\nCUDA graphs (mlmgpu, seq/s): replayed | each op launched | gain")
+    for s in graph_rows:
+        on, off = bench.get(s + ("mlmgpu",)), bench.get(s + ("mlmgpu_nographs",))
+        try:
+            gain = f"{(on['seq_per_s'] / off['seq_per_s'] - 1) * 100:+.1f}%"
+        except (TypeError, KeyError, ZeroDivisionError):
+            gain = "-"
+        print(f"  {s[0]} S{s[1]} B{s[2]} p{s[3]:g}: {cell(on, 'seq_per_s', '{:.0f}')} | "
+              f"{cell(off, 'seq_per_s', '{:.0f}')} | {gain}")
+att = [r for r in rows if r.get("impl") in ("torch_sdpa", "mlmgpu_attention")]
 if att:
-    print("\nSDPA fwd+bwd, key-padding mask (half the sequences shorter), bf16:")
+    print("\nattention fwd+bwd, bf16, half the sequences shorter (mlmgpu: lengths; SDPA: key-padding mask):")
+    best = {}
+    for r in att:
+        if r.get("impl") == "torch_sdpa" and "ms" in r:
+            k = (r["B"], r["H"], r["S"], r["dh"])
+            best[k] = min(best.get(k, float("inf")), r["ms"])
     for r in att:
         if "B" not in r:
-            print(f"  attention benchmark: FAIL ({r.get('error')})")
+            print(f"  {r.get('impl')}: FAIL ({r.get('error')})")
             continue
         shape = f"B{r['B']} H{r['H']} S{r['S']} d{r['dh']}"
         res = f"{r['ms']:.3f} ms ({r.get('mask')} mask)" if "ms" in r else f"FAIL: {r.get('error', '')[:150]}"
-        print(f"  {r.get('backend', '?'):>9}  {shape:<20} {res}")
+        k = (r["B"], r["H"], r["S"], r["dh"])
+        if r.get("impl") == "mlmgpu_attention" and "ms" in r and k in best:
+            res += f", {best[k] / r['ms']:.2f}x the fastest SDPA"
+        who = ("mlmgpu " if r["impl"] == "mlmgpu_attention" else "SDPA ") + r.get("backend", "?")
+        print(f"  {who:>16}  {shape:<20} {res}")
 print("\nseq/s; x = mlmgpu over HF; MFU = FLOPs/token x tokens/s / 787e12 (DESIGN.md formula);"
       " GiB: ours = device memory added, HF = torch.cuda.max_memory_allocated")
 PY

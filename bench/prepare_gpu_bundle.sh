@@ -6,7 +6,7 @@
 #
 #   bench/prepare_gpu_bundle.sh      # here: build-gpu/ (release, -Dcuda=enabled) + libs/
 #   then carry these paths to the GPU host (both are git-ignored):
-#     build-gpu/mlmgpu build-gpu/tests/gpu/test_cuda_ops build-gpu/bench/bench_step libs
+#     build-gpu/mlmgpu build-gpu/tests/gpu/test_cuda_ops build-gpu/tests/gpu/test_cuda_train build-gpu/bench/bench_step build-gpu/bench/bench_attention libs
 #   and run there: bench/gpu_check.sh
 #
 # The check is single-GPU, so the build leaves MPI out (-Ddist=disabled, where the
@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bundle=${BUNDLE_LIBS:-/work/shared/bundle-libs.sh}
-bins=(build-gpu/mlmgpu build-gpu/tests/gpu/test_cuda_ops build-gpu/bench/bench_step)
+bins=(build-gpu/mlmgpu build-gpu/tests/gpu/test_cuda_ops build-gpu/tests/gpu/test_cuda_train build-gpu/bench/bench_step build-gpu/bench/bench_attention)
 opts=(-Dcuda=enabled -Dbuildtype=release)
 grep -q "option('dist'" meson_options.txt && opts+=(-Ddist=disabled)
 read -r -a extra <<<"${MESON_ARGS:-}"

@@ -21,6 +21,7 @@
 #include "common.h"
 #include "mlm/config.h"
 #include "mlm/dist.h"
+#include "mlm/log.h"
 #include "mlm/fileio.h"
 #include "mlm/model.h"
 #include "mlm/safetensors.h"
@@ -34,12 +35,6 @@ static const char *SMALL =
     "[train]\nmicro_batch = 4\nbatch = 8\nsteps = 5\nlog_every = 1\neval_steps = 2\nthreads = 1\n"
     "out_dir = run\n"
     "[optim]\nlr = 1e-3\nwarmup_steps = 0\nschedule = constant\n";
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void need_mpi(void) {
     if (!mlm_dist_have_mpi()) cr_skip_test("this build has no MPI (meson setup -Ddist=enabled)");
@@ -60,9 +55,9 @@ static int train_mpi(int np, const char *env, const char *extra, double *secs) {
              "--oversubscribe --allow-run-as-root --bind-to none -np %d -x OMP_NUM_THREADS "
              "-x OMPI_MCA_btl_vader_single_copy_mechanism%s %s train --config small.ini --device cpu %s",
              tmpdir, np, exports, MLM_BIN, extra);
-    double t0 = now_s();
+    double t0 = mlm_now_s();
     int rc = run_shell(cmd, out, sizeof out);
-    if (secs) *secs = now_s() - t0;
+    if (secs) *secs = mlm_now_s() - t0;
     return rc;
 }
 

@@ -71,6 +71,12 @@ struct mlm_backend {
     void (*download)(mlm_backend *be, void *host_dst, const void *src, size_t bytes);
     void (*zero)(mlm_backend *be, void *p, size_t bytes);
     void (*sync)(mlm_backend *be);
+    /* A download that does not wait: download_start queues the copy of bytes (at
+     * most 256) behind the work queued so far and returns at once; download_finish
+     * waits for it and fills host_dst, which must stay valid until then. One at a
+     * time. The trainer reads a step's statistics this way while the next step runs. */
+    void (*download_start)(mlm_backend *be, void *host_dst, const void *src, size_t bytes);
+    void (*download_finish)(mlm_backend *be);
     /* Bytes the backend could still allocate: free device memory, available host
      * RAM. NULL when unknown. */
     size_t (*mem_free)(mlm_backend *be);

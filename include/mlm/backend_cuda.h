@@ -21,6 +21,14 @@ extern "C" {
  * capability below 9.0). */
 mlm_backend *mlm_backend_cuda(int device, char *err, size_t err_len);
 
+/* Training micro-batches replayed as CUDA graphs (the default; the environment
+ * variable MLM_CUDA_GRAPHS=0 turns them off), or every op launched eagerly. */
+void mlm_cuda_use_graphs(mlm_backend *be, int on);
+
+/* Attention by the cuBLAS path (GEMMs around a softmax kernel, probabilities
+ * saved) instead of the flash kernels: for tests and benchmarks. */
+void mlm_cuda_use_cublas_attention(mlm_backend *be, int on);
+
 #ifdef __cplusplus
 }
 #endif

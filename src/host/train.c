@@ -262,17 +262,23 @@ static void log_data(run_state *r, const mlm_loader *ld, int step) {
     free(text);
 }
 
-/* Runs the loader's micro-batches of one step and applies the optimizer.
- * Returns the step's loss sum, correct count, masked count and grad norm, all
- * global, and whether a signal reached any rank. */
-typedef struct { double loss, correct, grad_norm; long masked; int stop, sigint; } step_stats;
+/* One step in flight: queued on the backend, its statistics on their way back. */
+typedef struct {
+    int step;
+    float lr;
+    long masked;          // global
+    float s[4];           // loss sum, correct, grad norm^2, spare: filled by download_finish
+} step_flight;
 
-static step_stats train_step(run_state *r, mlm_loader *ld, int step, float lr) {
+/* Queues the loader's micro-batches of one step and the optimizer; nothing here
+ * waits for the device. */
+static void queue_step(run_state *r, mlm_loader *ld, step_flight *f) {
     mlm_step_data *d = mlm_loader_next(ld);
-    if (d->step != step) mlm_die(MLM_EXIT_RUNTIME, "loader handed step %d for step %d", d->step, step);
-    log_data(r, ld, step);
+    if (d->step != f->step) mlm_die(MLM_EXIT_RUNTIME, "loader handed step %d for step %d", d->step, f->step);
+    log_data(r, ld, f->step);
     double masked = (double)d->masked_local;
     mlm_dist_allreduce_host(&masked, 1, "masked-token count");
+    f->masked = (long)masked;
     float scale = masked > 0 ? 1.0f / (float)masked : 0.0f;
     for (int k = 0; k < ld->nmicro; k++) {
         if (k == ld->nmicro - 1) mlm_grad_sync_arm(r->sync);   // buckets leave as the backward ends them
@@ -280,13 +286,27 @@ static step_stats train_step(run_state *r, mlm_loader *ld, int step, float lr) {
     }
     mlm_grad_sync_finish(r->sync);
     mlm_loader_release(ld);
-    mlm_optim_step(&r->model, &r->cfg->optim, step, lr);
+    mlm_optim_step(&r->model, &r->cfg->optim, f->step, f->lr);
     mlm_grad_sync_wait(r->sync);
-    float s[3];
-    take_stats(&r->model, s);
-    double sums[4] = {s[0], s[1], stop_signal != 0, stop_signal == SIGINT};
+}
+
+/* Starts copying the queued step's statistics back, and clears them on the device
+ * for the next step. */
+static void start_stats(run_state *r, step_flight *f) {
+    mlm_backend *be = r->model.be;
+    be->download_start(be, f->s, r->model.stats, sizeof f->s);
+    be->zero(be, r->model.stats, sizeof f->s);
+}
+
+/* The step's loss sum, correct count, masked count and grad norm, all global, and
+ * whether a signal reached any rank: waits for the step to finish on the device. */
+typedef struct { double loss, correct, grad_norm; long masked; int stop, sigint; } step_stats;
+
+static step_stats finish_step(run_state *r, step_flight *f) {
+    r->model.be->download_finish(r->model.be);
+    double sums[4] = {f->s[0], f->s[1], stop_signal != 0, stop_signal == SIGINT};
     mlm_dist_allreduce_host(sums, 4, "step statistics");
-    return (step_stats){sums[0], sums[1], sqrt(s[2]), (long)masked, sums[2] > 0, sums[3] > 0};
+    return (step_stats){sums[0], sums[1], sqrt(f->s[2]), f->masked, sums[2] > 0, sums[3] > 0};
 }
 
 static void print_startup(run_state *r, mlm_backend *be) {
@@ -382,6 +402,25 @@ static void log_train(run_state *r, log_window *w, const step_stats *s, int step
     *w = (log_window){0, 0, now, 0, step};
 }
 
+/* Adds a finished step to the log window and logs it when due; MLM_EXIT_RUNTIME
+ * when its loss or gradient norm is not finite (global values: every rank stops). */
+static int account_step(run_state *r, log_window *w, const step_flight *f, const step_stats *s, int first,
+                        double t0) {
+    const mlm_train_config *t = &r->cfg->train;
+    if (!isfinite(s->loss) || !isfinite(s->grad_norm)) {
+        if (r->rank == 0)
+            mlm_log("error: step %d: the loss or gradient norm is not finite (loss sum %g, grad norm %g); "
+                    "stopping. Lower optim.lr or raise optim.warmup_steps.", f->step, s->loss, s->grad_norm);
+        return MLM_EXIT_RUNTIME;
+    }
+    w->loss += s->loss;
+    w->correct += s->correct;
+    w->masked += s->masked;
+    if (r->rank == 0 && (f->step % t->log_every == 0 || f->step == t->steps || s->stop))
+        log_train(r, w, s, f->step, first, f->lr, t0);
+    return 0;
+}
+
 /* Stops with exit 2 unless every rank gets whole micro-batches of the same size. */
 static void check_split(const mlm_config *cfg, int world) {
     const mlm_train_config *t = &cfg->train;
@@ -427,25 +466,34 @@ int mlm_train(const mlm_config *config, mlm_backend *be, const char *resume) {
 
     double t0 = mlm_now_s();
     log_window w = {0, 0, t0, 0, first - 1};
-    int rc = 0, stopped = 0, step;
-    for (step = first; step <= t->steps; step++) {
+    int rc = 0, stopped = 0;
+    step_flight flights[2], *behind = NULL;   // behind: the step before, still to be accounted for
+    for (int step = first; step <= t->steps && rc == 0; step++) {
         mlm_dist_set_step(step);
         mlm_dist_fault_point(step);
-        float lr = mlm_lr_at(&cfg.optim, step, t->steps);
-        step_stats s = train_step(&r, &ld, step, lr);
-        if (!isfinite(s.loss) || !isfinite(s.grad_norm)) {   // global values: every rank stops here
-            if (r.rank == 0)
-                mlm_log("error: step %d: the loss or gradient norm is not finite (loss sum %g, grad norm %g); "
-                        "stopping. Lower optim.lr or raise optim.warmup_steps.", step, s.loss, s.grad_norm);
-            rc = MLM_EXIT_RUNTIME;
-            break;
+        step_flight *f = &flights[step & 1];
+        *f = (step_flight){.step = step, .lr = mlm_lr_at(&cfg.optim, step, t->steps)};
+        queue_step(&r, &ld, f);
+        // While this step runs on the device, the host reads the one before: the
+        // statistics of step t are read after step t+1 is queued. A step after which
+        // the host needs the model (eval, checkpoint, end, a signal) or the other
+        // ranks (data parallel) is read at once.
+        if (behind) {
+            step_stats s = finish_step(&r, behind);
+            rc = account_step(&r, &w, behind, &s, first, t0);
+            behind = NULL;
+            if (rc) break;
         }
-        w.loss += s.loss;
-        w.correct += s.correct;
-        w.masked += s.masked;
-        if (r.rank == 0 && (step % t->log_every == 0 || step == t->steps || s.stop))
-            log_train(&r, &w, &s, step, first, lr, t0);
-        if (r.have_val && ((t->eval_every && step % t->eval_every == 0) || step == t->steps)) log_eval(&r, step);
+        start_stats(&r, f);
+        int at_eval = r.have_val && ((t->eval_every && step % t->eval_every == 0) || step == t->steps);
+        int at_ckpt = step == t->steps || (t->checkpoint_every && step % t->checkpoint_every == 0);
+        if (r.world == 1 && !at_eval && !at_ckpt && !stop_signal) {
+            behind = f;
+            continue;
+        }
+        step_stats s = finish_step(&r, f);
+        if ((rc = account_step(&r, &w, f, &s, first, t0)) != 0) break;
+        if (at_eval) log_eval(&r, step);
         if (s.stop) {
             if (r.rank == 0) {
                 mlm_log("%s at step %d: writing a checkpoint; continue with --resume auto",
@@ -455,8 +503,7 @@ int mlm_train(const mlm_config *config, mlm_backend *be, const char *resume) {
             stopped = 1;
             break;
         }
-        if (r.rank == 0 && (step == t->steps || (t->checkpoint_every && step % t->checkpoint_every == 0)))
-            save_checkpoint(&r, step);
+        if (r.rank == 0 && at_ckpt) save_checkpoint(&r, step);
     }
     if (rc == 0 && !stopped && r.rank == 0 && r.have_val && r.vocab.count) print_predictions(&r, 8);
     mlm_loader_stop(&ld);

@@ -9,8 +9,10 @@
  *
  * Everything is queued on the backend's stream in call order; only download and
  * sync wait for the device. act and wgt buffers are bf16 (act_size = wgt_size = 2).
+ * A training micro-batch's ops are replayed as a CUDA graph (cuda_replay).
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "common.cuh"
 #include "mlm/backend_cuda.h"
@@ -49,6 +51,27 @@ static void cuda_download(mlm_backend *be, void *host_dst, const void *src, size
     cudaCheck(cudaStreamSynchronize(st->stream));
 }
 
+/* D2H into pageable memory would wait for the stream, so the copy goes to pinned
+ * memory behind an event; finish waits for the event alone. */
+static void cuda_download_start(mlm_backend *be, void *host_dst, const void *src, size_t bytes) {
+    cuda_state *st = cuda_st(be);
+    if (st->pending_dst || bytes > PINNED_BYTES)
+        mlm_die(MLM_EXIT_RUNTIME, "cuda backend: download_start of %zu bytes with %s pending (one, at most %d bytes)",
+                bytes, st->pending_dst ? "one" : "none", PINNED_BYTES);
+    cudaCheck(cudaMemcpyAsync(st->pinned, src, bytes, cudaMemcpyDeviceToHost, st->stream));
+    cudaCheck(cudaEventRecord(st->copied, st->stream));
+    st->pending_dst = host_dst;
+    st->pending_bytes = bytes;
+}
+
+static void cuda_download_finish(mlm_backend *be) {
+    cuda_state *st = cuda_st(be);
+    if (!st->pending_dst) return;
+    cudaCheck(cudaEventSynchronize(st->copied));
+    memcpy(st->pending_dst, st->pinned, st->pending_bytes);
+    st->pending_dst = NULL;
+}
+
 static void cuda_zero(mlm_backend *be, void *p, size_t bytes) {
     cudaCheck(cudaMemsetAsync(p, 0, bytes, cuda_st(be)->stream));
 }
@@ -63,11 +86,19 @@ static size_t cuda_mem_free(mlm_backend *be) {
     return free_b > margin ? free_b - margin : 0;
 }
 
+static void graphs_drop(cuda_state *st);
+
 /* *buf holds at least bytes afterwards; growing waits for the stream, whose queued
- * work may still use the old buffer. */
+ * work may still use the old buffer, and drops the recorded graphs, which hold its
+ * address. It never happens inside a capture: a key's first call runs eagerly and
+ * grows what the key needs. */
 static void *grow(cuda_state *st, void **buf, size_t *cap, size_t bytes, const char *what) {
     if (bytes <= *cap) return *buf;
+    if (st->capturing)
+        mlm_die(MLM_EXIT_RUNTIME, "cuda backend: the %s must grow inside a CUDA graph capture (a bug: the same key "
+                "asked for less before); MLM_CUDA_GRAPHS=0 runs without graphs", what);
     cudaCheck(cudaStreamSynchronize(st->stream));
+    graphs_drop(st);
     cudaCheck(cudaFree(*buf));
     *buf = NULL;
     *cap = 0;
@@ -166,11 +197,89 @@ extern "C" void mlm_cuda_use_cublas_attention(mlm_backend *be, int on) {
     be->attention_bwd = on ? cuda_attention_bwd : attention_bwd;
 }
 
+/* ---- replay: CUDA graphs ----
+ * A key's first call runs fn eagerly, which grows the scratch buffers and picks
+ * the cuBLASLt plans it needs; the second is captured into a graph (its ops are
+ * recorded, not run) and the graph launched; later calls only launch it. The
+ * arguments depend on the key alone (backend.h), and the values that change live
+ * in device memory, so a replay equals an eager run. A capture that fails turns
+ * graphs off for the run with a warning: the ops then run eagerly, as before. */
+
+static void graphs_drop(cuda_state *st) {
+    for (int i = 0; i < st->ngraphs; i++)
+        if (st->graphs[i].exec) {
+            cudaCheck(cudaGraphExecDestroy(st->graphs[i].exec));
+            st->graphs[i].exec = NULL;
+        }
+}
+
+static void graphs_fail(cuda_state *st, const char *what, cudaError_t e) {
+    cudaGetLastError();   // clear it
+    mlm_log("warning: cuda backend: %s: %s; running without CUDA graphs", what, cudaGetErrorString(e));
+    graphs_drop(st);
+    st->graphs_off = 1;
+}
+
+/* Records fn into e->exec; 0, or -1 with graphs turned off (nothing was run). */
+static int capture(cuda_state *st, cuda_graph *e, void (*fn)(void *), void *ctx) {
+    cudaGraph_t g = NULL;
+    cudaError_t err = cudaStreamBeginCapture(st->stream, cudaStreamCaptureModeThreadLocal);
+    if (err != cudaSuccess) {
+        graphs_fail(st, "cannot begin a stream capture", err);
+        return -1;
+    }
+    st->capturing = 1;
+    fn(ctx);
+    st->capturing = 0;
+    err = cudaStreamEndCapture(st->stream, &g);
+    if (err == cudaSuccess) err = cudaGraphInstantiate(&e->exec, g, 0);
+    if (g) cudaCheck(cudaGraphDestroy(g));
+    if (err != cudaSuccess) {
+        e->exec = NULL;
+        graphs_fail(st, "cannot record a micro-batch as a CUDA graph", err);
+        return -1;
+    }
+    if (st->graphs_recorded++ == 0)
+        mlm_log("cuda backend: training micro-batches replay as CUDA graphs (MLM_CUDA_GRAPHS=0: launch each op)");
+    return 0;
+}
+
+static void cuda_replay(mlm_backend *be, uint64_t key, void (*fn)(void *), void *ctx) {
+    cuda_state *st = cuda_st(be);
+    cuda_graph *e = NULL;
+    for (int i = 0; i < st->ngraphs && !e; i++)
+        if (st->graphs[i].key == key) e = &st->graphs[i];
+    if (!e && st->ngraphs < CUDA_GRAPHS_MAX) {
+        e = &st->graphs[st->ngraphs++];
+        *e = (cuda_graph){key, 0, NULL};
+    }
+    if (st->graphs_off || !e || !e->seen) {   // off, too many keys, or the key's eager first call
+        if (e) e->seen = 1;
+        fn(ctx);
+        return;
+    }
+    if (!e->exec && capture(st, e, fn, ctx) != 0) {
+        fn(ctx);   // the capture ran nothing
+        return;
+    }
+    cudaCheck(cudaGraphLaunch(e->exec, st->stream));
+}
+
+extern "C" void mlm_cuda_use_graphs(mlm_backend *be, int on) {
+    cuda_state *st = cuda_st(be);
+    cudaCheck(cudaStreamSynchronize(st->stream));
+    graphs_drop(st);
+    st->graphs_off = !on;
+}
+
 /* ---- lifetime ---- */
 
 static void cuda_destroy(mlm_backend *be) {
     cuda_state *st = cuda_st(be);
     cudaCheck(cudaStreamSynchronize(st->stream));
+    graphs_drop(st);
+    cudaCheck(cudaEventDestroy(st->copied));
+    cudaCheck(cudaFreeHost(st->pinned));
     cudaCheck(cudaFree(st->scratch));
     cudaCheck(cudaFree(st->partials));
     cudaCheck(cudaFree(st->lt_workspace));
@@ -212,6 +321,8 @@ extern "C" mlm_backend *mlm_backend_cuda(int device, char *err, size_t err_len) 
     cudaCheck(cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking));
     cublasCheck(cublasLtCreate(&st->lt));
     cudaCheck(cudaMalloc(&st->lt_workspace, LT_WORKSPACE_BYTES));
+    cudaCheck(cudaMallocHost(&st->pinned, PINNED_BYTES));
+    cudaCheck(cudaEventCreateWithFlags(&st->copied, cudaEventDisableTiming));
     st->gemms = gemm_cache_new();
     mlm_backend *be = (mlm_backend *)mlm_xcalloc(1, sizeof *be, "cuda backend");
     be->name = "cuda";
@@ -224,6 +335,8 @@ extern "C" mlm_backend *mlm_backend_cuda(int device, char *err, size_t err_len) 
     be->download = cuda_download;
     be->zero = cuda_zero;
     be->sync = cuda_sync;
+    be->download_start = cuda_download_start;
+    be->download_finish = cuda_download_finish;
     be->mem_free = cuda_mem_free;
     be->upload_f32_as_act = cuda_upload_f32_as_act;
     be->download_act_as_f32 = cuda_download_act_as_f32;
@@ -244,6 +357,10 @@ extern "C" mlm_backend *mlm_backend_cuda(int device, char *err, size_t err_len) 
     be->cross_entropy = cuda_cross_entropy;
     be->sum_squares = cuda_sum_squares;
     be->adamw = cuda_adamw;
+    be->replay = cuda_replay;
+    be->rows_align = 64;   // a few graphs cover every masked-row count, at most 63 rows of padding
+    const char *graphs = getenv("MLM_CUDA_GRAPHS");
+    st->graphs_off = graphs && strcmp(graphs, "0") == 0;
     be->destroy = cuda_destroy;
     return be;
 }

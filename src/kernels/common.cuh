@@ -21,6 +21,15 @@ typedef __nv_bfloat16 bf16;
 
 struct gemm_cache;   // matmul.cu: cuBLASLt algorithms by problem
 
+/* A recorded micro-batch (backend.h replay): seen once eagerly, then captured. */
+struct cuda_graph {
+    uint64_t key;
+    int seen;
+    cudaGraphExec_t exec;       // NULL until captured
+};
+
+enum { CUDA_GRAPHS_MAX = 32 };
+
 struct cuda_state {
     int device;
     cudaStream_t stream;        // every op is queued here, in order
@@ -31,7 +40,18 @@ struct cuda_state {
     size_t scratch_bytes;
     void *partials;             // reduction partials, partials_bytes
     size_t partials_bytes;
+    cuda_graph graphs[CUDA_GRAPHS_MAX];   // replay's records, by key
+    int ngraphs;
+    int graphs_off;             // MLM_CUDA_GRAPHS=0, or a capture failed: replay just calls
+    int capturing;              // inside a stream capture: nothing may wait or allocate
+    int graphs_recorded;        // captures so far (logged once)
+    void *pinned;               // page-locked host memory for download_start (PINNED_BYTES)
+    cudaEvent_t copied;         // recorded behind download_start's copy
+    void *pending_dst;          // download_start's destination, until download_finish
+    size_t pending_bytes;
 };
+
+enum { PINNED_BYTES = 256 };
 
 enum { LT_WORKSPACE_BYTES = 32 << 20 };
 

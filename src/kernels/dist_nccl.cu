@@ -26,12 +26,6 @@ struct mlm_nccl {
     int device;
 };
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static int nccl_fail(ncclComm_t comm, ncclResult_t r, const char *call, char *err, size_t len) {
     const char *detail = comm ? ncclGetLastError(comm) : "";
     return mlm_fail(err, len, "%s: %s%s%s", call, ncclGetErrorString(r), detail && detail[0] ? ": " : "",
@@ -44,9 +38,9 @@ static int cuda_fail(cudaError_t e, const char *call, char *err, size_t len) {
 
 /* Waits until the communicator is done with the call that returned r. */
 static int settle(ncclComm_t comm, ncclResult_t r, const char *call, double timeout_s, char *err, size_t len) {
-    double deadline = now_s() + timeout_s;
+    double deadline = mlm_now_s() + timeout_s;
     while (r == ncclInProgress) {
-        if (now_s() > deadline)
+        if (mlm_now_s() > deadline)
             return mlm_fail(err, len, "%s: still in progress after %g s (a peer is not answering)", call, timeout_s);
         struct timespec nap = {0, 100000};
         nanosleep(&nap, NULL);

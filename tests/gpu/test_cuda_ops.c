@@ -430,15 +430,12 @@ Test(cuda_ops, attention) {
     }
 }
 
-Test(cuda_ops, masked_rows) {
-    need_gpu();
-    rng = 107;
-    int N = 39, d = 72, M = 7;
-    int32_t rows_h[] = {0, 3, 12, 13, 20, 31, 38};
+/* gather_rows and scatter_rows on both backends for rows (-1: padding). */
+static void rows_case(const int32_t *rows_h, int M, int N, int d) {
     pair rows = i32(M, rows_h);
     pair full = act((size_t)N * d, rand_buf((size_t)N * d, 0, 1)), got = act((size_t)M * d, NULL);
     pair drows = act((size_t)M * d, rand_buf((size_t)M * d, 0, 1)), dfull = act((size_t)N * d, NULL);
-    CASE("N=%d M=%d d=%d", N, M, d);
+    CASE("N=%d M=%d d=%d rows[1]=%d", N, M, d, rows_h[1]);
     for (mlm_backend *be = cpu;; be = gpu) {
         int g = be == gpu;
         be->gather_rows(be, g ? got.g : got.c, g ? full.g : full.c, g ? rows.g : rows.c, M, d);
@@ -447,6 +444,13 @@ Test(cuda_ops, masked_rows) {
     }
     expect_close(got, NULL, 1e-6, "gather_rows");
     expect_close(dfull, NULL, 1e-6, "scatter_rows");
+}
+
+Test(cuda_ops, masked_rows) {
+    need_gpu();
+    rng = 107;
+    int32_t rows_h[] = {0, 3, 12, 13, 20, 31, 38};
+    rows_case(rows_h, 7, 39, 72);
 }
 
 Test(cuda_ops, cross_entropy) {
@@ -630,7 +634,7 @@ Test(cuda_ops, train_step_is_deterministic) {
  * FlashAttention does), and dq = dS k subtracts D times the probability-weighted
  * mean of k, so on same-sign data (rnd() above lies in [-1, 0)) dq alone is off by
  * a few 1e-2, while dk, dv and the whole dqkv stay near 2e-3 (docs/ATTENTION.md). */
-void mlm_cuda_use_cublas_attention(mlm_backend *be, int on);   // src/kernels/backend_cuda.cu
+
 
 /* n values uniform in [-1, 1), bf16-exact. */
 static float *sym_buf(size_t n) { return rand_buf(n, 1.0f, 2.0f); }
@@ -824,4 +828,69 @@ Test(cuda_ops, flash_attention_backward_is_deterministic) {
         for (size_t i = 0; i < (size_t)N * 3 * d; i++) differ += memcmp(&a[i], &b[i], sizeof(float)) != 0;
         cr_expect(differ == 0, "[%s] %zu of %zu dqkv elements differ between runs", shape, differ, (size_t)N * 3 * d);
     }
+}
+
+/* ================= replayable micro-batches (backend.h mlm_live, padding rows) ================= */
+
+/* Every dropout path reads step and seq_base from live when given it: the
+ * residual LayerNorm (layernorm.cu), flash and cuBLAS attention give the same
+ * bits with drop.live as with the values passed by value. */
+Test(cuda_ops, dropout_reads_live_values) {
+    need_gpu();
+    rng = 120;
+    int B = 2, S = 40, H = 2, dh = 64, d = H * dh, N = B * S;
+    int32_t lengths_h[2] = {40, 23};
+    mlm_dropout byval = drop_at(0.1f, 4), live_drop = byval;
+    mlm_live live_h = {byval.step, byval.seq_base, 0.0f, 0};
+    mlm_live *live_g = raw_alloc(gpu, sizeof live_h);
+    gpu->upload(gpu, live_g, &live_h, sizeof live_h);
+    live_drop.step = 999;   // ignored: live wins
+    live_drop.seq_base = 77;
+    live_drop.live = live_g;
+    pair x = act((size_t)N * d, rand_buf((size_t)N * d, 0, 1)), res = act((size_t)N * d, rand_buf((size_t)N * d, 0, 1));
+    pair lw = wgt(d, rand_buf(d, 1, 0.2f)), lb = wgt(d, rand_buf(d, 0, 0.2f));
+    pair qkv = act((size_t)N * 3 * d, sym_buf((size_t)N * 3 * d)), lengths = i32(B, lengths_h);
+    pair dout = act((size_t)N * d, rand_buf((size_t)N * d, 0, 1));
+    float *got[2][3];
+    for (int v = 0; v < 2; v++) {
+        const mlm_dropout *drop = v ? &live_drop : &byval;
+        pair out = act((size_t)N * d, NULL), sv = act((size_t)N * d, NULL), mean = f32(N, NULL), rstd = f32(N, NULL);
+        gpu->residual_ln_fwd(gpu, out.g, sv.g, mean.g, rstd.g, x.g, res.g, lw.g, lb.g, B, S, d, 1e-12f, drop);
+        got[v][0] = host_act(gpu, out.g, (size_t)N * d);
+        for (int cublas = 0; cublas < 2; cublas++) {
+            pair a_out = act((size_t)N * d, NULL), dqkv = act((size_t)N * 3 * d, NULL);
+            mlm_cuda_use_cublas_attention(gpu, cublas);
+            attention_step(gpu, a_out.g, dqkv.g, qkv.g, dout.g, lengths.g, B, S, H, dh, drop);
+            mlm_cuda_use_cublas_attention(gpu, 0);
+            got[v][1 + cublas] = host_act(gpu, dqkv.g, (size_t)N * 3 * d);
+        }
+    }
+    const char *what[3] = {"residual_ln_fwd", "flash attention dqkv", "cuBLAS attention dqkv"};
+    size_t n[3] = {(size_t)N * d, (size_t)N * 3 * d, (size_t)N * 3 * d};
+    for (int k = 0; k < 3; k++)
+        cr_expect_eq(memcmp(got[0][k], got[1][k], n[k] * sizeof(float)), 0, "%s: live values give other bits", what[k]);
+}
+
+/* Row and label -1 pad the masked rows: gather writes zeros, scatter skips, the
+ * cross-entropy gives no loss and a zero gradient, and its scale comes from live. */
+Test(cuda_ops, padding_rows_and_live_loss_scale) {
+    need_gpu();
+    rng = 121;
+    int M = 6, V = 997;
+    int32_t rows_h[] = {3, -1, 0, 19, -1, -1}, labels_h[] = {5, -1, 996, 0, -1, -1};
+    rows_case(rows_h, M, 20, 72);
+    pair labels = i32(M, labels_h);
+    float *x = hf((size_t)M * V), stats0[2] = {0, 0};
+    for (size_t i = 0; i < (size_t)M * V; i++) x[i] = 3.0f * rnd();
+    pair logits = f32((size_t)M * V, x), stats = f32(2, stats0);
+    mlm_live live_h = {0, 0, 1.0f / 3, 0};
+    mlm_live *live_g = raw_alloc(gpu, sizeof live_h);
+    gpu->upload(gpu, live_g, &live_h, sizeof live_h);
+    cpu->cross_entropy(cpu, logits.c, labels.c, M, V, 1.0f / 3, NULL, stats.c);
+    gpu->cross_entropy(gpu, logits.g, labels.g, M, V, 42.0f, live_g, stats.g);
+    expect_close(logits, NULL, 1e-5, "cross_entropy dlogits with padding and live scale");
+    expect_close(stats, stats0, 1e-5, "cross_entropy stats with padding");
+    float *lg = hf((size_t)M * V);
+    gpu->download(gpu, lg, logits.g, (size_t)M * V * sizeof(float));
+    for (int j = 0; j < V; j++) cr_expect_eq(lg[V + j], 0.0f, "padding row 1 has a gradient at %d", j);
 }

@@ -100,6 +100,13 @@ void cpu_colsum_add(float *acc, const float *x, int M, int n) {
 
 /* ---- the table ---- */
 
+/* Nothing runs behind the host here: the copy is done at once. */
+static void cpu_download_start(mlm_backend *be, void *host_dst, const void *src, size_t bytes) {
+    memcpy(host_dst, src, bytes);
+}
+
+static void cpu_download_finish(mlm_backend *be) {}
+
 static void cpu_destroy(mlm_backend *be) {
     cpu_state *st = be->impl;
     free(st->scratch);
@@ -121,6 +128,7 @@ mlm_backend *mlm_backend_cpu(int threads) {
         .name = "cpu", .act_size = sizeof(float), .wgt_size = sizeof(float), .impl = st,
         .alloc = cpu_alloc, .free = cpu_free, .upload = cpu_copy, .download = cpu_copy,
         .zero = cpu_zero, .sync = cpu_sync, .mem_free = cpu_mem_free,
+        .download_start = cpu_download_start, .download_finish = cpu_download_finish,
         .upload_f32_as_act = cpu_copy_f32, .download_act_as_f32 = cpu_download_f32,
         .copy_master_to_wgt = cpu_copy_f32,
         .embed_fwd = cpu_embed_fwd, .embed_bwd = cpu_embed_bwd,
