@@ -35,6 +35,7 @@
 #include "mlm/log.h"
 #include "mlm/model.h"
 #include "mlm/optim.h"
+#include "mlm/profile.h"
 #include "mlm/train.h"
 
 #ifdef MLM_HAVE_CUDA
@@ -51,10 +52,14 @@
 static const char USAGE[] =
     "usage: bench_step [--device cpu|cuda] [--config tiny|mini|base|large] [--seq S] [--batch B]\n"
     "                  [--micro B] [--dropout P] [--steps N] [--warmup W] [--threads T] [--seed X]\n"
+    "                  [--profile]\n"
     "Times full training steps on random full-length sequences (15% masked) and prints\n"
     "one JSON line: seq/s, tokens/s, step ms, MFU (787 TFLOP/s), peak memory.\n"
     "defaults: --device cuda --config base --seq 128 --batch 256 --micro = batch\n"
-    "          --dropout 0.1 --steps 20 --warmup 3 --threads 0 (all cores, CPU only)\n";
+    "          --dropout 0.1 --steps 20 --warmup 3 --threads 0 (all cores, CPU only)\n"
+    "--profile: time every op of the timed steps (the device waited for around each op,\n"
+    "           so the steps are slower); prints the table on stderr and one JSON line per\n"
+    "           (op, shape) on stdout before the summary line.\n";
 
 typedef struct { const char *name; int L, d, H, I; } shape;
 
@@ -68,7 +73,7 @@ static const shape SHAPES[] = {
 typedef struct {
     const char *device;
     const shape *sh;
-    int S, B, micro, steps, warmup, threads;
+    int S, B, micro, steps, warmup, threads, profile;
     float dropout;
     unsigned long long seed;
 } options;
@@ -86,9 +91,14 @@ static long parse_int(const char *flag, const char *text, long lo, long hi) {
 }
 
 static options parse_args(int argc, char **argv) {
-    options o = {"cuda", &SHAPES[2], 128, 256, 0, 20, 3, 0, 0.1f, 1234};
+    options o = {.device = "cuda", .sh = &SHAPES[2], .S = 128, .B = 256, .micro = 0, .steps = 20, .warmup = 3,
+                 .threads = 0, .profile = 0, .dropout = 0.1f, .seed = 1234};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        if (!strcmp(a, "--profile")) {
+            o.profile = 1;
+            continue;
+        }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(USAGE, stdout);
             exit(0);
@@ -272,6 +282,8 @@ int main(int argc, char **argv) {
     oc.grad_clip = 1.0f;
 
     device dv = open_device(&o);
+    mlm_profile *prof = NULL;
+    if (o.profile) dv.be = mlm_profile_wrap(dv.be, &prof);
     mlm_backend *be = dv.be;
     int nmicro = o.B / o.micro;
     int max_M = mlm_max_masked(o.micro * o.S, dc.mask_prob);
@@ -294,6 +306,7 @@ int main(int argc, char **argv) {
         if (t == o.warmup + 1) {
             be->zero(be, model.stats, 4 * sizeof(float));
             be->sync(be);
+            if (prof) mlm_profile_reset(prof);
             t_warm = mlm_now_s() - t0;
             t0 = mlm_now_s();
         }
@@ -312,13 +325,17 @@ int main(int argc, char **argv) {
     double flops_tok = 6 * L * (4 * d * d + 2 * d * I) + 12 * L * S * d + 6 * m * (d * d + d * V);
     double tps = tokens / dt, loss = masked_timed ? stats[0] / masked_timed : NAN;
 
+    if (prof) {
+        mlm_profile_print(prof, stderr, o.steps, 40);
+        mlm_profile_json(prof, stdout, o.steps);
+    }
     printf("{\"impl\":\"mlmgpu\",\"device\":");
     json_string(be->name);
     printf(",\"device_name\":");
     json_string(dv.name);
     printf(",\"config\":\"%s\",\"L\":%d,\"d\":%d,\"H\":%d,\"I\":%d,\"V\":%d,\"seq\":%d,\"batch\":%d,\"micro\":%d",
            sh->name, sh->L, sh->d, sh->H, sh->I, VOCAB, o.S, o.B, o.micro);
-    printf(",\"dropout\":%g,\"steps\":%d,\"warmup\":%d", o.dropout, o.steps, o.warmup);
+    printf(",\"dropout\":%g,\"steps\":%d,\"warmup\":%d,\"profiled\":%d", o.dropout, o.steps, o.warmup, o.profile);
     json_number("masked_frac", m, "%.5f");
     json_number("step_ms", dt / o.steps * 1e3, "%.3f");
     json_number("seq_per_s", o.steps * o.B / dt, "%.1f");
@@ -336,6 +353,7 @@ int main(int argc, char **argv) {
     for (int k = 0; k < nsets; k++) free_step(&sets[k], nmicro);
     mlm_model_destroy(&model);
     be->destroy(be);
+    if (prof) mlm_profile_free(prof);
     if (!isfinite(loss)) {
         mlm_log("error: the loss is not finite over the timed steps");
         return MLM_EXIT_RUNTIME;

@@ -11,7 +11,8 @@
 #   (MLM_CUDA_GRAPHS=0), and bert-mini S128 B32 both ways (launch-bound: where graphs
 #   matter most); the attention kernels (bench_attention, flash and cuBLAS paths)
 #   beside torch SDPA (cuDNN and mem-efficient, key-padding mask) on the same shapes;
-#   HF compile and HF rows_compile on BERT-base; then a table.
+#   an op-by-op profile of a BERT-base step (bench_step --profile); HF compile and
+#   HF rows_compile on BERT-base; then a table.
 # --full: BERT-base S512 B64 and BERT-large S128 B128 too, dropout 0.1 and 0, and HF
 #   eager. It needs more than one 10-minute call: split it with --configs and a
 #   --budget that fits the call.
@@ -216,6 +217,12 @@ for n in "${names[@]}"; do for p in "${dropouts[@]}"; do bench_mlmgpu "$n" "$p";
 bench_mlmgpu "${names[0]}" 0.1 0
 bench_mlmgpu mini128 0.1 1
 bench_mlmgpu mini128 0.1 0
+read -r cfg seq batch <<<"$(shape "${names[0]}")"
+step "mlmgpu profile ${names[0]} (each op waited for)" 120 "$out/.profile.jsonl" "${ours[@]}" "$build/bench/bench_step" \
+  --device cuda --config "$cfg" --seq "$seq" --batch "$batch" --dropout 0.1 --steps 5 --warmup 2 --profile
+rc=$?
+grep '^{"profile_op"' "$out/.profile.jsonl" 2>/dev/null | sed "s/^{/{\"step\":\"profile_${names[0]}\",/" >>"$results"
+[ $rc -ne 0 ] && record "profile_${names[0]}" $rc - impl=mlmgpu_profile
 step "mlmgpu attention kernels" 120 "$out/.attention.jsonl" "${ours[@]}" "$build/bench/bench_attention" --device cuda
 rc=$?
 [ -s "$out/.attention.jsonl" ] && grep '^{' "$out/.attention.jsonl" >>"$results"
@@ -229,7 +236,7 @@ if [ $full = 1 ]; then
   for n in "${names[@]}"; do bench_hf "$n" eager 0.1; done
   for n in "${names[@]}"; do bench_hf "$n" rows_compile 0; bench_hf "$n" compile 0; done
 fi
-rm -f "$out/.last.json" "$out/.attention.jsonl"
+rm -f "$out/.last.json" "$out/.attention.jsonl" "$out/.profile.jsonl"
 
 # ---------------------------------------------------------------- table
 
@@ -299,6 +306,12 @@ if graph_rows:
             gain = "-"
         print(f"  {s[0]} S{s[1]} B{s[2]} p{s[3]:g}: {cell(on, 'seq_per_s', '{:.0f}')} | "
               f"{cell(off, 'seq_per_s', '{:.0f}')} | {gain}")
+prof = [r for r in rows if "profile_op" in r]
+if prof:
+    print(f"\nwhere a step goes ({prof[0]['step'][8:]}, dropout 0.1, every op waited for; ms per step):")
+    for r in prof[:12]:
+        print(f"  {r['profile_op']:<16} {r['shape']:<30} {r['calls']:6.1f} calls {r['ms']:9.3f} ms {100 * r['share']:5.1f}%")
+    print(f"  {'all':<16} {'':<30} {'':>12} {sum(r['ms'] for r in prof):9.3f} ms")
 att = [r for r in rows if r.get("impl") in ("torch_sdpa", "mlmgpu_attention")]
 if att:
     print("\nattention fwd+bwd, bf16, half the sequences shorter (mlmgpu: lengths; SDPA: key-padding mask):")

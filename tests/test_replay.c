@@ -8,7 +8,8 @@
  *    a recorder backend wraps the CPU backend, notes every op call inside `replay`
  *    and compares each call of a key with the first; and nothing inside `replay`
  *    waits for the device (download, sync, alloc, free).
- * The recorder is itself checked: it catches a changed argument.
+ * The recorder is itself checked: it catches a changed argument. And the op
+ * profiler (profile.h), a wrapper too, sees every op of a step.
  */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -18,21 +19,23 @@
 #include <string.h>
 
 #include "mlm/backend.h"
+#include "mlm/backend_wrap.h"
 #include "mlm/config.h"
+#include "mlm/log.h"
 #include "mlm/model.h"
+#include "mlm/profile.h"
 
 /* ---------------------------------------------------------------- the recorder */
 
-enum { MAX_CALLS = 512, MAX_WORDS = 32 };
+enum { MAX_CALLS = 512 };
 
 typedef struct {
     const char *op;
     int n;
-    uint64_t w[MAX_WORDS];
+    uint64_t w[MLM_WRAP_MAX_ARGS];
 } call;
 
 typedef struct {
-    mlm_backend *inner;
     int inside;             // within replay's fn
     uint64_t key;
     int have_ref, replays, compared, forbidden;
@@ -41,182 +44,34 @@ typedef struct {
     char mismatch[256];     // the first difference, or ""
 } recorder;
 
-static recorder *rec_of(mlm_backend *be) { return (recorder *)be->impl; }
+/* Ops that wait for the device or allocate: never inside a replay. */
+static int waits(const char *op) {
+    static const char *const names[] = {"alloc", "free", "download", "download_finish", "sync", "mem_free",
+                                        "upload_f32_as_act", "download_act_as_f32"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(op, names[i])) return 1;
+    return 0;
+}
 
-static void note(mlm_backend *be, const char *op, const uint64_t *w, int n) {
-    recorder *r = rec_of(be);
+static void rec_before(void *ctx, const char *op, const char *shape, const uint64_t *w, int n) {
+    recorder *r = ctx;
     if (!r->inside) return;
+    if (waits(op) && !r->forbidden++) snprintf(r->mismatch, sizeof r->mismatch, "%s inside replay", op);
     cr_assert_lt(r->nnow, MAX_CALLS);
-    cr_assert_leq(n, MAX_WORDS);
+    cr_assert_leq(n, MLM_WRAP_MAX_ARGS);
     call *c = &r->now[r->nnow++];
     c->op = op;
     c->n = n;
     memcpy(c->w, w, n * sizeof(uint64_t));
 }
 
-static uint64_t P(const void *p) { return (uint64_t)(uintptr_t)p; }
-static uint64_t FB(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-/* The words of a dropout argument, by value as a kernel would receive it. */
-#define DROP(d) (d) ? (d)->threshold : 0, (d) ? FB((d)->scale) : 0, (d) ? (d)->seed : 0, (d) ? (d)->step : 0, \
-                (d) ? (d)->site : 0, (d) ? (d)->seq_base : 0, (d) ? P((d)->live) : 0
-#define NOTE(op, ...)                                                  \
-    do {                                                               \
-        const uint64_t w_[] = {__VA_ARGS__};                           \
-        note(be, op, w_, (int)(sizeof w_ / sizeof w_[0]));             \
-    } while (0)
-#define IN rec_of(be)->inner
-
-static void forbid(mlm_backend *be, const char *op) {
-    recorder *r = rec_of(be);
-    if (r->inside && !r->forbidden++) snprintf(r->mismatch, sizeof r->mismatch, "%s inside replay", op);
-}
-
-static void *w_alloc(mlm_backend *be, size_t bytes, const char *what) {
-    forbid(be, "alloc");
-    return IN->alloc(IN, bytes, what);
-}
-static void w_free(mlm_backend *be, void *p) {
-    forbid(be, "free");
-    IN->free(IN, p);
-}
-static void w_upload(mlm_backend *be, void *dst, const void *src, size_t bytes) {
-    NOTE("upload", P(dst), bytes);   // a host source is read at record time only
-    IN->upload(IN, dst, src, bytes);
-}
-static void w_download(mlm_backend *be, void *dst, const void *src, size_t bytes) {
-    forbid(be, "download");
-    IN->download(IN, dst, src, bytes);
-}
-static void w_zero(mlm_backend *be, void *p, size_t bytes) {
-    NOTE("zero", P(p), bytes);
-    IN->zero(IN, p, bytes);
-}
-static void w_sync(mlm_backend *be) {
-    forbid(be, "sync");
-    IN->sync(IN);
-}
-static size_t w_mem_free(mlm_backend *be) {
-    forbid(be, "mem_free");
-    return IN->mem_free ? IN->mem_free(IN) : 0;
-}
-static void w_upload_f32(mlm_backend *be, void *dst, const float *src, size_t n) {
-    forbid(be, "upload_f32_as_act");
-    IN->upload_f32_as_act(IN, dst, src, n);
-}
-static void w_download_f32(mlm_backend *be, float *dst, const void *src, size_t n) {
-    forbid(be, "download_act_as_f32");
-    IN->download_act_as_f32(IN, dst, src, n);
-}
-static void w_master(mlm_backend *be, void *dst, const float *master, size_t n) {
-    NOTE("copy_master_to_wgt", P(dst), P(master), n);
-    IN->copy_master_to_wgt(IN, dst, master, n);
-}
-static void w_embed_fwd(mlm_backend *be, void *out, void *sum, float *mean, float *rstd, const int32_t *ids,
-                        const int32_t *types, const void *wte, const void *wpe, const void *wtt, const void *ln_w,
-                        const void *ln_b, int B, int S, int d, float eps, const mlm_dropout *drop) {
-    NOTE("embed_fwd", P(out), P(sum), P(mean), P(rstd), P(ids), P(types), P(wte), P(wpe), P(wtt), P(ln_w),
-         P(ln_b), B, S, d, FB(eps), DROP(drop));
-    IN->embed_fwd(IN, out, sum, mean, rstd, ids, types, wte, wpe, wtt, ln_w, ln_b, B, S, d, eps, drop);
-}
-static void w_embed_bwd(mlm_backend *be, float *dwte, float *dwpe, float *dwtt, float *dln_w, float *dln_b,
-                        const void *dout, const void *sum, const float *mean, const float *rstd,
-                        const int32_t *ids, const int32_t *types, const void *ln_w, int B, int S, int d,
-                        const mlm_dropout *drop) {
-    NOTE("embed_bwd", P(dwte), P(dwpe), P(dwtt), P(dln_w), P(dln_b), P(dout), P(sum), P(mean), P(rstd), P(ids),
-         P(types), P(ln_w), B, S, d, DROP(drop));
-    IN->embed_bwd(IN, dwte, dwpe, dwtt, dln_w, dln_b, dout, sum, mean, rstd, ids, types, ln_w, B, S, d, drop);
-}
-static void w_linear_fwd(mlm_backend *be, void *out, void *pre, const void *in, const void *W, const void *b,
-                         int N, int I, int O, mlm_act act) {
-    NOTE("linear_fwd", P(out), P(pre), P(in), P(W), P(b), N, I, O, act);
-    IN->linear_fwd(IN, out, pre, in, W, b, N, I, O, act);
-}
-static void w_linear_bwd(mlm_backend *be, void *din, float *dW, float *db, void *dout, const void *in,
-                         const void *W, const void *pre, int N, int I, int O, mlm_act act, int acc) {
-    NOTE("linear_bwd", P(din), P(dW), P(db), P(dout), P(in), P(W), P(pre), N, I, O, act, acc);
-    IN->linear_bwd(IN, din, dW, db, dout, in, W, pre, N, I, O, act, acc);
-}
-static void w_res_fwd(mlm_backend *be, void *out, void *s, float *mean, float *rstd, const void *x,
-                      const void *res, const void *ln_w, const void *ln_b, int B, int S, int d, float eps,
-                      const mlm_dropout *drop) {
-    NOTE("residual_ln_fwd", P(out), P(s), P(mean), P(rstd), P(x), P(res), P(ln_w), P(ln_b), B, S, d, FB(eps),
-         DROP(drop));
-    IN->residual_ln_fwd(IN, out, s, mean, rstd, x, res, ln_w, ln_b, B, S, d, eps, drop);
-}
-static void w_res_bwd(mlm_backend *be, void *dx, void *dres, float *dln_w, float *dln_b, const void *dout,
-                      const void *s, const float *mean, const float *rstd, const void *ln_w, int B, int S, int d,
-                      const mlm_dropout *drop) {
-    NOTE("residual_ln_bwd", P(dx), P(dres), P(dln_w), P(dln_b), P(dout), P(s), P(mean), P(rstd), P(ln_w), B, S,
-         d, DROP(drop));
-    IN->residual_ln_bwd(IN, dx, dres, dln_w, dln_b, dout, s, mean, rstd, ln_w, B, S, d, drop);
-}
-static void w_ln_fwd(mlm_backend *be, void *out, float *mean, float *rstd, const void *x, const void *ln_w,
-                     const void *ln_b, int M, int d, float eps) {
-    NOTE("layernorm_fwd", P(out), P(mean), P(rstd), P(x), P(ln_w), P(ln_b), M, d, FB(eps));
-    IN->layernorm_fwd(IN, out, mean, rstd, x, ln_w, ln_b, M, d, eps);
-}
-static void w_ln_bwd(mlm_backend *be, void *dx, float *dln_w, float *dln_b, const void *dout, const void *x,
-                     const float *mean, const float *rstd, const void *ln_w, int M, int d) {
-    NOTE("layernorm_bwd", P(dx), P(dln_w), P(dln_b), P(dout), P(x), P(mean), P(rstd), P(ln_w), M, d);
-    IN->layernorm_bwd(IN, dx, dln_w, dln_b, dout, x, mean, rstd, ln_w, M, d);
-}
-static size_t w_att_saved(mlm_backend *be, int B, int S, int H) { return IN->attention_saved_bytes(IN, B, S, H); }
-static void w_att_fwd(mlm_backend *be, void *out, void *saved, const void *qkv, const int32_t *lengths, int B,
-                      int S, int H, int dh, const mlm_dropout *drop) {
-    NOTE("attention_fwd", P(out), P(saved), P(qkv), P(lengths), B, S, H, dh, DROP(drop));
-    IN->attention_fwd(IN, out, saved, qkv, lengths, B, S, H, dh, drop);
-}
-static void w_att_bwd(mlm_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
-                      const void *saved, const int32_t *lengths, int B, int S, int H, int dh,
-                      const mlm_dropout *drop) {
-    NOTE("attention_bwd", P(dqkv), P(dout), P(qkv), P(out), P(saved), P(lengths), B, S, H, dh, DROP(drop));
-    IN->attention_bwd(IN, dqkv, dout, qkv, out, saved, lengths, B, S, H, dh, drop);
-}
-static void w_gather(mlm_backend *be, void *out, const void *in, const int32_t *rows, int M, int d) {
-    NOTE("gather_rows", P(out), P(in), P(rows), M, d);
-    IN->gather_rows(IN, out, in, rows, M, d);
-}
-static void w_scatter(mlm_backend *be, void *dfull, const void *drows, const int32_t *rows, int M, int N, int d) {
-    NOTE("scatter_rows", P(dfull), P(drows), P(rows), M, N, d);
-    IN->scatter_rows(IN, dfull, drows, rows, M, N, d);
-}
-static void w_dec_fwd(mlm_backend *be, float *logits, const void *in, const void *W, const void *b, int M, int d,
-                      int V) {
-    NOTE("decoder_fwd", P(logits), P(in), P(W), P(b), M, d, V);
-    IN->decoder_fwd(IN, logits, in, W, b, M, d, V);
-}
-static void w_dec_bwd(mlm_backend *be, void *din, float *dW, float *db, const float *dlogits, const void *in,
-                      const void *W, int M, int d, int V) {
-    NOTE("decoder_bwd", P(din), P(dW), P(db), P(dlogits), P(in), P(W), M, d, V);
-    IN->decoder_bwd(IN, din, dW, db, dlogits, in, W, M, d, V);
-}
-static void w_ce(mlm_backend *be, float *logits, const int32_t *labels, int M, int V, float scale,
-                 const mlm_live *live, float *stats) {
-    NOTE("cross_entropy", P(logits), P(labels), M, V, FB(scale), P(live), P(stats));
-    IN->cross_entropy(IN, logits, labels, M, V, scale, live, stats);
-}
-static void w_sumsq(mlm_backend *be, float *out, const float *g, size_t n) {
-    NOTE("sum_squares", P(out), P(g), n);
-    IN->sum_squares(IN, out, g, n);
-}
-static void w_adamw(mlm_backend *be, float *master, void *wgt, const float *g, float *m, float *v, size_t n,
-                    const mlm_adamw_args *a, const float *gnorm_sq) {
-    NOTE("adamw", P(master), P(wgt), P(g), P(m), P(v), n, FB(a->lr), a->step, P(gnorm_sq));
-    IN->adamw(IN, master, wgt, g, m, v, n, a, gnorm_sq);
-}
-
-/* The replay of a recording backend: runs fn, noting its ops, and compares them
- * with those of the first call of the same key. */
-static void w_replay(mlm_backend *be, uint64_t key, void (*fn)(void *), void *ctx) {
-    recorder *r = rec_of(be);
+/* Runs fn, noting its ops, and compares them with those of the key's first call. */
+static void rec_replay(void *ctx, mlm_backend *be, uint64_t key, void (*fn)(void *), void *fn_ctx) {
+    recorder *r = ctx;
     cr_assert(!r->have_ref || r->key == key, "these tests use one key");
     r->inside = 1;
     r->nnow = 0;
-    fn(ctx);
+    fn(fn_ctx);
     r->inside = 0;
     r->replays++;
     if (!r->have_ref) {
@@ -247,30 +102,12 @@ static void w_replay(mlm_backend *be, uint64_t key, void (*fn)(void *), void *ct
     }
 }
 
-static void w_destroy(mlm_backend *be) {
-    recorder *r = rec_of(be);
-    r->inner->destroy(r->inner);
-    free(r);
-    free(be);
-}
-
-static mlm_backend *recorder_new(int rows_align) {
+/* A CPU backend behind a recorder (*out; freed by the caller after destroy). */
+static mlm_backend *recorder_new(int rows_align, recorder **out) {
     recorder *r = calloc(1, sizeof *r);
-    r->inner = mlm_backend_cpu(2);
-    mlm_backend *be = calloc(1, sizeof *be);
-    *be = (mlm_backend){
-        .name = "recorder", .act_size = r->inner->act_size, .wgt_size = r->inner->wgt_size, .impl = r,
-        .alloc = w_alloc, .free = w_free, .upload = w_upload, .download = w_download, .zero = w_zero,
-        .sync = w_sync, .mem_free = w_mem_free, .upload_f32_as_act = w_upload_f32,
-        .download_act_as_f32 = w_download_f32, .copy_master_to_wgt = w_master, .embed_fwd = w_embed_fwd,
-        .embed_bwd = w_embed_bwd, .linear_fwd = w_linear_fwd, .linear_bwd = w_linear_bwd,
-        .residual_ln_fwd = w_res_fwd, .residual_ln_bwd = w_res_bwd, .layernorm_fwd = w_ln_fwd,
-        .layernorm_bwd = w_ln_bwd, .attention_saved_bytes = w_att_saved, .attention_fwd = w_att_fwd,
-        .attention_bwd = w_att_bwd, .gather_rows = w_gather, .scatter_rows = w_scatter,
-        .decoder_fwd = w_dec_fwd, .decoder_bwd = w_dec_bwd, .cross_entropy = w_ce, .sum_squares = w_sumsq,
-        .adamw = w_adamw, .replay = w_replay, .rows_align = rows_align, .destroy = w_destroy,
-    };
-    return be;
+    *out = r;
+    mlm_wrap_hooks h = {.ctx = r, .before = rec_before, .replay = rec_replay, .rows_align = rows_align};
+    return mlm_backend_wrap(mlm_backend_cpu(2), &h);
 }
 
 /* ---------------------------------------------------------------- a small model */
@@ -374,9 +211,9 @@ Test(replay, a_micro_batch_replays_with_the_same_arguments) {
     make_micro(&mbs[1], 14, 1, B, 12);   // padded to 16 rows they share a key
     make_micro(&mbs[2], 16, 2, 0, 13);
     float scales[3] = {1.0f / 23, 1.0f / 23, 1.0f / 16}, loss_rec, loss_cpu;
-    mlm_backend *rb = recorder_new(8), *cpu = mlm_backend_cpu(2);
+    recorder *r;
+    mlm_backend *rb = recorder_new(8, &r), *cpu = mlm_backend_cpu(2);
     cpu->rows_align = 8;
-    recorder *r = rec_of(rb);
     float *g_rec = run_micro(rb, mbs, 3, scales, &loss_rec);
     cr_expect_eq(r->replays, 3);
     cr_expect_eq(r->compared, 2);
@@ -391,6 +228,7 @@ Test(replay, a_micro_batch_replays_with_the_same_arguments) {
     free(g_cpu);
     rb->destroy(rb);
     cpu->destroy(cpu);
+    free(r);
 }
 
 /* The recorder catches an argument that changes between calls of a key. */
@@ -401,17 +239,19 @@ static void poke_ops(void *ctx) {
 }
 
 Test(replay, the_recorder_sees_a_changed_argument) {
-    mlm_backend *rb = recorder_new(1);
+    recorder *r;
+    mlm_backend *rb = recorder_new(1, &r);
     float *buf = rb->alloc(rb, 64 * sizeof(float), "test buffer");
     poke p = {rb, buf, 8};
     rb->replay(rb, 1, poke_ops, &p);
     rb->replay(rb, 1, poke_ops, &p);
-    cr_expect_str_empty(rec_of(rb)->mismatch);
+    cr_expect_str_empty(r->mismatch);
     p.n = 9;
     rb->replay(rb, 1, poke_ops, &p);
-    cr_expect(strstr(rec_of(rb)->mismatch, "call 0 (zero): argument word 1"), "%s", rec_of(rb)->mismatch);
+    cr_expect(strstr(r->mismatch, "call 0 (zero): argument word 1"), "%s", r->mismatch);
     rb->free(rb, buf);
     rb->destroy(rb);
+    free(r);
 }
 
 Test(replay, padding_rows_in_the_ops) {
@@ -446,4 +286,52 @@ Test(replay, padding_rows_in_the_ops) {
     cr_expect_float_eq(stats[0], log(z), 1e-5, "only the real row has a loss");
     cr_expect_eq(stats[1], 1.0f, "only the real row is counted");
     be->destroy(be);
+}
+
+/* The profiler sees every op of the micro-batches, as often as the model calls it,
+ * and its times add up to no more than the wall time. */
+Test(replay, the_profiler_sees_every_op) {
+    micro mbs[2];
+    make_micro(&mbs[0], 9, 1, 0, 21);
+    make_micro(&mbs[1], 12, 1, B, 22);
+    float scales[2] = {1.0f / 21, 1.0f / 21}, loss_prof, loss_cpu;
+    mlm_profile *prof;
+    mlm_backend *pb = mlm_profile_wrap(mlm_backend_cpu(2), &prof), *cpu = mlm_backend_cpu(2);
+    cr_expect_null(pb->replay, "under the profiler every op must be seen");
+    double t0 = mlm_now_s();
+    float *g_prof = run_micro(pb, mbs, 2, scales, &loss_prof);
+    double wall = mlm_now_s() - t0;
+    const mlm_model_config cfg = tiny_config();
+    const struct { const char *op; long per_micro; } want[] = {
+        {"embed_fwd", 1}, {"embed_bwd", 1}, {"attention_fwd", cfg.num_layers}, {"attention_bwd", cfg.num_layers},
+        {"linear_fwd", 4 * cfg.num_layers + 1}, {"linear_bwd", 4 * cfg.num_layers + 1},
+        {"residual_ln_fwd", 2 * cfg.num_layers}, {"residual_ln_bwd", 2 * cfg.num_layers}, {"layernorm_fwd", 1},
+        {"layernorm_bwd", 1}, {"gather_rows", 1}, {"scatter_rows", 1}, {"decoder_fwd", 1}, {"decoder_bwd", 1},
+        {"cross_entropy", 1},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        long calls;
+        double secs;
+        mlm_profile_op(prof, want[i].op, &calls, &secs);
+        cr_expect_eq(calls, 2 * want[i].per_micro, "%s: %ld calls, want %ld", want[i].op, calls, 2 * want[i].per_micro);
+        cr_expect_geq(secs, 0.0);
+    }
+    double total = mlm_profile_seconds(prof);
+    cr_expect_gt(total, 0.0);
+    cr_expect_leq(total, wall, "ops took %g s of a %g s run", total, wall);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    mlm_profile_print(prof, f, 2, 50);
+    fclose(f);
+    cr_expect(strstr(text, "linear_fwd") && strstr(text, "N=64 I=16 O=48 act=0"), "%s", text);
+    free(text);
+    float *g_cpu = run_micro(cpu, mbs, 2, scales, &loss_cpu);   // the profiler only watches
+    cr_expect_eq(loss_prof, loss_cpu);
+    cr_expect_eq(memcmp(g_prof, g_cpu, num_params() * sizeof(float)), 0);
+    free(g_prof);
+    free(g_cpu);
+    pb->destroy(pb);
+    cpu->destroy(cpu);
+    mlm_profile_free(prof);
 }
