@@ -516,8 +516,9 @@ static void micro_ops(void *ctx) {
 
 /* Uploads the micro-batch and its live values, then runs its ops, through the
  * backend's replay when it has one: every argument of micro_ops depends on
- * (B, S, padded M) alone. The gradient hook (data parallel) queues collectives
- * between the ops, so that path is not replayed. */
+ * (B, S, padded M) alone. A micro-batch with the gradient hook armed (the last of
+ * a data-parallel step) queues collectives between its ops, so it is not
+ * replayed; the others of that step are. */
 void mlm_model_step_micro(mlm_model *m, const mlm_batch *b, float loss_scale) {
     mlm_backend *be = m->be;
     if (b->M == 0) return;   // nothing masked: no loss, no gradient

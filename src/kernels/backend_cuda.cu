@@ -37,8 +37,14 @@ static void *cuda_alloc(mlm_backend *be, size_t bytes, const char *what) {
     return p;
 }
 
+static void graphs_reset(cuda_state *st);
+
+/* Graphs may hold p: they are forgotten first (training frees nothing until the
+ * model goes). */
 static void cuda_free(mlm_backend *be, void *p) {
-    if (p) cudaCheck(cudaFree(p));
+    if (!p) return;
+    graphs_reset(cuda_st(be));
+    cudaCheck(cudaFree(p));
 }
 
 static void cuda_upload(mlm_backend *be, void *dst, const void *host_src, size_t bytes) {
@@ -192,6 +198,7 @@ static void attention_bwd(mlm_backend *be, void *dqkv, const void *dout, const v
 }
 
 extern "C" void mlm_cuda_use_cublas_attention(mlm_backend *be, int on) {
+    graphs_reset(cuda_st(be));   // recorded graphs hold the other path's kernels
     be->attention_saved_bytes = on ? cuda_attention_saved_bytes : attention_saved_bytes;
     be->attention_fwd = on ? cuda_attention_fwd : attention_fwd;
     be->attention_bwd = on ? cuda_attention_bwd : attention_bwd;
@@ -208,9 +215,18 @@ extern "C" void mlm_cuda_use_cublas_attention(mlm_backend *be, int on) {
 static void graphs_drop(cuda_state *st) {
     for (int i = 0; i < st->ngraphs; i++)
         if (st->graphs[i].exec) {
-            cudaCheck(cudaGraphExecDestroy(st->graphs[i].exec));
+            cudaCheck(cudaGraphExecDestroy(st->graphs[i].exec));   // one in flight is freed when it ends
             st->graphs[i].exec = NULL;
         }
+}
+
+/* Forgets every key: the graphs hold pointers to memory about to be freed, or ops
+ * about to change (the attention path). */
+static void graphs_reset(cuda_state *st) {
+    if (!st->ngraphs) return;
+    cudaCheck(cudaStreamSynchronize(st->stream));
+    graphs_drop(st);
+    st->ngraphs = 0;
 }
 
 static void graphs_fail(cuda_state *st, const char *what, cudaError_t e) {
@@ -244,17 +260,31 @@ static int capture(cuda_state *st, cuda_graph *e, void (*fn)(void *), void *ctx)
     return 0;
 }
 
+/* The entry of key; a new one in a free slot, else in place of the least recently
+ * used (its graph is destroyed). */
+static cuda_graph *graph_entry(cuda_state *st, uint64_t key) {
+    cuda_graph *lru = NULL;
+    for (int i = 0; i < st->ngraphs; i++) {
+        cuda_graph *e = &st->graphs[i];
+        if (e->key == key) return e;
+        if (!lru || e->last_use < lru->last_use) lru = e;
+    }
+    cuda_graph *e = st->ngraphs < CUDA_GRAPHS_MAX ? &st->graphs[st->ngraphs++] : lru;
+    if (e->exec) cudaCheck(cudaGraphExecDestroy(e->exec));   // the evicted key's; a fresh slot has none
+    *e = (cuda_graph){key, 0, NULL, 0};
+    return e;
+}
+
 static void cuda_replay(mlm_backend *be, uint64_t key, void (*fn)(void *), void *ctx) {
     cuda_state *st = cuda_st(be);
-    cuda_graph *e = NULL;
-    for (int i = 0; i < st->ngraphs && !e; i++)
-        if (st->graphs[i].key == key) e = &st->graphs[i];
-    if (!e && st->ngraphs < CUDA_GRAPHS_MAX) {
-        e = &st->graphs[st->ngraphs++];
-        *e = (cuda_graph){key, 0, NULL};
+    if (st->graphs_off) {
+        fn(ctx);
+        return;
     }
-    if (st->graphs_off || !e || !e->seen) {   // off, too many keys, or the key's eager first call
-        if (e) e->seen = 1;
+    cuda_graph *e = graph_entry(st, key);
+    e->last_use = ++st->replays;
+    if (!e->seen) {   // the key's eager first call
+        e->seen = 1;
         fn(ctx);
         return;
     }

@@ -25,6 +25,11 @@ static inline const char *cuda_hint(cudaError_t e) {
     case cudaErrorIllegalAddress:
     case cudaErrorLaunchFailure: return "; an earlier kernel failed: rerun under compute-sanitizer";
     case cudaErrorInvalidConfiguration: return "; a launch got a bad grid or block size for these shapes";
+    case cudaErrorStreamCaptureUnsupported:
+    case cudaErrorStreamCaptureInvalidated:
+    case cudaErrorStreamCaptureImplicit:
+    case cudaErrorCapturedEvent:
+    case cudaErrorStreamCaptureWrongThread: return "; recording a CUDA graph failed: MLM_CUDA_GRAPHS=0 runs without graphs";
     default: return "";
     }
 }

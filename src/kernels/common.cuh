@@ -26,9 +26,10 @@ struct cuda_graph {
     uint64_t key;
     int seen;
     cudaGraphExec_t exec;       // NULL until captured
+    uint64_t last_use;          // st->replays at the last call
 };
 
-enum { CUDA_GRAPHS_MAX = 32 };
+enum { CUDA_GRAPHS_MAX = 64 };
 
 struct cuda_state {
     int device;
@@ -45,6 +46,7 @@ struct cuda_state {
     int graphs_off;             // MLM_CUDA_GRAPHS=0, or a capture failed: replay just calls
     int capturing;              // inside a stream capture: nothing may wait or allocate
     int graphs_recorded;        // captures so far (logged once)
+    uint64_t replays;           // replay calls so far
     void *pinned;               // page-locked host memory for download_start (PINNED_BYTES)
     cudaEvent_t copied;         // recorded behind download_start's copy
     void *pending_dst;          // download_start's destination, until download_finish

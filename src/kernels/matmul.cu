@@ -10,8 +10,9 @@
  * Epilogues: the bias rides in cuBLASLt's BIAS epilogue. GELU does not: cuBLASLt's
  * GELU epilogues use the tanh approximation, and HF BERT uses the exact erf form,
  * so linear_fwd writes pre = x W^T + b and a kernel applies erf GELU; the backward
- * multiplies by the exact derivative. Bias gradients are deterministic column sums
- * (reduce.cuh). Weight gradients accumulate in fp32 (C fp32, beta 1).
+ * multiplies by the exact derivative, in the same pass as the bias gradient when
+ * there is one. Bias gradients are deterministic column sums (reduce.cuh). Weight
+ * gradients accumulate in fp32 (C fp32, beta 1).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -176,6 +177,22 @@ __global__ void gelu_bwd_kernel(bf16 *dout, const bf16 *pre, size_t n) {
     store8(dout + i, g, cnt);
 }
 
+/* colsum functor that turns g (R, C) into g * gelu'(pre) in place, rounded to
+ * bf16 as gelu_bwd_kernel does, and sums the rounded values: the bias gradient of a
+ * GELU layer in the pass that makes its input gradient (each element is visited
+ * once). */
+struct gelu_grad_in_place {
+    bf16 *g;
+    const bf16 *pre;
+    int C;
+    __device__ float2 operator()(int r, int c) const {
+        size_t i = (size_t)r * C + c;
+        bf16 v = __float2bfloat16_rn(__bfloat162float(g[i]) * gelu_grad(__bfloat162float(pre[i])));
+        g[i] = v;
+        return make_float2(__bfloat162float(v), 0.0f);
+    }
+};
+
 /* ---- linear: out (N, O) = act(in (N, I) W^T (O, I) + b) ---- */
 
 void cuda_linear_fwd(mlm_backend *be, void *out, void *pre, const void *in, const void *W,
@@ -196,7 +213,10 @@ void cuda_linear_bwd(mlm_backend *be, void *din, float *dW, float *db, void *dou
                      mlm_act act, int din_accumulate) {
     cuda_state *st = cuda_st(be);
     size_t n = (size_t)N * O;
-    if (act == MLM_ACT_GELU && n) {   // dout (N, O) *= gelu'(pre), in place
+    bool gelu = act == MLM_ACT_GELU && n;
+    if (gelu && db) {   // dout (N, O) *= gelu'(pre) in place, db += its column sums: one pass
+        colsum(st, db, nullptr, gelu_grad_in_place{(bf16 *)dout, (const bf16 *)pre, O}, N, O);
+    } else if (gelu) {
         gelu_bwd_kernel<<<cdiv(cdiv(n, 8), GELU_THREADS), GELU_THREADS, 0, st->stream>>>((bf16 *)dout,
                                                                                         (const bf16 *)pre, n);
         launchCheck();
@@ -204,7 +224,7 @@ void cuda_linear_bwd(mlm_backend *be, void *din, float *dW, float *db, void *dou
     // dW (O, I) += dout^T (O, N) in (N, I)
     cuda_gemm(st, {.M = O, .N = I, .K = N, .A = dout, .lda = O, .ta = true, .B = in, .ldb = I, .C = dW,
                    .ldc = I, .ctype = CUDA_R_32F, .beta = 1.0f});
-    if (db) colsum(st, db, nullptr, colsum_of<bf16>{(const bf16 *)dout, O}, N, O);
+    if (db && !gelu) colsum(st, db, nullptr, colsum_of<bf16>{(const bf16 *)dout, O}, N, O);
     // din (N, I) = dout (N, O) W (O, I)
     if (din)
         cuda_gemm(st, {.M = N, .N = I, .K = O, .A = dout, .lda = O, .B = W, .ldb = I, .C = din, .ldc = I,
