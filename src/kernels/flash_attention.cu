@@ -154,8 +154,9 @@ template <int DH> __device__ __forceinline__ uint32_t sw_addr(const bf16 *tile, 
     return smem_addr(tile + sw<DH>(r, c));
 }
 
-/* From a = sw_addr(tile, r, c) with r < 16 and c % 16 < 8, the address of
- * (r + 16 i, c + 16 j), for c + 16 j < DH and no carry of c / 8 + 2 j into c's bits:
+/* From a = sw_addr(tile, r, c) with r < 16, the address of (r + 16 i, c + 16 j),
+ * for c + 16 j < DH, when bit 1 of the unit index c / 8 is clear where 2 j is added
+ * (so that XOR and addition agree: c / 8 in {0, 1} mod 4, e.g. c % 16 = 0 or 8):
  * f(r) repeats every 16 rows and the unit XOR only touches bits below the row size,
  * so a lane computes one address per operand and reaches every 16 x 16 block with
  * constants, instead of holding one address register per block. */
@@ -259,7 +260,8 @@ __global__ void __launch_bounds__(fwd_cfg<DH>::THREADS, fwd_cfg<DH>::MIN_BLOCKS)
     constexpr int BM = C::BM, BN = C::BN, KV = BN * DH;
     extern __shared__ __align__(16) unsigned char smem[];
     bf16 *Qs = (bf16 *)aligned_smem(smem), *Ks = Qs + BM * DH, *Vs = Ks + 2 * KV;   // q (BM, DH); k, v (2, BN, DH)
-    const int h = blockIdx.y, b = blockIdx.z, q0 = blockIdx.x * BM, S = p.S, L = p.lengths[b];
+    const int h = blockIdx.y, b = blockIdx.z, q0 = blockIdx.x * BM, S = p.S;
+    const int L = min(max(p.lengths[b], 1), S);   // as the host promises; a bad length never reads out of bounds
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int mi = lane >> 3, r8 = lane & 7;   // ldmatrix: the matrix this lane addresses, and the row
     const int d = p.H * p.dh;
@@ -438,7 +440,7 @@ __global__ void __launch_bounds__(bwd_cfg<DH>::THREADS, 1) flash_bwd_kernel(flas
     bf16 *dsT = dOs + 2 * QT;                            // dS^T (BN, DS_LD)
     const int S = p.S, rows = C::rows(S);
     float *lse2 = (float *)(dsT + BN * DS_LD), *Dr = lse2 + rows;   // (rows) each
-    const int h = blockIdx.x, b = blockIdx.y, L = p.lengths[b];
+    const int h = blockIdx.x, b = blockIdx.y, L = min(max(p.lengths[b], 1), p.S);   // as in the forward
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int mi = lane >> 3, r8 = lane & 7;
     const int d = p.H * p.dh;
@@ -673,6 +675,12 @@ static void check_flash(int S, int H, int dh) {
         mlm_die(MLM_EXIT_INPUT, "cuda flash attention: %d heads x %d^2 positions overflow the dropout counter", H, S);
 }
 
+/* The batch is a grid dimension (z forward, y backward). */
+static void check_batch(int B) {
+    if (B > 65535)
+        mlm_die(MLM_EXIT_INPUT, "cuda flash attention: a micro-batch of %d sequences; it takes up to 65535", B);
+}
+
 static flash_params flash_args(const void *qkv, const int32_t *lengths, void *out, const void *saved,
                                const void *dout, void *dqkv, int S, int H, int dh, const mlm_dropout *drop) {
     flash_params p = {};
@@ -694,7 +702,10 @@ static flash_params flash_args(const void *qkv, const int32_t *lengths, void *ou
 template <int DH> static void launch_fwd(cuda_state *st, const flash_params &p, int B) {
     typedef fwd_cfg<DH> C;
     size_t smem = C::smem_bytes();
-    cudaCheck(cudaFuncSetAttribute(flash_fwd_kernel<DH>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    static bool raised = false;   // a function attribute: set once (CUDA graphs replay launches that rely on it)
+    if (!raised)
+        cudaCheck(cudaFuncSetAttribute(flash_fwd_kernel<DH>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    raised = true;
     dim3 grid(cdiv(p.S, C::BM), p.H, B);
     flash_fwd_kernel<DH><<<grid, C::THREADS, smem, st->stream>>>(p);
     launchCheck();
@@ -709,7 +720,12 @@ template <int DH> static void launch_bwd(cuda_state *st, flash_params p, int B) 
         cuda_scratch_slices(st, 1, &bytes, &scratch);
         p.dq_acc = (float *)scratch;
     }
-    cudaCheck(cudaFuncSetAttribute(flash_bwd_kernel<DH>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    // set once, for the largest S: the limit is shared by every launch, recorded graphs included
+    static bool raised = false;
+    if (!raised)
+        cudaCheck(cudaFuncSetAttribute(flash_bwd_kernel<DH>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)C::smem_bytes(FLASH_MAX_S)));
+    raised = true;
     flash_bwd_kernel<DH><<<dim3(p.H, B), C::THREADS, smem, st->stream>>>(p);
     launchCheck();
 }
@@ -718,6 +734,7 @@ void flash_attention_fwd(mlm_backend *be, void *out, void *saved, const void *qk
                          int S, int H, int dh, const mlm_dropout *drop) {
     if (B * S == 0) return;
     check_flash(S, H, dh);
+    check_batch(B);
     flash_params p = flash_args(qkv, lengths, out, saved, NULL, NULL, S, H, dh, drop);
     if (dh <= 64) launch_fwd<64>(cuda_st(be), p, B);
     else launch_fwd<128>(cuda_st(be), p, B);
@@ -728,6 +745,7 @@ void flash_attention_bwd(mlm_backend *be, void *dqkv, const void *dout, const vo
                          const mlm_dropout *drop) {
     if (B * S == 0) return;
     check_flash(S, H, dh);
+    check_batch(B);
     flash_params p = flash_args(qkv, lengths, (void *)out, saved, dout, dqkv, S, H, dh, drop);
     if (dh <= 64) launch_bwd<64>(cuda_st(be), p, B);
     else launch_bwd<128>(cuda_st(be), p, B);
