@@ -9,9 +9,14 @@
 #ifndef MLM_KERNELS_DROPOUT_CUH
 #define MLM_KERNELS_DROPOUT_CUH
 
+#ifndef MLM_EMULATE
 #include <curand_philox4x32_x.h>
+#endif
 
-#include "common.cuh"
+#include "device.cuh"
+extern "C" {
+#include "mlm/backend.h"
+}
 
 /* The dropout a kernel takes by value: drop, or off (threshold 0) for NULL. */
 static inline mlm_dropout dropout_arg(const mlm_dropout *drop) {
