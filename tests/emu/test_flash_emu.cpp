@@ -16,8 +16,6 @@
 #include "emu.h"
 #include "flash_kernels.cuh"
 
-EMU_GLOBALS
-
 extern "C" {
 #include "mlm/backend.h"
 }
@@ -48,15 +46,15 @@ struct flash_case {
 };
 
 template <int DH> static void run_kernels(flash_params p, int B, long *conflicts, long *phases) {
-    *conflicts += emu_launch(flash_fwd_kernel<DH>, dim3((p.S + fwd_cfg<DH>::BM - 1) / fwd_cfg<DH>::BM, p.H, B),
-                             fwd_cfg<DH>::THREADS, fwd_cfg<DH>::smem_bytes(), p, phases);
+    *conflicts += emu_run_kernel(flash_fwd_kernel<DH>, dim3((p.S + fwd_cfg<DH>::BM - 1) / fwd_cfg<DH>::BM, p.H, B),
+                                 fwd_cfg<DH>::THREADS, fwd_cfg<DH>::smem_bytes(), p, phases);
     std::vector<float> acc;
     if (p.S > bwd_cfg<DH>::BN) {   // as launch_bwd: fp32 dq partial sums, poisoned
         acc.assign((size_t)B * p.H * bwd_cfg<DH>::rows(p.S) * DH, NAN);
         p.dq_acc = acc.data();
     }
-    *conflicts += emu_launch(flash_bwd_kernel<DH>, dim3(p.H, B), bwd_cfg<DH>::THREADS, bwd_cfg<DH>::smem_bytes(p.S), p,
-                             phases);
+    *conflicts += emu_run_kernel(flash_bwd_kernel<DH>, dim3(p.H, B), bwd_cfg<DH>::THREADS,
+                                 bwd_cfg<DH>::smem_bytes(p.S), p, phases);
 }
 
 static void check_case(const flash_case &c) {

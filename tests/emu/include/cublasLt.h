@@ -1,0 +1,2 @@
+/* tests/emu: the emulated CUDA runtime, cuBLASLt and CUB (fake_cuda.h). */
+#include "../fake_cuda.h"
