@@ -222,6 +222,25 @@ __device__ __forceinline__ uint4 dropout_words4(const mlm_dropout &d, uint32_t s
 
 __device__ __forceinline__ float kept(uint32_t word, uint32_t threshold) { return word >= threshold ? 1.0f : 0.0f; }
 
+/* The double-buffer step of both kernels: tile `next` of a and b (rows next R ..
+ * next R + R - 1 of the sequence, those below L) starts loading into buffer next & 1
+ * (tiles of `tile` elements) when next < count, then the block waits until the
+ * current tile, committed before, has landed. */
+template <int R, int DH, int THREADS>
+__device__ __forceinline__ void next_tiles(bf16 *As, bf16 *Bs, int tile, const bf16 *a, int lda, const bf16 *b,
+                                           int ldb, int next, int count, int L, int dh, bool vec) {
+    if (next < count) {
+        int nb = next & 1;
+        load_tile<R, DH, THREADS>(As + nb * tile, a, lda, next * R, L, dh, vec);
+        load_tile<R, DH, THREADS>(Bs + nb * tile, b, ldb, next * R, L, dh, vec);
+        cp_async_commit();
+        cp_async_wait<1>();
+    } else {
+        cp_async_wait<0>();
+    }
+    __syncthreads();
+}
+
 /* ================= forward ================= */
 
 template <int DH>
@@ -262,16 +281,8 @@ __global__ void __launch_bounds__(fwd_cfg<DH>::THREADS, fwd_cfg<DH>::MIN_BLOCKS)
     float o[DH / 8][4] = {};             // ctx (16, DH) of the warp
     float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};   // running max (log2 units), sum
     for (int it = 0; it < nk; it++) {
-        if (it + 1 < nk) {   // prefetch the next key tile into the other buffer
-            int nb = (it + 1) & 1;
-            load_tile<BN, DH, C::THREADS>(Ks + nb * KV, k, ld, (it + 1) * BN, L, p.dh, p.vec);
-            load_tile<BN, DH, C::THREADS>(Vs + nb * KV, v, ld, (it + 1) * BN, L, p.dh, p.vec);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncthreads();
+        // prefetch the next key tile into the other buffer; wait for this one
+        next_tiles<BN, DH, C::THREADS>(Ks, Vs, KV, k, ld, v, ld, it + 1, nk, L, p.dh, p.vec);
         if (it == 0) {
 #pragma unroll
             for (int kk = 0; kk < DH / 16; kk++)
@@ -473,16 +484,7 @@ __global__ void __launch_bounds__(bwd_cfg<DH>::THREADS, 1) flash_bwd_kernel(flas
         cp_async_commit();
         float dk_acc[DH / 8][4] = {}, dv_acc[DH / 8][4] = {};   // (16 keys, DH) of the warp, rows in bwd_key order
         for (int i = 0; i < nq; i++) {
-            if (i + 1 < nq) {
-                int nb = (i + 1) & 1;
-                load_tile<BM, DH, C::THREADS>(Qs + nb * QT, q, ld, (i + 1) * BM, S, p.dh, p.vec);
-                load_tile<BM, DH, C::THREADS>(dOs + nb * QT, dO, d, (i + 1) * BM, S, p.dh, p.vec);
-                cp_async_commit();
-                cp_async_wait<1>();
-            } else {
-                cp_async_wait<0>();
-            }
-            __syncthreads();
+            next_tiles<BM, DH, C::THREADS>(Qs, dOs, QT, q, ld, dO, d, i + 1, nq, S, p.dh, p.vec);
             const uint32_t buf = (i & 1) * QT * sizeof(bf16);
             const int qb = i * BM;
             if (warp_keys) {

@@ -78,6 +78,34 @@ template <class T> struct ln_param_grads {
     }
 };
 
+/* The row's LayerNorm statistics, written by its first thread. */
+__device__ __forceinline__ void store_stats(float *mean, float *rstd, int r, float mu, float rs) {
+    if (threadIdx.x == 0) {
+        mean[r] = mu;
+        rstd[r] = rs;
+    }
+}
+
+/* v, the LayerNorm input, rounded to bf16 as saved for the backward (into saved),
+ * then normalized in place. */
+__device__ __forceinline__ void save_and_normalize(float v[8], bf16 *saved, int n, int c0, int d, float eps,
+                                                   const bf16 *ln_w, const bf16 *ln_b, float &mu, float &rs,
+                                                   float *shared) {
+    round_bf16(v);
+    store8(saved, v, n);
+    ln_row_fwd(v, n, c0, d, eps, ln_w, ln_b, mu, rs, shared);
+}
+
+/* ds = the LayerNorm backward of a bf16 row: dout and the saved input x at `at`. */
+__device__ __forceinline__ void load_ln_row_bwd(float ds[8], const bf16 *dout, const bf16 *x, size_t at, int n,
+                                                int c0, int d, float mu, float rs, const bf16 *ln_w,
+                                                float *shared) {
+    float dy[8], xv[8];
+    load8(dy, dout + at, n);
+    load8(xv, x + at, n);
+    ln_row_bwd(ds, dy, xv, n, c0, d, mu, rs, ln_w, shared);
+}
+
 /* ---- embeddings ---- */
 
 __global__ void embed_fwd_kernel(bf16 *out, bf16 *sum, float *mean, float *rstd, const int32_t *ids,
@@ -93,15 +121,10 @@ __global__ void embed_fwd_kernel(bf16 *out, bf16 *sum, float *mean, float *rstd,
     load8(typ, wtt + (size_t)(types ? types[r] : 0) * d + c0, n);
 #pragma unroll
     for (int k = 0; k < 8; k++) v[k] = tok[k] + pos[k] + typ[k];
-    round_bf16(v);
-    store8(sum + at, v, n);
-    ln_row_fwd(v, n, c0, d, eps, ln_w, ln_b, mu, rs, shared);
+    save_and_normalize(v, sum + at, n, c0, d, eps, ln_w, ln_b, mu, rs, shared);
     dropout8(v, drop, drop.seq_base + (uint32_t)(r / S), (uint32_t)(s * d + c0));
     store8(out + at, v, n);
-    if (threadIdx.x == 0) {
-        mean[r] = mu;
-        rstd[r] = rs;
-    }
+    store_stats(mean, rstd, r, mu, rs);
 }
 
 void cuda_embed_fwd(mlm_backend *be, void *out, void *sum, float *mean, float *rstd,
@@ -168,14 +191,9 @@ __global__ void residual_ln_fwd_kernel(bf16 *out, bf16 *s_out, float *mean, floa
     dropout8(v, drop, drop.seq_base + (uint32_t)(r / S), (uint32_t)(r % S * d + c0));
 #pragma unroll
     for (int k = 0; k < 8; k++) v[k] += rv[k];
-    round_bf16(v);
-    store8(s_out + at, v, n);
-    ln_row_fwd(v, n, c0, d, eps, ln_w, ln_b, mu, rs, shared);
+    save_and_normalize(v, s_out + at, n, c0, d, eps, ln_w, ln_b, mu, rs, shared);
     store8(out + at, v, n);
-    if (threadIdx.x == 0) {
-        mean[r] = mu;
-        rstd[r] = rs;
-    }
+    store_stats(mean, rstd, r, mu, rs);
 }
 
 void cuda_residual_ln_fwd(mlm_backend *be, void *out, void *s, float *mean, float *rstd,
@@ -197,10 +215,8 @@ __global__ void residual_ln_bwd_kernel(bf16 *dx, bf16 *dres, const bf16 *dout, c
     __shared__ float shared[32];
     int r = blockIdx.x, c0 = 8 * threadIdx.x, n = cols8(c0, d);
     size_t at = (size_t)r * d + c0;
-    float dy[8], x[8], ds[8];
-    load8(dy, dout + at, n);
-    load8(x, s_in + at, n);
-    ln_row_bwd(ds, dy, x, n, c0, d, mean[r], rstd[r], ln_w, shared);
+    float ds[8];
+    load_ln_row_bwd(ds, dout, s_in, at, n, c0, d, mean[r], rstd[r], ln_w, shared);
     if (dres) store8(dres + at, ds, n);
     dropout8(ds, drop, drop.seq_base + (uint32_t)(r / S), (uint32_t)(r % S * d + c0));
     store8(dx + at, ds, n);
@@ -230,10 +246,7 @@ __global__ void layernorm_fwd_kernel(bf16 *out, float *mean, float *rstd, const 
     load8(v, x + at, n);
     ln_row_fwd(v, n, c0, d, eps, ln_w, ln_b, mu, rs, shared);
     store8(out + at, v, n);
-    if (threadIdx.x == 0) {
-        mean[r] = mu;
-        rstd[r] = rs;
-    }
+    store_stats(mean, rstd, r, mu, rs);
 }
 
 void cuda_layernorm_fwd(mlm_backend *be, void *out, float *mean, float *rstd, const void *x,
@@ -250,10 +263,8 @@ __global__ void layernorm_bwd_kernel(bf16 *dx, const bf16 *dout, const bf16 *x, 
     __shared__ float shared[32];
     int r = blockIdx.x, c0 = 8 * threadIdx.x, n = cols8(c0, d);
     size_t at = (size_t)r * d + c0;
-    float dy[8], xv[8], g[8];
-    load8(dy, dout + at, n);
-    load8(xv, x + at, n);
-    ln_row_bwd(g, dy, xv, n, c0, d, mean[r], rstd[r], ln_w, shared);
+    float g[8];
+    load_ln_row_bwd(g, dout, x, at, n, c0, d, mean[r], rstd[r], ln_w, shared);
     store8(dx + at, g, n);
 }
 
