@@ -42,7 +42,8 @@ static long parse_num(const char *opt, const char *v, long lo, long hi) {
 
 int mlm_cmd_prepare(int argc, char **argv) {
     const char **inputs = mlm_xcalloc(argc + 1, sizeof(char *), "arguments");
-    mlm_prepare_opts o = {.inputs = inputs, .val_fraction = 0.01, .shard_sequences = 65536, .progress = 1,
+    mlm_prepare_opts o = {.inputs = inputs, .val_fraction = 0.01, .shard_sequences = 65536,
+                          .progress = isatty(STDERR_FILENO),   // a live line on a terminal, not in logs
                           .threads = (int)sysconf(_SC_NPROCESSORS_ONLN)};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
