@@ -19,6 +19,15 @@
 #include <unistd.h>
 
 #include "common.h"
+
+/* The training device: cpu here; test_dist_emu builds this file again with "cuda",
+ * the emulated CUDA backend and NCCL (tests/emu). */
+#ifndef DIST_DEVICE
+#define DIST_DEVICE "cpu"
+#endif
+#ifndef DIST_RANK_ENV      // more NAME=value for every rank (the emulator's device count)
+#define DIST_RANK_ENV ""
+#endif
 #include "mlm/config.h"
 #include "mlm/dist.h"
 #include "mlm/log.h"
@@ -46,14 +55,16 @@ static void need_mpi(void) {
  * env (NAME=value ...) exported to the ranks; returns the exit code, *secs the time. */
 static int train_mpi(int np, const char *env, const char *extra, double *secs) {
     char cmd[4096], exports[1024] = "";
-    char *copy = strdup(env), *save = NULL;
+    char all[1024];
+    snprintf(all, sizeof all, "%s %s", DIST_RANK_ENV, env);
+    char *copy = strdup(all), *save = NULL;
     for (char *v = strtok_r(copy, " ", &save); v; v = strtok_r(NULL, " ", &save))
         snprintf(exports + strlen(exports), sizeof exports - strlen(exports), " -x %s", v);
     free(copy);
     snprintf(cmd, sizeof cmd,
              "cd %s && OMP_NUM_THREADS=1 OMPI_MCA_btl_vader_single_copy_mechanism=none timeout 120 mpirun "
              "--oversubscribe --allow-run-as-root --bind-to none -np %d -x OMP_NUM_THREADS "
-             "-x OMPI_MCA_btl_vader_single_copy_mechanism%s %s train --config small.ini --device cpu %s",
+             "-x OMPI_MCA_btl_vader_single_copy_mechanism%s %s train --config small.ini --device " DIST_DEVICE " %s",
              tmpdir, np, exports, MLM_BIN, extra);
     double t0 = mlm_now_s();
     int rc = run_shell(cmd, out, sizeof out);
@@ -158,7 +169,8 @@ Test(dist, two_ranks_match_one_rank) {
     need_mpi();
     write_file("small.ini", SMALL);
     char args[512];
-    snprintf(args, sizeof args, "train --config small.ini --device cpu --set train.out_dir=one --set train.micro_batch=8");
+    snprintf(args, sizeof args,
+             "train --config small.ini --device " DIST_DEVICE " --set train.out_dir=one --set train.micro_batch=8");
     cr_assert_eq(run_mlmgpu("OMP_NUM_THREADS=1 MLM_DEBUG_DATA_LOG=one.log", args, out, sizeof out), 0, "%s", out);
     double secs;
     int rc = train_mpi(2, "MLM_DEBUG_DATA_LOG=two.log", "--set train.out_dir=two", &secs);
@@ -192,7 +204,7 @@ Test(dist, two_ranks_match_one_rank) {
 Test(dist, one_rank_through_mpi_is_bit_identical) {
     need_mpi();
     write_file("small.ini", SMALL);
-    cr_assert_eq(run_mlmgpu("OMP_NUM_THREADS=1", "train --config small.ini --device cpu --set train.out_dir=plain",
+    cr_assert_eq(run_mlmgpu("OMP_NUM_THREADS=1", "train --config small.ini --device " DIST_DEVICE " --set train.out_dir=plain",
                             out, sizeof out), 0, "%s", out);
     // MLM_DIST_FORCE: the multi-rank code path (broadcasts, buckets, watchdog) on one rank
     int rc = train_mpi(1, "MLM_DIST_FORCE=1", "--set train.out_dir=mpi", NULL);
@@ -252,7 +264,7 @@ Test(dist, hung_rank_is_named_after_the_timeout) {
 Test(dist, resume_needs_the_same_world_size) {
     need_mpi();
     write_file("small.ini", SMALL);
-    cr_assert_eq(run_mlmgpu("", "train --config small.ini --device cpu --set train.steps=2", out, sizeof out), 0,
+    cr_assert_eq(run_mlmgpu("", "train --config small.ini --device " DIST_DEVICE " --set train.steps=2", out, sizeof out), 0,
                  "%s", out);
     int rc = train_mpi(2, "", "--set train.steps=4 --resume auto", NULL);
     cr_expect_eq(rc, 2, "%s", out);

@@ -183,15 +183,24 @@ void emu_require_device(const void *p, size_t bytes, const char *what) {
 
 /* ---- device, errors ---- */
 
+/* One device, or EMU_DEVICE_COUNT of them (a node of GPUs for data-parallel runs:
+ * each process emulates the one it picks; they share nothing). */
+static int device_count(void) {
+    const char *n = getenv("EMU_DEVICE_COUNT");
+    int k = n ? atoi(n) : 1;
+    return k >= 1 && k <= 64 ? k : 1;
+}
+static int current_device;
+
 cudaError_t cudaGetDeviceCount(int *count) {
     if (!count) return fail(cudaErrorInvalidValue);
-    *count = 1;
+    *count = device_count();
     return cudaSuccess;
 }
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device) {
     if (!prop) return fail(cudaErrorInvalidValue);
-    if (device != 0) return fail(cudaErrorInvalidDevice);
+    if (device < 0 || device >= device_count()) return fail(cudaErrorInvalidDevice);
     memset(prop, 0, sizeof *prop);
     snprintf(prop->name, sizeof prop->name, "emulated H100 (tests/emu, on the CPU)");
     prop->totalGlobalMem = TOTAL_BYTES;
@@ -213,11 +222,15 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device) {
     return cudaSuccess;
 }
 
-cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice); }
+cudaError_t cudaSetDevice(int device) {
+    if (device < 0 || device >= device_count()) return fail(cudaErrorInvalidDevice);
+    current_device = device;
+    return cudaSuccess;
+}
 
 cudaError_t cudaGetDevice(int *device) {
     if (!device) return fail(cudaErrorInvalidValue);
-    *device = 0;
+    *device = current_device;
     return cudaSuccess;
 }
 
