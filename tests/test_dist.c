@@ -232,15 +232,22 @@ static void expect_step_2_loadable(void) {
     cr_expect_eq(rc, 0, "the last checkpoint does not load: %s", out);
 }
 
-Test(dist, killed_rank_ends_the_job) {
+/* Two ranks with a fault (env) at step 3 and a checkpoint every 2 steps: the job
+ * must fail, by itself (not the 120 s timeout), in under a minute. */
+static void faulty_job(const char *env, const char *timeout_s) {
     need_mpi();
     write_file("small.ini", SMALL);
     double secs;
-    int rc = train_mpi(2, "MLM_FAULT_KILL_RANK=1 MLM_FAULT_KILL_STEP=3",
-                       "--set train.checkpoint_every=2 --set dist.timeout_s=10", &secs);
+    char extra[256];
+    snprintf(extra, sizeof extra, "--set train.checkpoint_every=2 --set dist.timeout_s=%s", timeout_s);
+    int rc = train_mpi(2, env, extra, &secs);
     cr_expect_neq(rc, 0, "%s", out);
     cr_expect_neq(rc, 124, "mpirun hung: %s", out);
     cr_expect_lt(secs, 60, "took %.1f s", secs);
+}
+
+Test(dist, killed_rank_ends_the_job) {
+    faulty_job("MLM_FAULT_KILL_RANK=1 MLM_FAULT_KILL_STEP=3", "10");
     // mpirun sees the death first, or else the watchdog names the rank that did not come
     cr_expect(strstr(out, "process rank 1") || strstr(out, "rank(s) 1 did not reach"),
               "the failure does not name rank 1: %s", out);
@@ -248,14 +255,7 @@ Test(dist, killed_rank_ends_the_job) {
 }
 
 Test(dist, hung_rank_is_named_after_the_timeout) {
-    need_mpi();
-    write_file("small.ini", SMALL);
-    double secs;
-    int rc = train_mpi(2, "MLM_FAULT_HANG_RANK=1 MLM_FAULT_HANG_STEP=3",
-                       "--set train.checkpoint_every=2 --set dist.timeout_s=5", &secs);
-    cr_expect_neq(rc, 0, "%s", out);
-    cr_expect_neq(rc, 124, "mpirun hung: %s", out);
-    cr_expect_lt(secs, 60, "took %.1f s", secs);
+    faulty_job("MLM_FAULT_HANG_RANK=1 MLM_FAULT_HANG_STEP=3", "5");
     cr_expect(strstr(out, "step 3: rank(s) 1 did not reach the"), "%s", out);
     cr_expect(strstr(out, "timeout_s = 5 s"), "%s", out);
     expect_step_2_loadable();

@@ -86,11 +86,19 @@ void mlm_microbatch_fill(mlm_microbatch *mb, const mlm_shards *sh, const uint64_
 
 /* ---------------------------------------------------------------- evaluation */
 
-/* Downloads and clears the backend's loss/correct/grad-norm statistics. */
+/* Starts copying the model's statistics (loss sum, correct, grad norm^2, spare)
+ * into s behind the queued work, and clears them on the device for what follows;
+ * download_finish completes the copy. */
+static void stats_start(mlm_model *m, float s[4]) {
+    m->be->download_start(m->be, s, m->stats, 4 * sizeof(float));
+    m->be->zero(m->be, m->stats, 4 * sizeof(float));
+}
+
+/* Downloads and clears the loss/correct/grad-norm statistics now. */
 static void take_stats(mlm_model *m, float out[3]) {
     float s[4];
-    m->be->download(m->be, s, m->stats, sizeof s);
-    m->be->zero(m->be, m->stats, sizeof s);
+    stats_start(m, s);
+    m->be->download_finish(m->be);
     memcpy(out, s, 3 * sizeof(float));
 }
 
@@ -290,14 +298,6 @@ static void queue_step(run_state *r, mlm_loader *ld, step_flight *f) {
     mlm_grad_sync_wait(r->sync);
 }
 
-/* Starts copying the queued step's statistics back, and clears them on the device
- * for the next step. */
-static void start_stats(run_state *r, step_flight *f) {
-    mlm_backend *be = r->model.be;
-    be->download_start(be, f->s, r->model.stats, sizeof f->s);
-    be->zero(be, r->model.stats, sizeof f->s);
-}
-
 /* The step's loss sum, correct count, masked count and grad norm, all global, and
  * whether a signal reached any rank: waits for the step to finish on the device. */
 typedef struct { double loss, correct, grad_norm; long masked; int stop, sigint; } step_stats;
@@ -484,7 +484,7 @@ int mlm_train(const mlm_config *config, mlm_backend *be, const char *resume) {
             behind = NULL;
             if (rc) break;
         }
-        start_stats(&r, f);
+        stats_start(&r.model, f->s);   // read after the next step is queued
         int at_eval = r.have_val && ((t->eval_every && step % t->eval_every == 0) || step == t->steps);
         int at_ckpt = step == t->steps || (t->checkpoint_every && step % t->checkpoint_every == 0);
         if (r.world == 1 && !at_eval && !at_ckpt && !stop_signal) {

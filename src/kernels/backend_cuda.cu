@@ -297,8 +297,7 @@ static void cuda_replay(mlm_backend *be, uint64_t key, void (*fn)(void *), void 
 
 extern "C" void mlm_cuda_use_graphs(mlm_backend *be, int on) {
     cuda_state *st = cuda_st(be);
-    cudaCheck(cudaStreamSynchronize(st->stream));
-    graphs_drop(st);
+    graphs_reset(st);
     st->graphs_off = !on;
 }
 
