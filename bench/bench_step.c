@@ -44,7 +44,7 @@
 #include "mlm/backend_cuda.h"
 #endif
 
-#define PEAK_FLOPS 787e12   // bf16 GEMM 8192^3 on one H100 (DESIGN.md)
+#define PEAK_FLOPS 787e12   // bf16 GEMM 8192^3 on one H100 (docs/PERF.md, "Reference numbers and ceilings")
 #define VOCAB 30522
 #define MAX_POSITION 512
 #define STEP_SETS 4         // distinct masked batches, cycled over the steps

@@ -331,6 +331,6 @@ if att:
             res += f", {best[k] / r['ms']:.2f}x the fastest SDPA"
         who = ("mlmgpu " if r["impl"] == "mlmgpu_attention" else "SDPA ") + r.get("backend", "?")
         print(f"  {who:>16}  {shape:<20} {res}")
-print("\nseq/s; x = mlmgpu over HF; MFU = FLOPs/token x tokens/s / 787e12 (DESIGN.md formula);"
+print("\nseq/s; x = mlmgpu over HF; MFU = FLOPs/token x tokens/s / 787e12 (docs/PERF.md formula);"
       " GiB: ours = device memory added, HF = torch.cuda.max_memory_allocated")
 PY

@@ -38,7 +38,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-PEAK_FLOPS = 787e12  # bf16 GEMM 8192^3 on one H100 (DESIGN.md)
+PEAK_FLOPS = 787e12  # bf16 GEMM 8192^3 on one H100 (docs/PERF.md, "Reference numbers and ceilings")
 VOCAB = 30522
 MASK_ID = 103
 SHAPES = {  # L, d, H, I
