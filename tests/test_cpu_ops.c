@@ -3,7 +3,8 @@
  * double-precision reference written here, every backward against central finite
  * differences of L = sum(out * R), Philox dropout statistics and determinism,
  * gradient accumulation semantics, AdamW against a scalar torch.optim.AdamW
- * reference with clip_grad_norm_, and the bad-label exit of cross-entropy.
+ * reference with clip_grad_norm_, the bad-label exit of cross-entropy, and the
+ * table itself: every op of backend_ops.def filled in, an empty slot refused.
  */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -647,4 +648,22 @@ Test(cpu_ops, cross_entropy_bad_label_exits, .exit_code = 2) {
     int32_t labels[2] = {1, 3};
     float stats[2] = {0, 0};
     be->cross_entropy(be, logits, labels, 2, 3, 1.0f, NULL, stats);
+}
+
+/* The table holds every op of backend_ops.def; a table with an empty slot is named
+ * and refused. */
+Test(cpu_ops, the_table_has_every_op) {
+    cr_expect_null(mlm_backend_missing_op(be), "%s", mlm_backend_missing_op(be));
+    mlm_backend holed = *be;
+    holed.attention_bwd = NULL;
+    cr_expect_str_eq(mlm_backend_missing_op(&holed), "attention_bwd");
+    holed = *be;
+    holed.alloc = NULL;
+    cr_expect_str_eq(mlm_backend_missing_op(&holed), "alloc");
+}
+
+Test(cpu_ops, a_table_with_an_empty_slot_is_refused, .exit_code = 1) {
+    mlm_backend holed = *be;
+    holed.adamw = NULL;
+    mlm_backend_check(&holed);
 }

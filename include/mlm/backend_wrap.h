@@ -5,7 +5,8 @@
  * dropout fields by value). The ops themselves run on the inner backend.
  *
  * The profiler (profile.h) times ops this way; the tests use it to check that a
- * micro-batch can be replayed (tests/test_replay.c).
+ * micro-batch can be replayed (tests/test_replay.c). src/host/backend_ops.c makes
+ * the wrapper from the op list.
  */
 #ifndef MLM_BACKEND_WRAP_H
 #define MLM_BACKEND_WRAP_H
@@ -30,8 +31,5 @@ typedef struct {
 
 /* The wrapper; its destroy destroys the inner backend too. */
 mlm_backend *mlm_backend_wrap(mlm_backend *inner, const mlm_wrap_hooks *hooks);
-
-/* The inner backend of a wrapper. */
-mlm_backend *mlm_backend_wrapped(mlm_backend *wrapper);
 
 #endif

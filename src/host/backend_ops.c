@@ -1,5 +1,10 @@
-/* The wrapping backend of backend_wrap.h: every op reports to the hooks, then
- * runs on the inner backend. */
+/*
+ * What is written once over the op list (include/mlm/backend_ops.def): the check
+ * that a backend's table has every op (mlm_backend_check, called by the CPU and
+ * CUDA constructors), and the wrapping backend of backend_wrap.h, whose every op
+ * reports to the hooks and then runs on the inner backend (the profiler,
+ * profile.c; the replay recorder of tests/test_replay.c).
+ */
 #include "mlm/backend_wrap.h"
 
 #include <stdio.h>
@@ -8,6 +13,22 @@
 
 #include "mlm/log.h"
 
+/* ---------------------------------------------------------------- the check */
+
+const char *mlm_backend_missing_op(const mlm_backend *be) {
+#define MLM_OP(ret, op, ...) \
+    if (!be->op) return #op;
+#include "mlm/backend_ops.def"
+    return NULL;
+}
+
+void mlm_backend_check(const mlm_backend *be) {
+    const char *op = mlm_backend_missing_op(be);
+    if (op) mlm_die(MLM_EXIT_RUNTIME, "%s backend: op %s is not implemented (a NULL slot in its table)", be->name, op);
+}
+
+/* ---------------------------------------------------------------- the wrapper */
+
 typedef struct {
     mlm_backend *inner;
     mlm_wrap_hooks hooks;
@@ -15,167 +36,109 @@ typedef struct {
 
 static wrap_state *ws(mlm_backend *be) { return (wrap_state *)be->impl; }
 
-mlm_backend *mlm_backend_wrapped(mlm_backend *wrapper) { return ws(wrapper)->inner; }
+/* An op's arguments as 64-bit words, as a device would receive them. */
+typedef struct {
+    uint64_t w[MLM_WRAP_MAX_ARGS];
+    int n;
+} arg_words;
 
-static uint64_t P(const void *p) { return (uint64_t)(uintptr_t)p; }
+static void word(arg_words *a, uint64_t v) {
+    if (a->n == MLM_WRAP_MAX_ARGS) mlm_die(MLM_EXIT_RUNTIME, "backend wrapper: more than %d argument words", a->n);
+    a->w[a->n++] = v;
+}
 
-static uint64_t FB(float f) {
+static uint32_t float_bits(float f) {
     uint32_t u;
     memcpy(&u, &f, sizeof u);
     return u;
 }
 
-/* The words of a dropout argument, by value as a kernel receives it. */
-#define DROP(d)                                                                                       \
-    (d) ? (d)->threshold : 0, (d) ? FB((d)->scale) : 0, (d) ? (d)->seed : 0, (d) ? (d)->step : 0,     \
-        (d) ? (d)->site : 0, (d) ? (d)->seq_base : 0, (d) ? P((d)->live) : 0
+static void word_ptr(arg_words *a, const volatile void *p) { word(a, (uint64_t)(uintptr_t)p); }
+static void word_int(arg_words *a, long long v) { word(a, (uint64_t)v); }
+static void word_uint(arg_words *a, unsigned long long v) { word(a, v); }
+static void word_float(arg_words *a, float f) { word(a, float_bits(f)); }
 
-/* Tells the hooks about op (shape printf-style after the words), then runs CALL. */
-#define OP(op, CALL, WORDS, ...)                                                                      \
-    do {                                                                                              \
-        wrap_state *s_ = ws(be);                                                                      \
-        const uint64_t w_[] = {WORDS};                                                                \
-        char shape_[128];                                                                             \
-        snprintf(shape_, sizeof shape_, __VA_ARGS__);                                                 \
-        s_->hooks.before(s_->hooks.ctx, op, shape_, w_, (int)(sizeof w_ / sizeof w_[0]));             \
-        mlm_backend *in = s_->inner;                                                                  \
-        CALL;                                                                                         \
-        if (s_->hooks.after) s_->hooks.after(s_->hooks.ctx, op);                                      \
-    } while (0)
-#define W(...) __VA_ARGS__
+/* A dropout argument by value, as a kernel receives it. */
+static void word_dropout(arg_words *a, const mlm_dropout *d) {
+    const mlm_dropout off = {0};
+    if (!d) d = &off;
+    word(a, d->threshold), word(a, float_bits(d->scale)), word(a, d->seed), word(a, d->step);
+    word(a, d->site), word(a, d->seq_base), word_ptr(a, d->live);
+}
 
-static void *w_alloc(mlm_backend *be, size_t bytes, const char *what) {
-    void *p = NULL;
-    OP("alloc", p = in->alloc(in, bytes, what), W(bytes), "%zu bytes", bytes);
-    return p;
+static void word_adamw(arg_words *a, const mlm_adamw_args *x) {
+    word_float(a, x->lr), word_float(a, x->beta1), word_float(a, x->beta2), word_float(a, x->eps);
+    word_float(a, x->weight_decay), word_int(a, x->step), word_float(a, x->grad_clip);
 }
-static void w_free(mlm_backend *be, void *p) { OP("free", in->free(in, p), W(P(p)), "-"); }
-static void w_upload(mlm_backend *be, void *dst, const void *src, size_t bytes) {
-    OP("upload", in->upload(in, dst, src, bytes), W(P(dst), bytes), "%zu bytes", bytes);
-}
-static void w_download(mlm_backend *be, void *dst, const void *src, size_t bytes) {
-    OP("download", in->download(in, dst, src, bytes), W(P(src), bytes), "%zu bytes", bytes);
-}
-static void w_download_start(mlm_backend *be, void *dst, const void *src, size_t bytes) {
-    OP("download_start", in->download_start(in, dst, src, bytes), W(P(src), bytes), "%zu bytes", bytes);
-}
-static void w_download_finish(mlm_backend *be) { OP("download_finish", in->download_finish(in), W(0), "-"); }
-static void w_zero(mlm_backend *be, void *p, size_t bytes) {
-    OP("zero", in->zero(in, p, bytes), W(P(p), bytes), "%zu bytes", bytes);
-}
-static void w_sync(mlm_backend *be) { OP("sync", in->sync(in), W(0), "-"); }
-static size_t w_mem_free(mlm_backend *be) {
-    size_t n = 0;
-    OP("mem_free", n = in->mem_free ? in->mem_free(in) : 0, W(0), "-");
-    return n;
-}
-static void w_upload_f32(mlm_backend *be, void *dst, const float *src, size_t n) {
-    OP("upload_f32_as_act", in->upload_f32_as_act(in, dst, src, n), W(P(dst), n), "n=%zu", n);
-}
-static void w_download_f32(mlm_backend *be, float *dst, const void *src, size_t n) {
-    OP("download_act_as_f32", in->download_act_as_f32(in, dst, src, n), W(P(src), n), "n=%zu", n);
-}
-static void w_master(mlm_backend *be, void *dst, const float *master, size_t n) {
-    OP("copy_master_to_wgt", in->copy_master_to_wgt(in, dst, master, n), W(P(dst), P(master), n), "n=%zu", n);
-}
-static void w_embed_fwd(mlm_backend *be, void *out, void *sum, float *mean, float *rstd, const int32_t *ids,
-                        const int32_t *types, const void *wte, const void *wpe, const void *wtt, const void *ln_w,
-                        const void *ln_b, int B, int S, int d, float eps, const mlm_dropout *drop) {
-    OP("embed_fwd", in->embed_fwd(in, out, sum, mean, rstd, ids, types, wte, wpe, wtt, ln_w, ln_b, B, S, d, eps, drop),
-       W(P(out), P(sum), P(mean), P(rstd), P(ids), P(types), P(wte), P(wpe), P(wtt), P(ln_w), P(ln_b), B, S, d,
-         FB(eps), DROP(drop)),
-       "B=%d S=%d d=%d", B, S, d);
-}
-static void w_embed_bwd(mlm_backend *be, float *dwte, float *dwpe, float *dwtt, float *dln_w, float *dln_b,
-                        const void *dout, const void *sum, const float *mean, const float *rstd,
-                        const int32_t *ids, const int32_t *types, const void *ln_w, int B, int S, int d,
-                        const mlm_dropout *drop) {
-    OP("embed_bwd",
-       in->embed_bwd(in, dwte, dwpe, dwtt, dln_w, dln_b, dout, sum, mean, rstd, ids, types, ln_w, B, S, d, drop),
-       W(P(dwte), P(dwpe), P(dwtt), P(dln_w), P(dln_b), P(dout), P(sum), P(mean), P(rstd), P(ids), P(types),
-         P(ln_w), B, S, d, DROP(drop)),
-       "B=%d S=%d d=%d", B, S, d);
-}
-static void w_linear_fwd(mlm_backend *be, void *out, void *pre, const void *x, const void *Wt, const void *b,
-                         int N, int I, int O, mlm_act act) {
-    OP("linear_fwd", in->linear_fwd(in, out, pre, x, Wt, b, N, I, O, act),
-       W(P(out), P(pre), P(x), P(Wt), P(b), N, I, O, act), "N=%d I=%d O=%d act=%d", N, I, O, act);
-}
-static void w_linear_bwd(mlm_backend *be, void *din, float *dW, float *db, void *dout, const void *x,
-                         const void *Wt, const void *pre, int N, int I, int O, mlm_act act, int acc) {
-    OP("linear_bwd", in->linear_bwd(in, din, dW, db, dout, x, Wt, pre, N, I, O, act, acc),
-       W(P(din), P(dW), P(db), P(dout), P(x), P(Wt), P(pre), N, I, O, act, acc), "N=%d I=%d O=%d act=%d", N, I,
-       O, act);
-}
-static void w_res_fwd(mlm_backend *be, void *out, void *s, float *mean, float *rstd, const void *x,
-                      const void *res, const void *ln_w, const void *ln_b, int B, int S, int d, float eps,
-                      const mlm_dropout *drop) {
-    OP("residual_ln_fwd", in->residual_ln_fwd(in, out, s, mean, rstd, x, res, ln_w, ln_b, B, S, d, eps, drop),
-       W(P(out), P(s), P(mean), P(rstd), P(x), P(res), P(ln_w), P(ln_b), B, S, d, FB(eps), DROP(drop)),
-       "B=%d S=%d d=%d", B, S, d);
-}
-static void w_res_bwd(mlm_backend *be, void *dx, void *dres, float *dln_w, float *dln_b, const void *dout,
-                      const void *s, const float *mean, const float *rstd, const void *ln_w, int B, int S, int d,
-                      const mlm_dropout *drop) {
-    OP("residual_ln_bwd", in->residual_ln_bwd(in, dx, dres, dln_w, dln_b, dout, s, mean, rstd, ln_w, B, S, d, drop),
-       W(P(dx), P(dres), P(dln_w), P(dln_b), P(dout), P(s), P(mean), P(rstd), P(ln_w), B, S, d, DROP(drop)),
-       "B=%d S=%d d=%d", B, S, d);
-}
-static void w_ln_fwd(mlm_backend *be, void *out, float *mean, float *rstd, const void *x, const void *ln_w,
-                     const void *ln_b, int M, int d, float eps) {
-    OP("layernorm_fwd", in->layernorm_fwd(in, out, mean, rstd, x, ln_w, ln_b, M, d, eps),
-       W(P(out), P(mean), P(rstd), P(x), P(ln_w), P(ln_b), M, d, FB(eps)), "M=%d d=%d", M, d);
-}
-static void w_ln_bwd(mlm_backend *be, void *dx, float *dln_w, float *dln_b, const void *dout, const void *x,
-                     const float *mean, const float *rstd, const void *ln_w, int M, int d) {
-    OP("layernorm_bwd", in->layernorm_bwd(in, dx, dln_w, dln_b, dout, x, mean, rstd, ln_w, M, d),
-       W(P(dx), P(dln_w), P(dln_b), P(dout), P(x), P(mean), P(rstd), P(ln_w), M, d), "M=%d d=%d", M, d);
-}
-static size_t w_att_saved(mlm_backend *be, int B, int S, int H) {
-    return ws(be)->inner->attention_saved_bytes(ws(be)->inner, B, S, H);   // a size, no work
-}
-static void w_att_fwd(mlm_backend *be, void *out, void *saved, const void *qkv, const int32_t *lengths, int B,
-                      int S, int H, int dh, const mlm_dropout *drop) {
-    OP("attention_fwd", in->attention_fwd(in, out, saved, qkv, lengths, B, S, H, dh, drop),
-       W(P(out), P(saved), P(qkv), P(lengths), B, S, H, dh, DROP(drop)), "B=%d S=%d H=%d dh=%d", B, S, H, dh);
-}
-static void w_att_bwd(mlm_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
-                      const void *saved, const int32_t *lengths, int B, int S, int H, int dh,
-                      const mlm_dropout *drop) {
-    OP("attention_bwd", in->attention_bwd(in, dqkv, dout, qkv, out, saved, lengths, B, S, H, dh, drop),
-       W(P(dqkv), P(dout), P(qkv), P(out), P(saved), P(lengths), B, S, H, dh, DROP(drop)),
-       "B=%d S=%d H=%d dh=%d", B, S, H, dh);
-}
-static void w_gather(mlm_backend *be, void *out, const void *x, const int32_t *rows, int M, int d) {
-    OP("gather_rows", in->gather_rows(in, out, x, rows, M, d), W(P(out), P(x), P(rows), M, d), "M=%d d=%d", M, d);
-}
-static void w_scatter(mlm_backend *be, void *dfull, const void *drows, const int32_t *rows, int M, int N, int d) {
-    OP("scatter_rows", in->scatter_rows(in, dfull, drows, rows, M, N, d), W(P(dfull), P(drows), P(rows), M, N, d),
-       "M=%d N=%d d=%d", M, N, d);
-}
-static void w_dec_fwd(mlm_backend *be, float *logits, const void *x, const void *Wt, const void *b, int M, int d,
-                      int V) {
-    OP("decoder_fwd", in->decoder_fwd(in, logits, x, Wt, b, M, d, V), W(P(logits), P(x), P(Wt), P(b), M, d, V),
-       "M=%d d=%d V=%d", M, d, V);
-}
-static void w_dec_bwd(mlm_backend *be, void *din, float *dW, float *db, const float *dlogits, const void *x,
-                      const void *Wt, int M, int d, int V) {
-    OP("decoder_bwd", in->decoder_bwd(in, din, dW, db, dlogits, x, Wt, M, d, V),
-       W(P(din), P(dW), P(db), P(dlogits), P(x), P(Wt), M, d, V), "M=%d d=%d V=%d", M, d, V);
-}
-static void w_ce(mlm_backend *be, float *logits, const int32_t *labels, int M, int V, float scale,
-                 const mlm_live *live, float *stats) {
-    OP("cross_entropy", in->cross_entropy(in, logits, labels, M, V, scale, live, stats),
-       W(P(logits), P(labels), M, V, FB(scale), P(live), P(stats)), "M=%d V=%d", M, V);
-}
-static void w_sumsq(mlm_backend *be, float *out, const float *g, size_t n) {
-    OP("sum_squares", in->sum_squares(in, out, g, n), W(P(out), P(g), n), "n=%zu", n);
-}
-static void w_adamw(mlm_backend *be, float *master, void *wgt, const float *g, float *m, float *v, size_t n,
-                    const mlm_adamw_args *a, const float *gnorm_sq) {
-    OP("adamw", in->adamw(in, master, wgt, g, m, v, n, a, gnorm_sq),
-       W(P(master), P(wgt), P(g), P(m), P(v), n, FB(a->lr), a->step, P(gnorm_sq)), "n=%zu", n);
-}
+
+/* Appends argument x's words, chosen by its type (mlm_act is an unsigned int). */
+#define ARG_WORDS(x)                                                                                       \
+    _Generic((x),                                                                                          \
+        int: word_int, long: word_int, unsigned: word_uint, unsigned long: word_uint, float: word_float,    \
+        const mlm_dropout *: word_dropout, const mlm_adamw_args *: word_adamw,                             \
+        default: word_ptr)(&words_, (x));
+
+/* EACH(f, (a, b, c)) is f(a) f(b) f(c); at most 20 arguments. */
+#define UNPAREN(...) __VA_ARGS__
+#define EACH(f, args) EACH_(f, UNPAREN args)
+#define EACH_(f, ...) CAT(EACH_N, COUNT(__VA_ARGS__))(f, __VA_ARGS__)
+#define CAT(a, b) CAT_(a, b)
+#define CAT_(a, b) a##b
+#define COUNT(...) COUNT_(__VA_OPT__(__VA_ARGS__, ) 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0)
+#define COUNT_(a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15, a16, a17, a18, a19, a20, n, ...) n
+#define EACH_N0(f, ...)
+#define EACH_N1(f, x) f(x)
+#define EACH_N2(f, x, ...) f(x) EACH_N1(f, __VA_ARGS__)
+#define EACH_N3(f, x, ...) f(x) EACH_N2(f, __VA_ARGS__)
+#define EACH_N4(f, x, ...) f(x) EACH_N3(f, __VA_ARGS__)
+#define EACH_N5(f, x, ...) f(x) EACH_N4(f, __VA_ARGS__)
+#define EACH_N6(f, x, ...) f(x) EACH_N5(f, __VA_ARGS__)
+#define EACH_N7(f, x, ...) f(x) EACH_N6(f, __VA_ARGS__)
+#define EACH_N8(f, x, ...) f(x) EACH_N7(f, __VA_ARGS__)
+#define EACH_N9(f, x, ...) f(x) EACH_N8(f, __VA_ARGS__)
+#define EACH_N10(f, x, ...) f(x) EACH_N9(f, __VA_ARGS__)
+#define EACH_N11(f, x, ...) f(x) EACH_N10(f, __VA_ARGS__)
+#define EACH_N12(f, x, ...) f(x) EACH_N11(f, __VA_ARGS__)
+#define EACH_N13(f, x, ...) f(x) EACH_N12(f, __VA_ARGS__)
+#define EACH_N14(f, x, ...) f(x) EACH_N13(f, __VA_ARGS__)
+#define EACH_N15(f, x, ...) f(x) EACH_N14(f, __VA_ARGS__)
+#define EACH_N16(f, x, ...) f(x) EACH_N15(f, __VA_ARGS__)
+#define EACH_N17(f, x, ...) f(x) EACH_N16(f, __VA_ARGS__)
+#define EACH_N18(f, x, ...) f(x) EACH_N17(f, __VA_ARGS__)
+#define EACH_N19(f, x, ...) f(x) EACH_N18(f, __VA_ARGS__)
+#define EACH_N20(f, x, ...) f(x) EACH_N19(f, __VA_ARGS__)
+
+/* in->op(in, args...) */
+#define CALL_INNER(in, op, args) CALL_INNER_(in, op, UNPAREN args)
+#define CALL_INNER_(in, op, ...) in->op(in __VA_OPT__(, ) __VA_ARGS__)
+
+/* Tells the hooks about the op (its words, and the shape label made from the
+ * format and values after args), and returns the inner backend to run it on. */
+#define BEFORE(op, args, ...)                                                                              \
+    wrap_state *s_ = ws(be);                                                                               \
+    arg_words words_ = {.n = 0};                                                                           \
+    EACH(ARG_WORDS, args)                                                                                  \
+    char shape_[128];                                                                                      \
+    snprintf(shape_, sizeof shape_, __VA_ARGS__);                                                          \
+    s_->hooks.before(s_->hooks.ctx, #op, shape_, words_.w, words_.n);                                      \
+    mlm_backend *in_ = s_->inner;
+#define AFTER(op) \
+    if (s_->hooks.after) s_->hooks.after(s_->hooks.ctx, #op);
+
+#define MLM_OP(ret, op, params, args, ...) \
+    static void w_##op params {            \
+        BEFORE(op, args, __VA_ARGS__)      \
+        CALL_INNER(in_, op, args);         \
+        AFTER(op)                          \
+    }
+#define MLM_OP_VALUE(ret, op, params, args, ...) \
+    static ret w_##op params {                   \
+        BEFORE(op, args, __VA_ARGS__)            \
+        ret r_ = CALL_INNER(in_, op, args);      \
+        AFTER(op)                                \
+        return r_;                               \
+    }
+#include "mlm/backend_ops.def"
 
 static void w_replay(mlm_backend *be, uint64_t key, void (*fn)(void *), void *fn_ctx) {
     wrap_state *s = ws(be);
@@ -196,17 +159,11 @@ mlm_backend *mlm_backend_wrap(mlm_backend *inner, const mlm_wrap_hooks *hooks) {
     mlm_backend *be = mlm_xcalloc(1, sizeof *be, "backend wrapper");
     *be = (mlm_backend){
         .name = inner->name, .act_size = inner->act_size, .wgt_size = inner->wgt_size, .impl = s,
-        .alloc = w_alloc, .free = w_free, .upload = w_upload, .download = w_download,
-        .download_start = w_download_start, .download_finish = w_download_finish, .zero = w_zero,
-        .sync = w_sync, .mem_free = inner->mem_free ? w_mem_free : NULL, .upload_f32_as_act = w_upload_f32,
-        .download_act_as_f32 = w_download_f32, .copy_master_to_wgt = w_master, .embed_fwd = w_embed_fwd,
-        .embed_bwd = w_embed_bwd, .linear_fwd = w_linear_fwd, .linear_bwd = w_linear_bwd,
-        .residual_ln_fwd = w_res_fwd, .residual_ln_bwd = w_res_bwd, .layernorm_fwd = w_ln_fwd,
-        .layernorm_bwd = w_ln_bwd, .attention_saved_bytes = w_att_saved, .attention_fwd = w_att_fwd,
-        .attention_bwd = w_att_bwd, .gather_rows = w_gather, .scatter_rows = w_scatter,
-        .decoder_fwd = w_dec_fwd, .decoder_bwd = w_dec_bwd, .cross_entropy = w_ce, .sum_squares = w_sumsq,
-        .adamw = w_adamw, .replay = hooks->replay ? w_replay : NULL,
+#define MLM_OP(ret, op, ...) .op = w_##op,
+#include "mlm/backend_ops.def"
+        .replay = hooks->replay ? w_replay : NULL,
         .rows_align = hooks->rows_align ? hooks->rows_align : inner->rows_align, .destroy = w_destroy,
     };
+    mlm_backend_check(be);
     return be;
 }

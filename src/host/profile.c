@@ -10,7 +10,7 @@
 enum { MAX_ENTRIES = 256 };
 
 typedef struct {
-    const char *op;       // a string literal of backend_wrap.c
+    const char *op;       // a string literal of backend_ops.c
     char shape[128];
     long calls;
     double seconds;
@@ -26,7 +26,8 @@ struct mlm_profile {
 
 /* Ops that are no work of the step. */
 static int untimed(const char *op) {
-    return !strcmp(op, "alloc") || !strcmp(op, "free") || !strcmp(op, "mem_free") || !strcmp(op, "sync");
+    return !strcmp(op, "alloc") || !strcmp(op, "free") || !strcmp(op, "mem_free") || !strcmp(op, "sync") ||
+           !strcmp(op, "attention_saved_bytes");
 }
 
 static void before(void *ctx, const char *op, const char *shape, const uint64_t *args, int nargs) {

@@ -1,6 +1,9 @@
 /*
- * Self-attention, first version: cuBLASLt strided-batched GEMMs around a fused
- * mask + softmax (fp32) + dropout kernel; issue 6 replaces it with a flash kernel.
+ * The attention ops of the CUDA backend (twin: src/host/cpu/attention.c): the flash
+ * kernels (flash_attention.cu) up to FLASH_MAX_S positions, beyond that (and for
+ * every S after mlm_cuda_use_cublas_attention) the cuBLAS path of this file:
+ * cuBLASLt strided-batched GEMMs around a fused mask + softmax (fp32) + dropout
+ * kernel, the probabilities saved.
  *
  * Forward, per (sequence b, head h), with q, k, v permuted to head layout
  * (3, B, H, S, dh) so that every head is one matrix of a strided batch:
@@ -21,10 +24,11 @@
 
 #include "common.cuh"
 #include "dropout.cuh"
+#include "mlm/backend_cuda.h"
 
 enum { ROWS_PER_BLOCK = 8, PERMUTE_THREADS = 256 };
 
-size_t cuda_attention_saved_bytes(mlm_backend *be, int B, int S, int H) {
+static size_t cublas_attention_saved_bytes(int B, int S, int H) {
     return (size_t)B * H * S * S * sizeof(bf16);
 }
 
@@ -149,9 +153,8 @@ static void check_attention(int S, int H) {
 
 /* ---- forward ---- */
 
-void cuda_attention_fwd(mlm_backend *be, void *out, void *saved, const void *qkv,
-                        const int32_t *lengths, int B, int S, int H, int dh,
-                        const mlm_dropout *drop) {
+static void cublas_attention_fwd(mlm_backend *be, void *out, void *saved, const void *qkv, const int32_t *lengths,
+                                 int B, int S, int H, int dh, const mlm_dropout *drop) {
     cuda_state *st = cuda_st(be);
     if (B * S == 0) return;
     check_attention(S, H);
@@ -180,9 +183,9 @@ void cuda_attention_fwd(mlm_backend *be, void *out, void *saved, const void *qkv
 
 /* ---- backward ---- */
 
-void cuda_attention_bwd(mlm_backend *be, void *dqkv, const void *dout, const void *qkv,
-                        const void *out, const void *saved, const int32_t *lengths,
-                        int B, int S, int H, int dh, const mlm_dropout *drop) {
+static void cublas_attention_bwd(mlm_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
+                                 const void *saved, const int32_t *lengths, int B, int S, int H, int dh,
+                                 const mlm_dropout *drop) {
     cuda_state *st = cuda_st(be);
     if (B * S == 0) return;
     check_attention(S, H);
@@ -213,4 +216,32 @@ void cuda_attention_bwd(mlm_backend *be, void *dqkv, const void *dout, const voi
     cuda_gemm(st, {.M = S, .N = dh, .K = S, .A = dS, .lda = S, .ta = true, .B = q, .ldb = dh, .C = dk,
                    .ldc = dh, .alpha = alpha, .batch = BH, .sa = ss, .sb = sh, .sc = sh});
     permute(st, (bf16 *)dqkv, dq, B, S, 3, H, dh, false);
+}
+
+/* ---- the table's ops: flash up to FLASH_MAX_S positions, the cuBLAS path beyond ----
+ * The choice depends on S alone, since attention_saved_bytes does not know dh. */
+
+static bool flash_path(mlm_backend *be, int S) { return S <= FLASH_MAX_S && !cuda_st(be)->cublas_attention; }
+
+size_t cuda_attention_saved_bytes(mlm_backend *be, int B, int S, int H) {
+    return flash_path(be, S) ? flash_attention_saved_bytes(be, B, S, H) : cublas_attention_saved_bytes(B, S, H);
+}
+
+void cuda_attention_fwd(mlm_backend *be, void *out, void *saved, const void *qkv, const int32_t *lengths, int B,
+                        int S, int H, int dh, const mlm_dropout *drop) {
+    if (flash_path(be, S)) flash_attention_fwd(be, out, saved, qkv, lengths, B, S, H, dh, drop);
+    else cublas_attention_fwd(be, out, saved, qkv, lengths, B, S, H, dh, drop);
+}
+
+void cuda_attention_bwd(mlm_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
+                        const void *saved, const int32_t *lengths, int B, int S, int H, int dh,
+                        const mlm_dropout *drop) {
+    if (flash_path(be, S)) flash_attention_bwd(be, dqkv, dout, qkv, out, saved, lengths, B, S, H, dh, drop);
+    else cublas_attention_bwd(be, dqkv, dout, qkv, out, saved, lengths, B, S, H, dh, drop);
+}
+
+extern "C" void mlm_cuda_use_cublas_attention(mlm_backend *be, int on) {
+    cuda_state *st = cuda_st(be);
+    cuda_graphs_reset(st);   // recorded graphs hold the other path's kernels
+    st->cublas_attention = on != 0;
 }

@@ -21,7 +21,7 @@ enum { CONVERT_THREADS = 256, SCRATCH_ALIGN = 256 };
 
 /* ---- memory ---- */
 
-static void *cuda_alloc(mlm_backend *be, size_t bytes, const char *what) {
+void *cuda_alloc(mlm_backend *be, size_t bytes, const char *what) {
     void *p = NULL;
     cudaError_t e = cudaMalloc(&p, bytes);
     if (e != cudaSuccess) {
@@ -37,21 +37,21 @@ static void *cuda_alloc(mlm_backend *be, size_t bytes, const char *what) {
     return p;
 }
 
-static void graphs_reset(cuda_state *st);
+static void graphs_drop(cuda_state *st);
 
 /* Graphs may hold p: they are forgotten first (training frees nothing until the
  * model goes). */
-static void cuda_free(mlm_backend *be, void *p) {
+void cuda_free(mlm_backend *be, void *p) {
     if (!p) return;
-    graphs_reset(cuda_st(be));
+    cuda_graphs_reset(cuda_st(be));
     cudaCheck(cudaFree(p));
 }
 
-static void cuda_upload(mlm_backend *be, void *dst, const void *host_src, size_t bytes) {
+void cuda_upload(mlm_backend *be, void *dst, const void *host_src, size_t bytes) {
     cudaCheck(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, cuda_st(be)->stream));
 }
 
-static void cuda_download(mlm_backend *be, void *host_dst, const void *src, size_t bytes) {
+void cuda_download(mlm_backend *be, void *host_dst, const void *src, size_t bytes) {
     cuda_state *st = cuda_st(be);
     cudaCheck(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, st->stream));
     cudaCheck(cudaStreamSynchronize(st->stream));
@@ -59,7 +59,7 @@ static void cuda_download(mlm_backend *be, void *host_dst, const void *src, size
 
 /* D2H into pageable memory would wait for the stream, so the copy goes to pinned
  * memory behind an event; finish waits for the event alone. */
-static void cuda_download_start(mlm_backend *be, void *host_dst, const void *src, size_t bytes) {
+void cuda_download_start(mlm_backend *be, void *host_dst, const void *src, size_t bytes) {
     cuda_state *st = cuda_st(be);
     if (st->pending_dst || bytes > PINNED_BYTES)
         mlm_die(MLM_EXIT_RUNTIME, "cuda backend: download_start of %zu bytes with %s pending (one, at most %d bytes)",
@@ -70,7 +70,7 @@ static void cuda_download_start(mlm_backend *be, void *host_dst, const void *src
     st->pending_bytes = bytes;
 }
 
-static void cuda_download_finish(mlm_backend *be) {
+void cuda_download_finish(mlm_backend *be) {
     cuda_state *st = cuda_st(be);
     if (!st->pending_dst) return;
     cudaCheck(cudaEventSynchronize(st->copied));
@@ -78,21 +78,19 @@ static void cuda_download_finish(mlm_backend *be) {
     st->pending_dst = NULL;
 }
 
-static void cuda_zero(mlm_backend *be, void *p, size_t bytes) {
+void cuda_zero(mlm_backend *be, void *p, size_t bytes) {
     cudaCheck(cudaMemsetAsync(p, 0, bytes, cuda_st(be)->stream));
 }
 
-static void cuda_sync(mlm_backend *be) { cudaCheck(cudaStreamSynchronize(cuda_st(be)->stream)); }
+void cuda_sync(mlm_backend *be) { cudaCheck(cudaStreamSynchronize(cuda_st(be)->stream)); }
 
 /* Free device memory, less a margin for the scratch buffers the ops grow on first use. */
-static size_t cuda_mem_free(mlm_backend *be) {
+size_t cuda_mem_free(mlm_backend *be) {
     size_t free_b = 0, total = 0;
     cudaCheck(cudaMemGetInfo(&free_b, &total));
     size_t margin = (size_t)512 << 20;
     return free_b > margin ? free_b - margin : 0;
 }
-
-static void graphs_drop(cuda_state *st);
 
 /* *buf holds at least bytes afterwards; growing waits for the stream, whose queued
  * work may still use the old buffer, and drops the recorded graphs, which hold its
@@ -155,7 +153,7 @@ void convert_bf16_to_f32(cuda_state *st, float *dst, const bf16 *src, size_t n) 
     launchCheck();
 }
 
-static void cuda_upload_f32_as_act(mlm_backend *be, void *dst_act, const float *src, size_t n) {
+void cuda_upload_f32_as_act(mlm_backend *be, void *dst_act, const float *src, size_t n) {
     cuda_state *st = cuda_st(be);
     size_t bytes = n * sizeof(float);
     void *staged;   // f32 (n)
@@ -164,7 +162,7 @@ static void cuda_upload_f32_as_act(mlm_backend *be, void *dst_act, const float *
     convert_f32_to_bf16(st, (bf16 *)dst_act, (const float *)staged, n);
 }
 
-static void cuda_download_act_as_f32(mlm_backend *be, float *dst, const void *src_act, size_t n) {
+void cuda_download_act_as_f32(mlm_backend *be, float *dst, const void *src_act, size_t n) {
     cuda_state *st = cuda_st(be);
     size_t bytes = n * sizeof(float);
     void *staged;   // f32 (n)
@@ -173,35 +171,8 @@ static void cuda_download_act_as_f32(mlm_backend *be, float *dst, const void *sr
     cuda_download(be, dst, staged, bytes);
 }
 
-static void cuda_copy_master_to_wgt(mlm_backend *be, void *dst_wgt, const float *master, size_t n) {
+void cuda_copy_master_to_wgt(mlm_backend *be, void *dst_wgt, const float *master, size_t n) {
     convert_f32_to_bf16(cuda_st(be), (bf16 *)dst_wgt, master, n);
-}
-
-/* ---- attention: the flash kernels up to FLASH_MAX_S positions, the cuBLAS path beyond ----
- * The choice depends on S alone, since attention_saved_bytes does not know dh. */
-
-static size_t attention_saved_bytes(mlm_backend *be, int B, int S, int H) {
-    return S <= FLASH_MAX_S ? flash_attention_saved_bytes(be, B, S, H) : cuda_attention_saved_bytes(be, B, S, H);
-}
-
-static void attention_fwd(mlm_backend *be, void *out, void *saved, const void *qkv, const int32_t *lengths,
-                          int B, int S, int H, int dh, const mlm_dropout *drop) {
-    if (S <= FLASH_MAX_S) flash_attention_fwd(be, out, saved, qkv, lengths, B, S, H, dh, drop);
-    else cuda_attention_fwd(be, out, saved, qkv, lengths, B, S, H, dh, drop);
-}
-
-static void attention_bwd(mlm_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
-                          const void *saved, const int32_t *lengths, int B, int S, int H, int dh,
-                          const mlm_dropout *drop) {
-    if (S <= FLASH_MAX_S) flash_attention_bwd(be, dqkv, dout, qkv, out, saved, lengths, B, S, H, dh, drop);
-    else cuda_attention_bwd(be, dqkv, dout, qkv, out, saved, lengths, B, S, H, dh, drop);
-}
-
-extern "C" void mlm_cuda_use_cublas_attention(mlm_backend *be, int on) {
-    graphs_reset(cuda_st(be));   // recorded graphs hold the other path's kernels
-    be->attention_saved_bytes = on ? cuda_attention_saved_bytes : attention_saved_bytes;
-    be->attention_fwd = on ? cuda_attention_fwd : attention_fwd;
-    be->attention_bwd = on ? cuda_attention_bwd : attention_bwd;
 }
 
 /* ---- replay: CUDA graphs ----
@@ -222,7 +193,7 @@ static void graphs_drop(cuda_state *st) {
 
 /* Forgets every key: the graphs hold pointers to memory about to be freed, or ops
  * about to change (the attention path). */
-static void graphs_reset(cuda_state *st) {
+void cuda_graphs_reset(cuda_state *st) {
     if (!st->ngraphs) return;
     cudaCheck(cudaStreamSynchronize(st->stream));
     graphs_drop(st);
@@ -297,7 +268,7 @@ static void cuda_replay(mlm_backend *be, uint64_t key, void (*fn)(void *), void 
 
 extern "C" void mlm_cuda_use_graphs(mlm_backend *be, int on) {
     cuda_state *st = cuda_st(be);
-    graphs_reset(st);
+    cuda_graphs_reset(st);
     st->graphs_off = !on;
 }
 
@@ -358,38 +329,13 @@ extern "C" mlm_backend *mlm_backend_cuda(int device, char *err, size_t err_len) 
     be->act_size = sizeof(bf16);
     be->wgt_size = sizeof(bf16);
     be->impl = st;
-    be->alloc = cuda_alloc;
-    be->free = cuda_free;
-    be->upload = cuda_upload;
-    be->download = cuda_download;
-    be->zero = cuda_zero;
-    be->sync = cuda_sync;
-    be->download_start = cuda_download_start;
-    be->download_finish = cuda_download_finish;
-    be->mem_free = cuda_mem_free;
-    be->upload_f32_as_act = cuda_upload_f32_as_act;
-    be->download_act_as_f32 = cuda_download_act_as_f32;
-    be->copy_master_to_wgt = cuda_copy_master_to_wgt;
-    be->embed_fwd = cuda_embed_fwd;
-    be->embed_bwd = cuda_embed_bwd;
-    be->linear_fwd = cuda_linear_fwd;
-    be->linear_bwd = cuda_linear_bwd;
-    be->residual_ln_fwd = cuda_residual_ln_fwd;
-    be->residual_ln_bwd = cuda_residual_ln_bwd;
-    be->layernorm_fwd = cuda_layernorm_fwd;
-    be->layernorm_bwd = cuda_layernorm_bwd;
-    mlm_cuda_use_cublas_attention(be, 0);
-    be->gather_rows = cuda_gather_rows;
-    be->scatter_rows = cuda_scatter_rows;
-    be->decoder_fwd = cuda_decoder_fwd;
-    be->decoder_bwd = cuda_decoder_bwd;
-    be->cross_entropy = cuda_cross_entropy;
-    be->sum_squares = cuda_sum_squares;
-    be->adamw = cuda_adamw;
+#define MLM_OP(ret, op, ...) be->op = cuda_##op;
+#include "mlm/backend_ops.def"
     be->replay = cuda_replay;
     be->rows_align = 64;   // a few graphs cover every masked-row count, at most 63 rows of padding
     const char *graphs = getenv("MLM_CUDA_GRAPHS");
     st->graphs_off = graphs && strcmp(graphs, "0") == 0;
     be->destroy = cuda_destroy;
+    mlm_backend_check(be);
     return be;
 }

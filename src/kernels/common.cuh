@@ -44,6 +44,7 @@ struct cuda_state {
     int graphs_off;             // MLM_CUDA_GRAPHS=0, or a capture failed: replay just calls
     int capturing;              // inside a stream capture: nothing may wait or allocate
     int graphs_recorded;        // captures so far (logged once)
+    int cublas_attention;       // mlm_cuda_use_cublas_attention: the cuBLAS path for every S
     uint64_t replays;           // replay calls so far
     void *pinned;               // page-locked host memory for download_start (PINNED_BYTES)
     cudaEvent_t copied;         // recorded behind download_start's copy
@@ -97,26 +98,14 @@ void cuda_gemm(cuda_state *st, const gemm_args &g);
 gemm_cache *gemm_cache_new(void);
 void gemm_cache_free(gemm_cache *c);
 
-/* ---- ops: layernorm.cu ---- */
-void cuda_embed_fwd(mlm_backend *be, void *out, void *sum, float *mean, float *rstd,
-                    const int32_t *ids, const int32_t *types, const void *wte, const void *wpe,
-                    const void *wtt, const void *ln_w, const void *ln_b, int B, int S, int d,
-                    float eps, const mlm_dropout *drop);
-void cuda_embed_bwd(mlm_backend *be, float *dwte, float *dwpe, float *dwtt, float *dln_w,
-                    float *dln_b, const void *dout, const void *sum, const float *mean,
-                    const float *rstd, const int32_t *ids, const int32_t *types, const void *ln_w,
-                    int B, int S, int d, const mlm_dropout *drop);
-void cuda_residual_ln_fwd(mlm_backend *be, void *out, void *s, float *mean, float *rstd,
-                          const void *x, const void *res, const void *ln_w, const void *ln_b,
-                          int B, int S, int d, float eps, const mlm_dropout *drop);
-void cuda_residual_ln_bwd(mlm_backend *be, void *dx, void *dres, float *dln_w, float *dln_b,
-                          const void *dout, const void *s, const float *mean, const float *rstd,
-                          const void *ln_w, int B, int S, int d, const mlm_dropout *drop);
-void cuda_layernorm_fwd(mlm_backend *be, void *out, float *mean, float *rstd, const void *x,
-                        const void *ln_w, const void *ln_b, int M, int d, float eps);
-void cuda_layernorm_bwd(mlm_backend *be, void *dx, float *dln_w, float *dln_b, const void *dout,
-                        const void *x, const float *mean, const float *rstd, const void *ln_w,
-                        int M, int d);
+/* ---- the ops of include/mlm/backend_ops.def, cuda_OP each: memory in backend_cuda.cu,
+ * the rest in the file of their family ---- */
+#define MLM_OP(ret, op, params, ...) ret cuda_##op params;
+#include "mlm/backend_ops.def"
+
+/* The recorded graphs are forgotten (after the stream is drained): they hold
+ * pointers to memory about to be freed, or ops about to change (backend_cuda.cu). */
+void cuda_graphs_reset(cuda_state *st);
 
 /* ---- embedding.cu: the table gradients of the embedding backward ----
  * dwte[ids[r]] += dsum[r], dwpe[r % S] += dsum[r], dwtt[types[r]] += dsum[r] for
@@ -126,30 +115,10 @@ size_t embedding_grads_scratch(int N, int d);
 void embedding_grads(cuda_state *st, float *dwte, float *dwpe, float *dwtt, const float *dsum,
                      const int32_t *ids, const int32_t *types, int B, int S, int d, void *scratch);
 
-/* ---- ops: matmul.cu ---- */
-void cuda_linear_fwd(mlm_backend *be, void *out, void *pre, const void *in, const void *W,
-                     const void *b, int N, int I, int O, mlm_act act);
-void cuda_linear_bwd(mlm_backend *be, void *din, float *dW, float *db, void *dout,
-                     const void *in, const void *W, const void *pre, int N, int I, int O,
-                     mlm_act act, int din_accumulate);
-void cuda_decoder_fwd(mlm_backend *be, float *logits, const void *in, const void *W,
-                      const void *b, int M, int d, int V);
-void cuda_decoder_bwd(mlm_backend *be, void *din, float *dW, float *db, const float *dlogits,
-                      const void *in, const void *W, int M, int d, int V);
-
-/* ---- ops: attention.cu, the cuBLAS path (saved: probabilities, (B, H, S, S) bf16) ---- */
-size_t cuda_attention_saved_bytes(mlm_backend *be, int B, int S, int H);
-void cuda_attention_fwd(mlm_backend *be, void *out, void *saved, const void *qkv,
-                        const int32_t *lengths, int B, int S, int H, int dh,
-                        const mlm_dropout *drop);
-void cuda_attention_bwd(mlm_backend *be, void *dqkv, const void *dout, const void *qkv,
-                        const void *out, const void *saved, const int32_t *lengths,
-                        int B, int S, int H, int dh, const mlm_dropout *drop);
-
-/* ---- ops: flash_attention.cu, the flash path (saved: log-sum-exp, (B, H, S) fp32) ----
- * attention.cu's contract for S <= FLASH_MAX_S and head size dh <= FLASH_MAX_DH; out
- * and dq rows of query tiles with no valid row are zeros (the file's comment). The
- * table's attention ops (backend_cuda.cu) take this path whenever S <= FLASH_MAX_S:
+/* ---- flash_attention.cu, the flash path (saved: log-sum-exp, (B, H, S) fp32) ----
+ * The attention ops' contract for S <= FLASH_MAX_S and head size dh <= FLASH_MAX_DH;
+ * out and dq rows of query tiles with no valid row are zeros (the file's comment).
+ * The table's attention ops (attention.cu) take this path whenever S <= FLASH_MAX_S:
  * attention_saved_bytes cannot see dh, so the choice may depend on S alone. */
 enum { FLASH_MAX_S = 512, FLASH_MAX_DH = 128 };
 size_t flash_attention_saved_bytes(mlm_backend *be, int B, int S, int H);
@@ -159,20 +128,5 @@ void flash_attention_fwd(mlm_backend *be, void *out, void *saved, const void *qk
 void flash_attention_bwd(mlm_backend *be, void *dqkv, const void *dout, const void *qkv,
                          const void *out, const void *saved, const int32_t *lengths,
                          int B, int S, int H, int dh, const mlm_dropout *drop);
-/* Test hook (tests/gpu/test_cuda_ops.c declares it too): on != 0 points the table's
- * attention ops at the cuBLAS path for every S, 0 restores the default. */
-extern "C" void mlm_cuda_use_cublas_attention(mlm_backend *be, int on);
-
-/* ---- ops: mlm_head.cu ---- */
-void cuda_gather_rows(mlm_backend *be, void *out, const void *in, const int32_t *rows, int M, int d);
-void cuda_scatter_rows(mlm_backend *be, void *dfull, const void *drows, const int32_t *rows,
-                       int M, int N, int d);
-void cuda_cross_entropy(mlm_backend *be, float *logits, const int32_t *labels, int M, int V,
-                        float scale, const mlm_live *live, float *stats);
-
-/* ---- ops: reductions.cu, adamw.cu ---- */
-void cuda_sum_squares(mlm_backend *be, float *out, const float *g, size_t n);
-void cuda_adamw(mlm_backend *be, float *master, void *wgt, const float *g, float *m, float *v,
-                size_t n, const mlm_adamw_args *a, const float *gnorm_sq);
 
 #endif

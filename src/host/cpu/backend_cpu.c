@@ -16,7 +16,7 @@
 
 /* ---- memory: host buffers, 64-byte aligned for the vector loops ---- */
 
-static void *cpu_alloc(mlm_backend *be, size_t bytes, const char *what) {
+void *cpu_alloc(mlm_backend *be, size_t bytes, const char *what) {
     size_t rounded = (bytes + 63) / 64 * 64;
     void *p = aligned_alloc(64, rounded ? rounded : 64);
     if (!p) mlm_die(MLM_EXIT_RUNTIME, "cpu backend: out of host memory allocating %zu bytes for %s",
@@ -24,27 +24,32 @@ static void *cpu_alloc(mlm_backend *be, size_t bytes, const char *what) {
     return p;
 }
 
-static void cpu_free(mlm_backend *be, void *p) { free(p); }
+void cpu_free(mlm_backend *be, void *p) { free(p); }
 
-static void cpu_copy(mlm_backend *be, void *dst, const void *src, size_t bytes) {
-    memcpy(dst, src, bytes);
-}
+void cpu_upload(mlm_backend *be, void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
 
-static void cpu_zero(mlm_backend *be, void *p, size_t bytes) { memset(p, 0, bytes); }
+void cpu_download(mlm_backend *be, void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
 
-static void cpu_sync(mlm_backend *be) {}
+void cpu_zero(mlm_backend *be, void *p, size_t bytes) { memset(p, 0, bytes); }
 
-static size_t cpu_mem_free(mlm_backend *be) {
+void cpu_sync(mlm_backend *be) {}
+
+size_t cpu_mem_free(mlm_backend *be) {
     long pages = sysconf(_SC_AVPHYS_PAGES), size = sysconf(_SC_PAGESIZE);
     return pages > 0 && size > 0 ? (size_t)pages * (size_t)size : 0;
 }
 
-static void cpu_copy_f32(mlm_backend *be, void *dst, const float *src, size_t n) {
+void cpu_upload_f32_as_act(mlm_backend *be, void *dst, const float *src, size_t n) {
     if (dst != src) memcpy(dst, src, n * sizeof(float));
 }
 
-static void cpu_download_f32(mlm_backend *be, float *dst, const void *src, size_t n) {
+void cpu_download_act_as_f32(mlm_backend *be, float *dst, const void *src, size_t n) {
     if (dst != src) memcpy(dst, src, n * sizeof(float));
+}
+
+/* The master weights are the compute copy here: nothing to do when they are one buffer. */
+void cpu_copy_master_to_wgt(mlm_backend *be, void *dst, const float *master, size_t n) {
+    if (dst != master) memcpy(dst, master, n * sizeof(float));
 }
 
 float *cpu_scratch(mlm_backend *be, size_t n) {
@@ -101,11 +106,11 @@ void cpu_colsum_add(float *acc, const float *x, int M, int n) {
 /* ---- the table ---- */
 
 /* Nothing runs behind the host here: the copy is done at once. */
-static void cpu_download_start(mlm_backend *be, void *host_dst, const void *src, size_t bytes) {
+void cpu_download_start(mlm_backend *be, void *host_dst, const void *src, size_t bytes) {
     memcpy(host_dst, src, bytes);
 }
 
-static void cpu_download_finish(mlm_backend *be) {}
+void cpu_download_finish(mlm_backend *be) {}
 
 static void cpu_destroy(mlm_backend *be) {
     cpu_state *st = be->impl;
@@ -126,23 +131,11 @@ mlm_backend *mlm_backend_cpu(int threads) {
     cpu_set_threads(threads);
     *be = (mlm_backend){
         .name = "cpu", .act_size = sizeof(float), .wgt_size = sizeof(float), .impl = st,
-        .alloc = cpu_alloc, .free = cpu_free, .upload = cpu_copy, .download = cpu_copy,
-        .zero = cpu_zero, .sync = cpu_sync, .mem_free = cpu_mem_free,
-        .download_start = cpu_download_start, .download_finish = cpu_download_finish,
-        .upload_f32_as_act = cpu_copy_f32, .download_act_as_f32 = cpu_download_f32,
-        .copy_master_to_wgt = cpu_copy_f32,
-        .embed_fwd = cpu_embed_fwd, .embed_bwd = cpu_embed_bwd,
-        .linear_fwd = cpu_linear_fwd, .linear_bwd = cpu_linear_bwd,
-        .residual_ln_fwd = cpu_residual_ln_fwd, .residual_ln_bwd = cpu_residual_ln_bwd,
-        .layernorm_fwd = cpu_layernorm_fwd, .layernorm_bwd = cpu_layernorm_bwd,
-        .attention_saved_bytes = cpu_attention_saved_bytes,
-        .attention_fwd = cpu_attention_fwd, .attention_bwd = cpu_attention_bwd,
-        .gather_rows = cpu_gather_rows, .scatter_rows = cpu_scatter_rows,
-        .decoder_fwd = cpu_decoder_fwd, .decoder_bwd = cpu_decoder_bwd,
-        .cross_entropy = cpu_cross_entropy,
-        .sum_squares = cpu_sum_squares, .adamw = cpu_adamw,
+#define MLM_OP(ret, op, ...) .op = cpu_##op,
+#include "mlm/backend_ops.def"
         .replay = NULL, .rows_align = 1,   // calls cost nothing to repeat here
         .destroy = cpu_destroy,
     };
+    mlm_backend_check(be);
     return be;
 }
