@@ -29,7 +29,7 @@
 #include <mpi.h>
 #endif
 #ifdef MLM_HAVE_NCCL
-#include "../kernels/dist_nccl.h"
+#include "mlm/dist_nccl.h"
 #endif
 
 #define ARRIVAL_GRACE_S 3.0

@@ -1,11 +1,11 @@
 /*
- * AdamW on the fp32 master weights, the arithmetic of torch's _single_tensor_adamw
- * as the CPU backend writes it (decay, lerp of m, addcmul of v, addcdiv), with
- * clip_grad_norm_'s factor min(1, clip / (sqrt(gnorm_sq) + 1e-6)) read from the
- * device, so the optimizer step needs no host sync. Each thread updates 8
- * consecutive elements with 16-byte loads and refreshes the bf16 weight copy in the
- * same pass. The _rn intrinsics keep nvcc from contracting into FMAs: the update
- * then rounds exactly as the CPU backend's.
+ * AdamW on the fp32 master weights (twin: src/host/cpu/adamw.c), the arithmetic of
+ * torch's _single_tensor_adamw as the CPU backend writes it (decay, lerp of m,
+ * addcmul of v, addcdiv), with clip_grad_norm_'s factor min(1, clip / (sqrt(gnorm_sq)
+ * + 1e-6)) read from the device, so the optimizer step needs no host sync. Each
+ * thread updates 8 consecutive elements with 16-byte loads and refreshes the bf16
+ * weight copy in the same pass. The _rn intrinsics keep nvcc from contracting into
+ * FMAs: the update then rounds exactly as the CPU backend's.
  */
 #include <math.h>
 

@@ -1,9 +1,11 @@
 /*
- * What the CUDA backend's files share: the backend state (stream, cuBLASLt handle
- * and workspace, scratch buffers), the row-major GEMM interface over cuBLASLt,
- * f32 <-> bf16 conversions, 16-byte bf16/fp32 vector loads and stores, a
- * deterministic block sum, and the op functions that backend_cuda.cu puts into
- * the table. act and wgt buffers are bf16 here; f32 buffers are fp32.
+ * What the CUDA backend's files share (twin: src/host/cpu/common.h): the backend
+ * state (stream, cuBLASLt handle and workspace, scratch buffers), the row-major GEMM
+ * interface over cuBLASLt (matmul.cu), f32 <-> bf16 conversions, 16-byte bf16/fp32
+ * vector loads and stores and block sums (device.cuh), and the declarations of the
+ * ops backend.cu puts into the table, one cuda_OP per op of
+ * include/mlm/backend_ops.def. act and wgt buffers are bf16 here; f32 buffers are
+ * fp32. Each op family has one file, named like its CPU twin in src/host/cpu/.
  */
 #ifndef MLM_KERNELS_COMMON_CUH
 #define MLM_KERNELS_COMMON_CUH
@@ -60,7 +62,7 @@ static inline cuda_state *cuda_st(mlm_backend *be) { return (cuda_state *)be->im
 
 static inline unsigned cdiv(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
 
-/* ---- scratch (backend_cuda.cu) ----
+/* ---- scratch (backend.cu) ----
  * Each op takes its temporaries with one call, carved into count slices of
  * bytes[i] (256-byte aligned, 0 allowed) whose addresses go to out[i]; they stay
  * valid until the next call. The buffer grows when an op needs more (in the first
@@ -69,7 +71,7 @@ static inline unsigned cdiv(size_t a, size_t b) { return (unsigned)((a + b - 1) 
 void cuda_scratch_slices(cuda_state *st, int count, const size_t *bytes, void **out);
 void *cuda_partials(cuda_state *st, size_t bytes);
 
-/* ---- conversions (backend_cuda.cu) ---- */
+/* ---- conversions (backend.cu) ---- */
 void convert_f32_to_bf16(cuda_state *st, bf16 *dst, const float *src, size_t n);
 void convert_bf16_to_f32(cuda_state *st, float *dst, const bf16 *src, size_t n);
 
@@ -98,22 +100,14 @@ void cuda_gemm(cuda_state *st, const gemm_args &g);
 gemm_cache *gemm_cache_new(void);
 void gemm_cache_free(gemm_cache *c);
 
-/* ---- the ops of include/mlm/backend_ops.def, cuda_OP each: memory in backend_cuda.cu,
+/* ---- the ops of include/mlm/backend_ops.def, cuda_OP each: memory in backend.cu,
  * the rest in the file of their family ---- */
 #define MLM_OP(ret, op, params, ...) ret cuda_##op params;
 #include "mlm/backend_ops.def"
 
 /* The recorded graphs are forgotten (after the stream is drained): they hold
- * pointers to memory about to be freed, or ops about to change (backend_cuda.cu). */
+ * pointers to memory about to be freed, or ops about to change (backend.cu). */
 void cuda_graphs_reset(cuda_state *st);
-
-/* ---- embedding.cu: the table gradients of the embedding backward ----
- * dwte[ids[r]] += dsum[r], dwpe[r % S] += dsum[r], dwtt[types[r]] += dsum[r] for
- * the N = B*S rows of dsum (N, d), deterministically; scratch holds
- * embedding_grads_scratch(N, d) bytes. */
-size_t embedding_grads_scratch(int N, int d);
-void embedding_grads(cuda_state *st, float *dwte, float *dwpe, float *dwtt, const float *dsum,
-                     const int32_t *ids, const int32_t *types, int B, int S, int d, void *scratch);
 
 /* ---- flash_attention.cu, the flash path (saved: log-sum-exp, (B, H, S) fp32) ----
  * The attention ops' contract for S <= FLASH_MAX_S and head size dh <= FLASH_MAX_DH;

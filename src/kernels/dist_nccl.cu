@@ -1,10 +1,11 @@
 /*
- * NCCL glue of the comm layer (dist_nccl.h): one non-blocking communicator, so no
- * NCCL call can block the host forever; a communication stream beside the backend's
- * compute stream; collectives queued there after an event recorded on the compute
- * stream, so the gradients of a layer travel while the backward of the next layer
- * runs; a `done` event after the last of them that the optimizer (compute stream)
- * and the host's watchdog wait on.
+ * NCCL glue of the comm layer (include/mlm/dist_nccl.h; its caller is
+ * src/host/train/dist.c): one non-blocking communicator, so no NCCL call can block
+ * the host forever; a communication stream beside the backend's compute stream;
+ * collectives queued there after an event recorded on the compute stream, so the
+ * gradients of a layer travel while the backward of the next layer runs; a `done`
+ * event after the last of them that the optimizer (compute stream) and the host's
+ * watchdog wait on.
  *
  * Non-blocking communicators may answer ncclInProgress to any call; settle() then
  * polls ncclCommGetAsyncError until the call has taken effect, within the timeout.
@@ -15,7 +16,7 @@
 #include <time.h>
 
 #include "common.cuh"
-#include "dist_nccl.h"
+#include "mlm/dist_nccl.h"
 
 struct mlm_nccl {
     ncclComm_t comm;

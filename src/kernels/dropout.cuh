@@ -1,10 +1,10 @@
 /*
- * Dropout inside the fused kernels, by cuRAND's Philox4x32-10 with the counter
- * layout of include/mlm/philox.h: element e of sequence g at step t, site s is kept
- * when curand_Philox4x32_10(ctr = {e/4, s, g, t}, key = seed)[e % 4] >= threshold,
- * then scaled by 1/(1-p). One Philox call serves four consecutive elements, so the
- * masks equal the CPU backend's bit for bit and are recomputed in the backward
- * instead of stored.
+ * Dropout inside the fused kernels (twin: src/host/cpu/dropout.c), by cuRAND's
+ * Philox4x32-10 with the counter layout of include/mlm/philox.h: element e of
+ * sequence g at step t, site s is kept when curand_Philox4x32_10(ctr = {e/4, s, g,
+ * t}, key = seed)[e % 4] >= threshold, then scaled by 1/(1-p). One Philox call serves
+ * four consecutive elements, so the masks equal the CPU backend's bit for bit and are
+ * recomputed in the backward instead of stored.
  */
 #ifndef MLM_KERNELS_DROPOUT_CUH
 #define MLM_KERNELS_DROPOUT_CUH

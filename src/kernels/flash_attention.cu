@@ -1,6 +1,7 @@
 /*
  * Flash attention on the GPU, host side: shape checks, arguments and launches of
- * the kernels of flash_kernels.cuh (design in that file and docs/ATTENTION.md).
+ * the kernels of flash_kernels.cuh (design in that file and docs/ATTENTION.md). The
+ * attention ops of attention.cu call it for up to FLASH_MAX_S positions.
  */
 #include <math.h>
 

@@ -1,27 +1,19 @@
 /*
- * Matrix products through cuBLASLt (bf16 operands, fp32 accumulation): the
- * row-major GEMM every op uses (cuda_gemm), the linear layers and the tied
- * decoder. Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, so
+ * The GEMM every CUDA op uses (twin: src/host/cpu/matmul.c): cuda_gemm, row-major
+ * C = op(A) op(B) through cuBLASLt (bf16 operands, fp32 accumulation), declared in
+ * common.cuh. Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, so
  * cuBLASLt sees B as its first operand. The algorithm for each problem (shapes,
  * types, epilogue, pointer alignments) is chosen once by cuBLASLt's heuristic and
- * cached: the same problem always runs the same kernel, which keeps results
- * bitwise reproducible and keeps the heuristic off the hot path.
- *
- * Epilogues: the bias rides in cuBLASLt's BIAS epilogue. GELU does not: cuBLASLt's
- * GELU epilogues use the tanh approximation, and HF BERT uses the exact erf form,
- * so linear_fwd writes pre = x W^T + b and a kernel applies erf GELU; the backward
- * multiplies by the exact derivative, in the same pass as the bias gradient when
- * there is one. Bias gradients are deterministic column sums (reduce.cuh). Weight
- * gradients accumulate in fp32 (C fp32, beta 1).
+ * cached: the same problem always runs the same kernel, which keeps results bitwise
+ * reproducible and keeps the heuristic off the hot path. The bias rides in
+ * cuBLASLt's BIAS epilogue.
  */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common.cuh"
-#include "reduce.cuh"
 
-enum { GELU_THREADS = 256, GEMM_CACHE_SIZE = 256 };
+enum { GEMM_CACHE_SIZE = 256 };
 
 /* ---- cuBLASLt algorithm cache ---- */
 
@@ -142,119 +134,4 @@ void cuda_gemm(cuda_state *st, const gemm_args &g) {
     cublasCheck(cublasLtMatrixLayoutDestroy(lb));
     cublasCheck(cublasLtMatrixLayoutDestroy(lc));
     cublasCheck(cublasLtMatmulDescDestroy(desc));
-}
-
-/* ---- exact (erf) GELU, 8 elements per thread ---- */
-
-__device__ __forceinline__ float gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
-
-/* d GELU / dx = Phi(x) + x phi(x). */
-__device__ __forceinline__ float gelu_grad(float x) {
-    float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
-    return cdf + x * expf(-0.5f * x * x) * 0.39894228040143268f;
-}
-
-__global__ void gelu_fwd_kernel(bf16 *out, const bf16 *pre, size_t n) {
-    size_t i = 8 * ((size_t)blockIdx.x * blockDim.x + threadIdx.x);
-    int cnt = run8(i, n);
-    if (!cnt) return;
-    float v[8];
-    load8(v, pre + i, cnt);
-#pragma unroll
-    for (int k = 0; k < 8; k++) v[k] = gelu(v[k]);
-    store8(out + i, v, cnt);
-}
-
-__global__ void gelu_bwd_kernel(bf16 *dout, const bf16 *pre, size_t n) {
-    size_t i = 8 * ((size_t)blockIdx.x * blockDim.x + threadIdx.x);
-    int cnt = run8(i, n);
-    if (!cnt) return;
-    float g[8], x[8];
-    load8(g, dout + i, cnt);
-    load8(x, pre + i, cnt);
-#pragma unroll
-    for (int k = 0; k < 8; k++) g[k] *= gelu_grad(x[k]);
-    store8(dout + i, g, cnt);
-}
-
-/* colsum functor that turns g (R, C) into g * gelu'(pre) in place, rounded to
- * bf16 as gelu_bwd_kernel does, and sums the rounded values: the bias gradient of a
- * GELU layer in the pass that makes its input gradient (each element is visited
- * once). */
-struct gelu_grad_in_place {
-    bf16 *g;
-    const bf16 *pre;
-    int C;
-    __device__ float2 operator()(int r, int c) const {
-        size_t i = (size_t)r * C + c;
-        bf16 v = __float2bfloat16_rn(__bfloat162float(g[i]) * gelu_grad(__bfloat162float(pre[i])));
-        g[i] = v;
-        return make_float2(__bfloat162float(v), 0.0f);
-    }
-};
-
-/* ---- linear: out (N, O) = act(in (N, I) W^T (O, I) + b) ---- */
-
-void cuda_linear_fwd(mlm_backend *be, void *out, void *pre, const void *in, const void *W,
-                     const void *b, int N, int I, int O, mlm_act act) {
-    cuda_state *st = cuda_st(be);
-    void *y = act == MLM_ACT_GELU ? pre : out;   // (N, O) in W^T + b
-    cuda_gemm(st, {.M = N, .N = O, .K = I, .A = in, .lda = I, .B = W, .ldb = I, .tb = true, .C = y,
-                   .ldc = O, .bias = b});
-    size_t n = (size_t)N * O;
-    if (act != MLM_ACT_GELU || n == 0) return;
-    gelu_fwd_kernel<<<cdiv(cdiv(n, 8), GELU_THREADS), GELU_THREADS, 0, st->stream>>>((bf16 *)out,
-                                                                                    (const bf16 *)pre, n);
-    launchCheck();
-}
-
-void cuda_linear_bwd(mlm_backend *be, void *din, float *dW, float *db, void *dout,
-                     const void *in, const void *W, const void *pre, int N, int I, int O,
-                     mlm_act act, int din_accumulate) {
-    cuda_state *st = cuda_st(be);
-    size_t n = (size_t)N * O;
-    bool gelu = act == MLM_ACT_GELU && n;
-    if (gelu && db) {   // dout (N, O) *= gelu'(pre) in place, db += its column sums: one pass
-        colsum(st, db, nullptr, gelu_grad_in_place{(bf16 *)dout, (const bf16 *)pre, O}, N, O);
-    } else if (gelu) {
-        gelu_bwd_kernel<<<cdiv(cdiv(n, 8), GELU_THREADS), GELU_THREADS, 0, st->stream>>>((bf16 *)dout,
-                                                                                        (const bf16 *)pre, n);
-        launchCheck();
-    }
-    // dW (O, I) += dout^T (O, N) in (N, I)
-    cuda_gemm(st, {.M = O, .N = I, .K = N, .A = dout, .lda = O, .ta = true, .B = in, .ldb = I, .C = dW,
-                   .ldc = I, .ctype = CUDA_R_32F, .beta = 1.0f});
-    if (db && !gelu) colsum(st, db, nullptr, colsum_of<bf16>{(const bf16 *)dout, O}, N, O);
-    // din (N, I) = dout (N, O) W (O, I)
-    if (din)
-        cuda_gemm(st, {.M = N, .N = I, .K = O, .A = dout, .lda = O, .B = W, .ldb = I, .C = din, .ldc = I,
-                       .beta = din_accumulate ? 1.0f : 0.0f});
-}
-
-/* ---- tied decoder: logits (M, V) = in (M, d) W^T (V, d) + b, fp32 out ---- */
-
-void cuda_decoder_fwd(mlm_backend *be, float *logits, const void *in, const void *W,
-                      const void *b, int M, int d, int V) {
-    cuda_state *st = cuda_st(be);
-    size_t bytes = (size_t)V * sizeof(float);
-    void *bias;   // f32 (V): the BIAS epilogue takes the bias in D's type
-    cuda_scratch_slices(st, 1, &bytes, &bias);
-    convert_bf16_to_f32(st, (float *)bias, (const bf16 *)b, V);
-    cuda_gemm(st, {.M = M, .N = V, .K = d, .A = in, .lda = d, .B = W, .ldb = d, .tb = true, .C = logits,
-                   .ldc = V, .ctype = CUDA_R_32F, .bias = bias});
-}
-
-void cuda_decoder_bwd(mlm_backend *be, void *din, float *dW, float *db, const float *dlogits,
-                      const void *in, const void *W, int M, int d, int V) {
-    cuda_state *st = cuda_st(be);
-    size_t bytes = (size_t)M * V * sizeof(bf16);
-    void *g;   // bf16 (M, V): dlogits as a tensor-core operand
-    cuda_scratch_slices(st, 1, &bytes, &g);
-    convert_f32_to_bf16(st, (bf16 *)g, dlogits, (size_t)M * V);
-    // dW (V, d) += g^T (V, M) in (M, d)
-    cuda_gemm(st, {.M = V, .N = d, .K = M, .A = g, .lda = V, .ta = true, .B = in, .ldb = d, .C = dW,
-                   .ldc = d, .ctype = CUDA_R_32F, .beta = 1.0f});
-    colsum(st, db, nullptr, colsum_of<float>{dlogits, V}, M, V);
-    // din (M, d) = g (M, V) W (V, d)
-    cuda_gemm(st, {.M = M, .N = d, .K = V, .A = g, .lda = V, .B = W, .ldb = d, .C = din, .ldc = d});
 }

@@ -1,7 +1,8 @@
 /*
- * The masked rows around the MLM head and its loss: gather of the M masked rows of
- * the encoder output, scatter of their gradient back (zeros elsewhere), and the
- * fused softmax cross-entropy over fp32 logits. One block per logits row: a single
+ * The MLM head's ops on the GPU (twin: src/host/cpu/mlm_head.c): gather of the M
+ * masked rows of the encoder output, scatter of their gradient back (zeros
+ * elsewhere), the tied decoder (cuda_gemm with fp32 logits, the bias in the
+ * epilogue), and the fused softmax cross-entropy over fp32 logits. One block per logits row: a single
  * pass keeps a running max, the sum of exp rescaled to it, and the first index of
  * the max; a second pass overwrites the row with scale * (softmax - onehot(label)).
  * Probabilities are never stored. Row losses and hits go to scratch and one block
@@ -16,6 +17,7 @@
 #include <math.h>
 
 #include "common.cuh"
+#include "reduce.cuh"
 
 enum { ROWS_THREADS = 256, CE_THREADS = 512, STATS_THREADS = 256 };
 
@@ -51,6 +53,34 @@ void cuda_scatter_rows(mlm_backend *be, void *dfull, const void *drows, const in
     cuda_state *st = cuda_st(be);
     cudaCheck(cudaMemsetAsync(dfull, 0, (size_t)N * d * sizeof(bf16), st->stream));
     copy_rows(st, (bf16 *)dfull, (const bf16 *)drows, rows, M, d, true);
+}
+
+/* ---- tied decoder: logits (M, V) = in (M, d) W^T (V, d) + b, fp32 out ---- */
+
+void cuda_decoder_fwd(mlm_backend *be, float *logits, const void *in, const void *W,
+                      const void *b, int M, int d, int V) {
+    cuda_state *st = cuda_st(be);
+    size_t bytes = (size_t)V * sizeof(float);
+    void *bias;   // f32 (V): the BIAS epilogue takes the bias in D's type
+    cuda_scratch_slices(st, 1, &bytes, &bias);
+    convert_bf16_to_f32(st, (float *)bias, (const bf16 *)b, V);
+    cuda_gemm(st, {.M = M, .N = V, .K = d, .A = in, .lda = d, .B = W, .ldb = d, .tb = true, .C = logits,
+                   .ldc = V, .ctype = CUDA_R_32F, .bias = bias});
+}
+
+void cuda_decoder_bwd(mlm_backend *be, void *din, float *dW, float *db, const float *dlogits,
+                      const void *in, const void *W, int M, int d, int V) {
+    cuda_state *st = cuda_st(be);
+    size_t bytes = (size_t)M * V * sizeof(bf16);
+    void *g;   // bf16 (M, V): dlogits as a tensor-core operand
+    cuda_scratch_slices(st, 1, &bytes, &g);
+    convert_f32_to_bf16(st, (bf16 *)g, dlogits, (size_t)M * V);
+    // dW (V, d) += g^T (V, M) in (M, d)
+    cuda_gemm(st, {.M = V, .N = d, .K = M, .A = g, .lda = V, .ta = true, .B = in, .ldb = d, .C = dW,
+                   .ldc = d, .ctype = CUDA_R_32F, .beta = 1.0f});
+    colsum(st, db, nullptr, colsum_of<float>{dlogits, V}, M, V);
+    // din (M, d) = g (M, V) W (V, d)
+    cuda_gemm(st, {.M = M, .N = d, .K = V, .A = g, .lda = V, .B = W, .ldb = d, .C = din, .ldc = d});
 }
 
 /* ---- fused softmax cross-entropy ---- */

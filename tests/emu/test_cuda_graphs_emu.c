@@ -1,6 +1,6 @@
 /*
  * The CUDA backend's replay of training micro-batches as CUDA graphs
- * (backend_cuda.cu cuda_replay), on the emulated device (tests/emu/fake_cuda.h),
+ * (backend.cu cuda_replay), on the emulated device (tests/emu/fake_cuda.h),
  * whose stream capture records every launch, copy, memset, cuBLASLt and CUB call
  * and replays the record at cudaGraphLaunch, and which fails a capture that waits
  * or allocates. A tiny model takes micro-batches of three keys (B, S, padded M)

@@ -1,11 +1,11 @@
 /*
- * The CUDA backend: device selection, the backend state (one stream, the cuBLASLt
- * handle and workspace, scratch buffers grown on demand), memory ops, f32 <-> bf16
- * conversions, and the op table. The ops live in one file per family: layernorm.cu
- * (embedding, residual and plain LayerNorm), embedding.cu (table gradients),
- * matmul.cu (cuBLASLt linear layers and decoder), flash_attention.cu and attention.cu
- * (flash kernels up to FLASH_MAX_S positions, cuBLAS beyond), mlm_head.cu (masked
- * rows, fused cross-entropy), reductions.cu and adamw.cu.
+ * The CUDA backend (twin: src/host/cpu/backend.c): device selection, the backend
+ * state (one stream, the cuBLASLt handle and workspace, scratch buffers grown on
+ * demand), memory ops, f32 <-> bf16 conversions, CUDA graphs and the op table. The
+ * ops live in one file per family, named like its CPU twin in src/host/cpu/:
+ * embedding.cu, layernorm.cu, linear.cu (over matmul.cu's cuBLASLt GEMM),
+ * attention.cu (flash_attention.cu up to FLASH_MAX_S positions, cuBLAS beyond),
+ * mlm_head.cu, reduce.cu and adamw.cu.
  *
  * Everything is queued on the backend's stream in call order; only download and
  * sync wait for the device. act and wgt buffers are bf16 (act_size = wgt_size = 2).

@@ -1,5 +1,6 @@
 /*
- * CPU self-attention over a padded micro-batch, forward and backward. Each
+ * CPU self-attention over a padded micro-batch, forward and backward (twin:
+ * src/kernels/attention.cu). Each
  * (sequence, head) pair is independent: OpenMP runs the pairs in parallel, each
  * calling cblas_sgemm (single-threaded, see cpu_gemm) straight on the strided
  * q/k/v columns of qkv (leading dimension 3d, no copies). Keys j >= lengths[b] get
@@ -12,8 +13,8 @@
 #include <string.h>
 
 #include "mlm/log.h"
-#include "cpu_math.h"
-#include "cpu_ops.h"
+#include "common.h"
+#include "vecmath.h"
 
 size_t cpu_attention_saved_bytes(mlm_backend *be, int B, int S, int H) {
     return (size_t)B * H * S * S * sizeof(float);

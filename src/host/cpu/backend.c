@@ -1,10 +1,10 @@
 /*
- * The CPU backend: fp32 everywhere (act_size = wgt_size = 4), matmuls through
- * OpenBLAS cblas_sgemm, row loops through OpenMP. It is the oracle every CUDA op is
- * tested against. This file builds the op table and holds what the op families
- * share: host memory, thread setup, the scratch arena, the threaded matmul and
- * deterministic column sums. The ops live in cpu_norm.c, cpu_linear.c,
- * cpu_attention.c and cpu_loss_optim.c; Philox dropout in cpu_dropout.c.
+ * The CPU backend (twin: src/kernels/backend.cu): fp32 everywhere (act_size =
+ * wgt_size = 4), matmuls through OpenBLAS cblas_sgemm, row loops through OpenMP. It
+ * is the oracle every CUDA op is tested against. This file holds host memory, thread
+ * setup, the scratch arena and the op table; each op family has its own file
+ * (embedding.c, layernorm.c, linear.c, attention.c, mlm_head.c, reduce.c, adamw.c),
+ * named like its CUDA twin, and the helpers they share are declared in common.h.
  */
 #include <omp.h>
 #include <stdlib.h>
@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "mlm/log.h"
-#include "cpu_ops.h"
+#include "common.h"
 
 /* ---- memory: host buffers, 64-byte aligned for the vector loops ---- */
 
@@ -60,47 +60,6 @@ float *cpu_scratch(mlm_backend *be, size_t n) {
         st->scratch_n = n;
     }
     return st->scratch;
-}
-
-/* ---- matmul ---- */
-
-enum { GEMM_ALIGN = 16 };   // block edges on multiples of the sgemm kernel's tile
-
-void cpu_gemm(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
-              const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
-    int split_rows = M >= N, len = split_rows ? M : N;
-    #pragma omp parallel
-    {
-        int team = omp_get_num_threads(), t = omp_get_thread_num();
-        int chunk = ((len + team - 1) / team + GEMM_ALIGN - 1) / GEMM_ALIGN * GEMM_ALIGN;
-        int lo = t * chunk, n = len - lo < chunk ? len - lo : chunk;
-        if (n > 0 && split_rows)     // rows lo.. of op(A) and C
-            cblas_sgemm(CblasRowMajor, ta, tb, n, N, K, alpha,
-                        A + (ta == CblasNoTrans ? (size_t)lo * lda : (size_t)lo), lda, B, ldb,
-                        beta, C + (size_t)lo * ldc, ldc);
-        else if (n > 0)              // columns lo.. of op(B) and C
-            cblas_sgemm(CblasRowMajor, ta, tb, M, n, K, alpha, A, lda,
-                        B + (tb == CblasNoTrans ? (size_t)lo : (size_t)lo * ldb), ldb,
-                        beta, C + lo, ldc);
-    }
-}
-
-/* ---- shared helpers ---- */
-
-enum { COLSUM_BLOCK = 64 };
-
-void cpu_colsum_add(float *acc, const float *x, int M, int n) {
-    int blocks = (n + COLSUM_BLOCK - 1) / COLSUM_BLOCK;
-    #pragma omp parallel for schedule(static)
-    for (int blk = 0; blk < blocks; blk++) {
-        int c0 = blk * COLSUM_BLOCK, w = n - c0 < COLSUM_BLOCK ? n - c0 : COLSUM_BLOCK;
-        double sum[COLSUM_BLOCK] = {0};
-        for (int r = 0; r < M; r++) {
-            const float *row = x + (size_t)r * n + c0;
-            for (int c = 0; c < w; c++) sum[c] += row[c];
-        }
-        for (int c = 0; c < w; c++) acc[c0 + c] += (float)sum[c];
-    }
 }
 
 /* ---- the table ---- */

@@ -4,9 +4,10 @@
  * stop GCC from vectorizing a loop; these inline to straight-line float arithmetic
  * that it vectorizes, and the row functions that use them are compiled for AVX2
  * too (CPU_VECTOR_CLONES). Accuracy is checked against double libm in the tests.
+ * The CUDA kernels use the device's own expf/erff (src/kernels/linear.cu, mlm_head.cu).
  */
-#ifndef MLM_CPU_MATH_H
-#define MLM_CPU_MATH_H
+#ifndef MLM_CPU_VECMATH_H
+#define MLM_CPU_VECMATH_H
 
 #include <math.h>
 #include <stdint.h>
