@@ -34,9 +34,9 @@
 #include "mlm/data.h"
 #include "mlm/log.h"
 #include "mlm/model.h"
-#include "mlm/optim.h"
+#include "mlm/optimizer.h"
 #include "mlm/profile.h"
-#include "mlm/train.h"
+#include "mlm/loader.h"
 
 #ifdef MLM_HAVE_CUDA
 #include <cuda_runtime.h>

@@ -15,7 +15,6 @@
 #include "mlm/loader.h"
 #include "mlm/model.h"
 #include "mlm/philox.h"
-#include "mlm/train.h"
 
 /* ---- Philox4x32-10 known-answer vectors (Random123 kat_vectors) ---- */
 

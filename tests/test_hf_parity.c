@@ -12,7 +12,7 @@
 
 #include "mlm/backend.h"
 #include "mlm/model.h"
-#include "mlm/optim.h"
+#include "mlm/optimizer.h"
 #include "mlm/safetensors.h"
 
 #define FIXTURE MLM_SOURCE_ROOT "/tests/fixtures/hf_tiny.safetensors"

@@ -41,7 +41,7 @@ uint64_t mlm_vocab_hash(const char *path, char *err, size_t err_len);
 int mlm_shard_write(const char *path, const int32_t *ids, uint64_t count, int seq_len, int dtype_bytes,
                     uint64_t vocab_hash, char *err, size_t err_len);
 
-/* A set of shards read in order (the complete loader comes with the data issue). */
+/* A set of shards, read by global sequence index (the loader, loader.h, orders them). */
 typedef struct {
     int nfiles;
     char **paths;
@@ -103,5 +103,10 @@ int mlm_special_ids_from_vocab(const mlm_vocab *v, int model_vocab_size, mlm_spe
 int mlm_mask_sequence(int32_t *ids, int len, const mlm_data_config *dc, const mlm_special_ids *sp,
                       uint64_t seed, uint32_t step, uint32_t seq, int offset, int32_t *rows,
                       int32_t *labels);
+
+/* Upper bound on masked tokens among n maskable ones: mean + 10 standard deviations,
+ * so a micro-batch exceeds it with probability below 1e-20 (the excess is then
+ * dropped, with a warning). Static, so the arena and the CUDA graphs are fixed. */
+int mlm_max_masked(int n, float mask_prob);
 
 #endif

@@ -8,6 +8,7 @@
  * that keys masking and dropout is the position in the global batch, so a step is
  * the same whatever the world size and micro-batching. Resuming at step t needs
  * nothing but t. A background thread prepares (reads and masks) the next steps.
+ * Micro-batches are built here for evaluation too (eval.h).
  */
 #ifndef MLM_LOADER_H
 #define MLM_LOADER_H
@@ -17,7 +18,22 @@
 
 #include "mlm/config.h"
 #include "mlm/data.h"
-#include "mlm/train.h"
+#include "mlm/model.h"
+
+/* Host-side micro-batch builder: reads sequences, masks them, fills an mlm_batch. */
+typedef struct {
+    int B, S, max_M;
+    int32_t *ids, *lengths, *rows, *labels;   // (B*S) (B) (max_M) (max_M)
+    mlm_batch batch;
+} mlm_microbatch;
+
+void mlm_microbatch_init(mlm_microbatch *mb, int B, int S, int max_M);
+void mlm_microbatch_free(mlm_microbatch *mb);
+/* Fills mb with the B sequences seq_idx[0..B) of sh, masked with (seed, step) and
+ * global-batch positions seq_base + b. Dies naming the shard on a bad token id. */
+void mlm_microbatch_fill(mlm_microbatch *mb, const mlm_shards *sh, const uint64_t *seq_idx,
+                         const mlm_data_config *dc, const mlm_special_ids *sp, uint64_t seed, uint32_t step,
+                         uint32_t seq_base);
 
 /* perm(x) for x < n: a bijection of [0, n) keyed by (seed, epoch). */
 uint64_t mlm_shuffle_index(uint64_t x, uint64_t n, uint64_t seed, uint32_t epoch);
@@ -40,13 +56,17 @@ typedef struct {
     mlm_step_data slots[MLM_LOADER_DEPTH];
     int head, count;             // ring of prepared steps
     int stop;
+    int data_log;                // MLM_DEBUG_DATA_LOG file, or -1
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
 } mlm_loader;
 
 /* Starts preparing steps first_step.. last_step for rank of world in the background.
- * cfg->train.batch must be a multiple of world * micro_batch. */
+ * cfg->train.batch must be a multiple of world * micro_batch. With
+ * MLM_DEBUG_DATA_LOG=path in the environment, each step handed out is logged there
+ * (`step S rank R pos P sample I` per sequence: position in the global batch,
+ * global sample), for the tests of the data order. */
 void mlm_loader_start(mlm_loader *ld, const mlm_shards *sh, const mlm_config *cfg, const mlm_special_ids *sp,
                       int rank, int world, int first_step, int last_step, int max_M);
 /* Waits for the next step's data (in step order); valid until mlm_loader_release. */

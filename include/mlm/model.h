@@ -144,4 +144,11 @@ void mlm_model_step_micro(mlm_model *m, const mlm_batch *b, float loss_scale);
  * NULL, receives the host fp32 logits (M, V). */
 void mlm_model_forward(mlm_model *m, const mlm_batch *b, float *logits_out);
 
+/* Starts copying the model's statistics (loss sum, correct, grad norm^2, spare) into
+ * s behind the queued work, and clears them on the backend for what follows; the
+ * backend's download_finish completes the copy. */
+void mlm_model_stats_start(mlm_model *m, float s[4]);
+/* Downloads and clears the loss, correct and grad-norm statistics now. */
+void mlm_model_take_stats(mlm_model *m, float out[3]);
+
 #endif

@@ -6,7 +6,7 @@
  * word, [UNK] for words it cannot split. Special tokens written in the text
  * ("[MASK]", case-sensitive) become their ids, as HF's added tokens do. Unicode
  * data from utf8proc, corrected to HF's older and newer tables (see
- * src/host/tokenizer_unicode.h); tests/test_tokenizer.c checks every code point.
+ * src/host/text/tokenizer_unicode.h); tests/test_tokenizer.c checks every code point.
  *
  * Invalid UTF-8: every byte that does not begin a well-formed sequence (RFC 3629:
  * no overlongs, surrogates or code points above U+10FFFF; a sequence cut short is

@@ -9,6 +9,6 @@ out=build-fuzz
 mkdir -p "$out/corpus"
 cp tests/fixtures/*.safetensors "$out/corpus/"
 clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude \
-  tests/fuzz/fuzz_safetensors.c src/host/safetensors.c src/host/fileio.c src/host/log.c \
+  tests/fuzz/fuzz_safetensors.c src/host/train/safetensors.c src/host/fileio.c src/host/log.c \
   $(pkg-config --cflags --libs libcjson) -lm -o "$out/fuzz_safetensors"
 "$out/fuzz_safetensors" -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 "$out/corpus"

@@ -2,7 +2,7 @@
  * tests/emu: NCCL for the emulated device, over MPI. The emulated device runs work
  * as it is queued, so a collective here runs at once, as the blocking MPI call on
  * the communicator's duplicate of MPI_COMM_WORLD: the gradient buckets, broadcasts
- * and the comm layer's bookkeeping of src/kernels/dist_nccl.cu and src/host/dist.c
+ * and the comm layer's bookkeeping of src/kernels/dist_nccl.cu and src/host/train/dist.c
  * run for real. Not modelled: NCCL's asynchrony (a dead or hung peer blocks here
  * rather than showing as an async error), and anything but fp32 sums and broadcasts.
  */

@@ -40,18 +40,6 @@ typedef struct {
 } vocab_args;
 
 /* Parses a whole decimal number in [min, max] or exits with a usage error. */
-static long parse_count(const char *opt, const char *s, long min, long max) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min || v > max) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "%s '%%s': expected a whole number from %ld to %ld", opt, min, max);
-        mlm_usage_error(VOCAB_USAGE, msg, s);
-    }
-    return v;
-}
-
 static const char *option_value(int argc, char **argv, int *i) {
     if (*i + 1 == argc || !strncmp(argv[*i + 1], "--", 2)) mlm_usage_error(VOCAB_USAGE, "%s needs a value", argv[*i]);
     return argv[++*i];
@@ -64,17 +52,17 @@ static void parse_option(vocab_args *a, int argc, char **argv, int *i) {
         a->inputs[a->ninputs++] = option_value(argc, argv, i);
         while (*i + 1 < argc && strncmp(argv[*i + 1], "--", 2)) a->inputs[a->ninputs++] = argv[++*i];
     } else if (!strcmp(s, "--vocab-size")) {
-        a->o.vocab_size = (int)parse_count(s, option_value(argc, argv, i), 1, INT_MAX / 2);
+        a->o.vocab_size = (int)mlm_cli_int(VOCAB_USAGE, s, option_value(argc, argv, i), 1, INT_MAX / 2);
     } else if (!strcmp(s, "--out")) {
         a->out = option_value(argc, argv, i);
     } else if (!strcmp(s, "--cased")) {
         a->o.cased = 1;
     } else if (!strcmp(s, "--min-frequency")) {
-        a->o.min_frequency = (uint64_t)parse_count(s, option_value(argc, argv, i), 0, LONG_MAX);
+        a->o.min_frequency = (uint64_t)mlm_cli_int(VOCAB_USAGE, s, option_value(argc, argv, i), 0, LONG_MAX);
     } else if (!strcmp(s, "--limit-alphabet")) {
-        a->o.limit_alphabet = (int)parse_count(s, option_value(argc, argv, i), 1, INT_MAX);
+        a->o.limit_alphabet = (int)mlm_cli_int(VOCAB_USAGE, s, option_value(argc, argv, i), 1, INT_MAX);
     } else if (!strcmp(s, "--threads")) {
-        a->o.threads = (int)parse_count(s, option_value(argc, argv, i), 1, 1024);
+        a->o.threads = (int)mlm_cli_int(VOCAB_USAGE, s, option_value(argc, argv, i), 1, 1024);
     } else {
         mlm_usage_error(VOCAB_USAGE, "unknown argument '%s'", s);
     }

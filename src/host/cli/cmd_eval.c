@@ -14,7 +14,8 @@
 #include "mlm/cli.h"
 #include "mlm/log.h"
 #include "mlm/safetensors.h"
-#include "mlm/train.h"
+#include "mlm/eval.h"
+#include "mlm/loader.h"
 
 static const char *EVAL_USAGE =
     "usage: mlmgpu eval --model DIR --data PATH [--steps N] [--micro-batch B] [--device auto|cpu|cuda]\n"
@@ -35,13 +36,6 @@ typedef struct {
     int steps, micro_batch;
 } eval_args;
 
-static int parse_positive(const char *opt, const char *v) {
-    char *end;
-    long n = strtol(v, &end, 10);
-    if (*v == 0 || *end || n < 1 || n > 1000000000) mlm_usage_error(EVAL_USAGE, "%s: expected a positive integer", opt);
-    return (int)n;
-}
-
 static void parse_args(eval_args *a, int argc, char **argv) {
     *a = (eval_args){NULL, NULL, "auto", NULL, 0, 32};
     for (int i = 0; i < argc; i++) {
@@ -55,8 +49,8 @@ static void parse_args(eval_args *a, int argc, char **argv) {
         else if (!strcmp(o, "--data")) a->data = v;
         else if (!strcmp(o, "--device")) a->device = v;
         else if (!strcmp(o, "--dump")) a->dump = v;
-        else if (!strcmp(o, "--steps")) a->steps = parse_positive(o, v);
-        else if (!strcmp(o, "--micro-batch")) a->micro_batch = parse_positive(o, v);
+        else if (!strcmp(o, "--steps")) a->steps = (int)mlm_cli_int(EVAL_USAGE, o, v, 1, 1000000000);
+        else if (!strcmp(o, "--micro-batch")) a->micro_batch = (int)mlm_cli_int(EVAL_USAGE, o, v, 1, 1000000000);
         else mlm_usage_error(EVAL_USAGE, "unknown option '%s'", o);
         i++;
     }

@@ -547,3 +547,17 @@ void mlm_model_forward(mlm_model *m, const mlm_batch *b, float *logits_out) {
         be->download(be, logits_out, a->logits, (size_t)b->M * c->vocab_size * sizeof(float));
     be->cross_entropy(be, a->logits, a->labels, b->M, c->vocab_size, 0.0f, NULL, m->stats);
 }
+
+/* ---------------------------------------------------------------- statistics */
+
+void mlm_model_stats_start(mlm_model *m, float s[4]) {
+    m->be->download_start(m->be, s, m->stats, 4 * sizeof(float));
+    m->be->zero(m->be, m->stats, 4 * sizeof(float));
+}
+
+void mlm_model_take_stats(mlm_model *m, float out[3]) {
+    float s[4];
+    mlm_model_stats_start(m, s);
+    m->be->download_finish(m->be);
+    memcpy(out, s, 3 * sizeof(float));
+}

@@ -1,36 +1,16 @@
 /*
- * The mlmgpu command line: `mlmgpu COMMAND [options]`, one function per command,
- * each with its own --help. Bad arguments exit with code 2 and a message naming
- * the argument.
+ * `mlmgpu train`: reads the run configuration, chooses the device, joins the MPI job
+ * when launched by mpirun, and runs the training loop (src/host/train/trainer.c).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "mlm/backend.h"
-#include "mlm/backend_cuda.h"
 #include "mlm/cli.h"
 #include "mlm/config.h"
 #include "mlm/dist.h"
 #include "mlm/log.h"
 #include "mlm/train.h"
-
-static const char *USAGE =
-    "usage: mlmgpu COMMAND [options]\n"
-    "\n"
-    "Pretrains BERT-style encoders with the masked-language-model objective.\n"
-    "\n"
-    "commands:\n"
-    "  train     train a model from a config file\n"
-    "  tokenize  text on stdin to WordPiece token ids\n"
-    "  vocab     train a WordPiece vocabulary on text files\n"
-    "  prepare   tokenize text into training shards\n"
-    "  eval      masked-LM loss, accuracy and perplexity of a model on shards\n"
-    "  fill-mask the most likely tokens for each [MASK] of a text\n"
-
-    "\n"
-    "  mlmgpu COMMAND --help   options of a command\n"
-    "  mlmgpu --version        print the version\n";
 
 static const char *TRAIN_USAGE =
     "usage: mlmgpu train --config FILE [--set section.key=value ...] [--device auto|cpu|cuda]\n"
@@ -49,27 +29,6 @@ static const char *TRAIN_USAGE =
     "\n"
     "Data parallel on several GPUs or nodes: mpirun -np N [--hostfile H] mlmgpu train ...\n"
     "(rank r uses GPU = its rank on the node; see docs/SCALING.md).\n";
-
-_Noreturn void mlm_usage_error(const char *usage, const char *fmt, const char *arg) {
-    fprintf(stderr, "mlmgpu: error: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\n\n%s", usage);
-    exit(MLM_EXIT_INPUT);
-}
-
-mlm_backend *mlm_choose_backend(const char *device, int threads) {
-    char why[512] = "this build of mlmgpu has no CUDA backend (configure with -Dcuda=enabled)";
-    mlm_backend *be = NULL;
-#ifdef MLM_HAVE_CUDA
-    if (strcmp(device, "cpu") != 0) be = mlm_backend_cuda(mlm_dist_local_rank(), why, sizeof why);
-#endif
-    if (!be && strcmp(device, "cuda") == 0) mlm_die(MLM_EXIT_INPUT, "--device cuda: %s", why);
-    int quiet = mlm_dist_rank() != 0;   // rank 0 speaks for the job
-    if (!be && strcmp(device, "auto") == 0 && !quiet) mlm_log("device: auto: no usable GPU (%s); using the CPU", why);
-    if (!be) be = mlm_backend_cpu(threads);
-    if (!quiet) mlm_log("device: %s", be->name);
-    return be;
-}
 
 int mlm_cmd_train(int argc, char **argv) {
     const char *config = NULL, *device = "auto", *resume = NULL;
@@ -113,32 +72,4 @@ int mlm_cmd_train(int argc, char **argv) {
     be->destroy(be);
     mlm_dist_finalize();
     return rc;
-}
-
-int main(int argc, char **argv) {
-    if (argc < 2) {
-        fputs(USAGE, stderr);
-        return MLM_EXIT_INPUT;
-    }
-    const char *cmd = argv[1];
-    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
-        fputs(USAGE, stdout);
-        return 0;
-    }
-    if (!strcmp(cmd, "--version")) {
-        printf("mlmgpu %s\n", MLM_VERSION);
-        return 0;
-    }
-    static const struct { const char *name; int (*run)(int, char **); } cmds[] = {
-        {"train", mlm_cmd_train},
-        {"tokenize", mlm_cmd_tokenize},
-        {"vocab", mlm_cmd_vocab},
-        {"prepare", mlm_cmd_prepare},
-        {"eval", mlm_cmd_eval},
-        {"fill-mask", mlm_cmd_fill_mask},
-    };
-    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
-        if (!strcmp(cmd, cmds[i].name)) return cmds[i].run(argc - 2, argv + 2);
-    fprintf(stderr, "mlmgpu: error: unknown command '%s'\n\n%s", cmd, USAGE);
-    return MLM_EXIT_INPUT;
 }

@@ -1,9 +1,11 @@
 /*
- * The training loop. The loader (loader.c) hands over step t's micro-batches, read
- * from the shuffled shards and all masked already (so the loss can be normalised
- * by the masked tokens of the whole step); accumulates gradients over
- * the micro-batches, clips and applies AdamW, then logs. Validation runs every
- * eval_every steps and at the end, with fixed masking and no dropout.
+ * The training loop (include/mlm/train.h; its caller is `mlmgpu train`,
+ * src/host/cli/cmd_train.c). The loader (loader.c) hands over step t's
+ * micro-batches, read from the shuffled shards and all masked already (so the loss
+ * can be normalised by the masked tokens of the whole step); the loop accumulates
+ * gradients over the micro-batches, clips and applies AdamW (optimizer.c), then
+ * logs. Validation (eval.c) runs every eval_every steps and at the end, with fixed
+ * masking and no dropout.
  *
  * Data parallel (dist.h): rank r of W trains its slice of every global batch. The
  * ranks first sum their masked-token counts, so each scales its loss by 1 / masked
@@ -18,8 +20,6 @@
 #include "mlm/train.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <inttypes.h>
 #include <signal.h>
 #include <math.h>
 #include <stdio.h>
@@ -30,104 +30,11 @@
 
 #include "mlm/checkpoint.h"
 #include "mlm/dist.h"
+#include "mlm/eval.h"
 #include "mlm/fileio.h"
 #include "mlm/loader.h"
 #include "mlm/log.h"
-#include "mlm/optim.h"
-
-int mlm_max_masked(int n, float mask_prob) {
-    double mean = (double)n * mask_prob;
-    double bound = ceil(mean + 10.0 * sqrt(mean * (1.0 - mask_prob)) + 16.0);
-    return bound < n ? (int)bound : n;
-}
-
-/* ---------------------------------------------------------------- micro-batches */
-
-void mlm_microbatch_init(mlm_microbatch *mb, int B, int S, int max_M) {
-    memset(mb, 0, sizeof *mb);
-    mb->B = B;
-    mb->S = S;
-    mb->max_M = max_M;
-    mb->ids = mlm_xmalloc((size_t)B * S * sizeof(int32_t), "micro-batch ids");
-    mb->lengths = mlm_xmalloc((size_t)B * sizeof(int32_t), "micro-batch lengths");
-    // masking appends up to one sequence past max_M before truncation
-    mb->rows = mlm_xmalloc(((size_t)max_M + S) * sizeof(int32_t), "micro-batch rows");
-    mb->labels = mlm_xmalloc(((size_t)max_M + S) * sizeof(int32_t), "micro-batch labels");
-}
-
-void mlm_microbatch_free(mlm_microbatch *mb) {
-    free(mb->ids);
-    free(mb->lengths);
-    free(mb->rows);
-    free(mb->labels);
-    memset(mb, 0, sizeof *mb);
-}
-
-void mlm_microbatch_fill(mlm_microbatch *mb, const mlm_shards *sh, const uint64_t *seq_idx,
-                         const mlm_data_config *dc, const mlm_special_ids *sp, uint64_t seed, uint32_t step,
-                         uint32_t seq_base) {
-    char err[512];
-    int M = 0, S = mb->S;
-    for (int b = 0; b < mb->B; b++) {
-        int32_t *ids = mb->ids + (size_t)b * S;
-        int len = mlm_shards_get(sh, seq_idx[b], ids, sp->vocab_size, err, sizeof err);
-        if (len < 0) mlm_die(MLM_EXIT_INPUT, "%s", err);
-        mb->lengths[b] = len > 0 ? len : 1;   // an all-padding row still attends to one key
-        M += mlm_mask_sequence(ids, len, dc, sp, seed, step, seq_base + (uint32_t)b, b * S, mb->rows + M,
-                               mb->labels + M);
-        if (M > mb->max_M) {
-            mlm_log("warning: step %u: %d masked tokens in a micro-batch, above the bound %d; the excess is not scored",
-                    step, M, mb->max_M);
-            M = mb->max_M;
-        }
-    }
-    mb->batch = (mlm_batch){mb->B, S, M, mb->ids, NULL, mb->lengths, mb->rows, mb->labels, seq_base, step};
-}
-
-/* ---------------------------------------------------------------- evaluation */
-
-/* Starts copying the model's statistics (loss sum, correct, grad norm^2, spare)
- * into s behind the queued work, and clears them on the device for what follows;
- * download_finish completes the copy. */
-static void stats_start(mlm_model *m, float s[4]) {
-    m->be->download_start(m->be, s, m->stats, 4 * sizeof(float));
-    m->be->zero(m->be, m->stats, 4 * sizeof(float));
-}
-
-/* Downloads and clears the loss/correct/grad-norm statistics now. */
-static void take_stats(mlm_model *m, float out[3]) {
-    float s[4];
-    stats_start(m, s);
-    m->be->download_finish(m->be);
-    memcpy(out, s, 3 * sizeof(float));
-}
-
-mlm_eval_result mlm_evaluate(mlm_model *m, const mlm_shards *sh, const mlm_config *cfg,
-                             const mlm_special_ids *sp, int n) {
-    mlm_microbatch mb;
-    mlm_microbatch_init(&mb, cfg->train.micro_batch, cfg->data.seq_len, m->max_M);
-    double sums[3] = {0, 0, 0};   // loss, correct, tokens
-    float stale[3];
-    take_stats(m, stale);   // evaluation statistics start from zero
-    uint64_t *seq_idx = mlm_xmalloc(mb.B * sizeof(uint64_t), "evaluation indices");
-    for (int i = mlm_dist_rank(); i < n; i += mlm_dist_world()) {
-        uint64_t first = (uint64_t)i * mb.B;
-        for (int b = 0; b < mb.B; b++) seq_idx[b] = first + b;
-        mlm_microbatch_fill(&mb, sh, seq_idx, &cfg->data, sp, cfg->train.seed, 0, (uint32_t)first);
-        mlm_model_forward(m, &mb.batch, NULL);
-        float s[3];
-        take_stats(m, s);
-        sums[0] += s[0];
-        sums[1] += s[1];
-        sums[2] += mb.batch.M;
-    }
-    free(seq_idx);
-    mlm_microbatch_free(&mb);
-    mlm_dist_allreduce_host(sums, 3, "validation sums");
-    long tokens = (long)sums[2];
-    mlm_eval_result r = {tokens ? sums[0] / tokens : 0, tokens ? sums[1] / tokens : 0, tokens};
-    return r;
-}
+#include "mlm/optimizer.h"
 
 /* ---------------------------------------------------------------- run directory */
 
@@ -157,7 +64,6 @@ typedef struct {
     mlm_special_ids sp;
     mlm_vocab vocab;      // empty when data.vocab is not given
     FILE *metrics;        // rank 0 only
-    int data_log;         // MLM_DEBUG_DATA_LOG file, or -1
 } run_state;
 
 static void open_data(run_state *r) {
@@ -198,76 +104,11 @@ static void log_eval(run_state *r, int step) {
     fflush(r->metrics);
 }
 
-/* Appends tokens [from, to) of ids to out as text, joining "##" pieces. */
-static void detokenize(char *out, size_t n, const mlm_vocab *v, const int32_t *ids, int from, int to) {
-    size_t len = strlen(out);
-    for (int s = from; s < to && len + 1 < n; s++) {
-        const char *t = ids[s] < v->count ? v->tokens[ids[s]] : "[?]";
-        int piece = strncmp(t, "##", 2) == 0;
-        snprintf(out + len, n - len, "%s%s", piece || len == 0 ? "" : " ", piece ? t + 2 : t);
-        len = strlen(out);
-    }
-}
-
-/* Shows what the model predicts for the masked tokens of one validation sequence. */
-static void print_predictions(run_state *r, int max_shown) {
-    const mlm_config *cfg = r->cfg;
-    int S = cfg->data.seq_len, V = cfg->model.vocab_size;
-    mlm_microbatch mb;
-    mlm_microbatch_init(&mb, 1, S, r->model.max_M);
-    mlm_data_config dc = cfg->data;
-    dc.mask_token_prob = 1;   // show [MASK] wherever a token is scored
-    uint64_t first = 0;
-    mlm_microbatch_fill(&mb, &r->val, &first, &dc, &r->sp, cfg->train.seed, 0, 0);
-    int M = mb.batch.M < max_shown ? mb.batch.M : max_shown;
-    mb.batch.M = M;
-    float *logits = mlm_xmalloc((size_t)M * V * sizeof(float), "prediction logits");
-    mlm_model_forward(&r->model, &mb.batch, logits);
-    float discard[3];
-    take_stats(&r->model, discard);
-    printf("\npredictions on a validation sequence (*[MASK]* -> top prediction (probability), and the truth):\n");
-    for (int i = 0; i < M; i++) {
-        const float *row = logits + (size_t)i * V;
-        int best = 0;
-        double z = 0;
-        for (int k = 1; k < V; k++) best = row[k] > row[best] ? k : best;
-        for (int k = 0; k < V; k++) z += exp(row[k] - row[best]);
-        int s = mb.rows[i];
-        char before[256] = "", after[256] = "";
-        detokenize(before, sizeof before, &r->vocab, mb.ids, s > 8 ? s - 8 : 0, s);
-        detokenize(after, sizeof after, &r->vocab, mb.ids, s + 1, s + 7 < mb.lengths[0] ? s + 7 : mb.lengths[0]);
-        printf("  %s *[MASK]* %s\n      -> %-14s (%.2f)  truth: %s\n", before, after,
-               best < r->vocab.count ? r->vocab.tokens[best] : "?", 1.0 / z,
-               mb.labels[i] < r->vocab.count ? r->vocab.tokens[mb.labels[i]] : "?");
-    }
-    free(logits);
-    mlm_microbatch_free(&mb);
-}
-
 static volatile sig_atomic_t stop_signal;
 
 static void on_signal(int sig) {
     stop_signal = sig;
     signal(sig, SIG_DFL);   // a second signal ends the process at once
-}
-
-/* MLM_DEBUG_DATA_LOG=path: each rank appends `step S rank R pos P sample I` for
- * every sequence it trains (P: position in the global batch, I: global sample). */
-static void log_data(run_state *r, const mlm_loader *ld, int step) {
-    if (r->data_log < 0) return;
-    int B = r->cfg->train.micro_batch;
-    size_t cap = (size_t)ld->nmicro * B * 80, len = 0;
-    char *text = mlm_xmalloc(cap, "data log");
-    uint64_t *idx = mlm_xmalloc(B * sizeof *idx, "data log");
-    for (int k = 0; k < ld->nmicro; k++) {
-        uint32_t pos = mlm_loader_indices(ld, step, k, idx);
-        for (int b = 0; b < B; b++)
-            len += snprintf(text + len, cap - len, "step %d rank %d pos %u sample %" PRIu64 "\n", step, r->rank,
-                            pos + b, idx[b]);
-    }
-    if (write(r->data_log, text, len) != (ssize_t)len) mlm_log("warning: MLM_DEBUG_DATA_LOG: short write");
-    free(idx);
-    free(text);
 }
 
 /* One step in flight: queued on the backend, its statistics on their way back. */
@@ -283,7 +124,6 @@ typedef struct {
 static void queue_step(run_state *r, mlm_loader *ld, step_flight *f) {
     mlm_step_data *d = mlm_loader_next(ld);
     if (d->step != f->step) mlm_die(MLM_EXIT_RUNTIME, "loader handed step %d for step %d", d->step, f->step);
-    log_data(r, ld, f->step);
     double masked = (double)d->masked_local;
     mlm_dist_allreduce_host(&masked, 1, "masked-token count");
     f->masked = (long)masked;
@@ -434,7 +274,7 @@ static void check_split(const mlm_config *cfg, int world) {
 
 int mlm_train(const mlm_config *config, mlm_backend *be, const char *resume) {
     mlm_config cfg = *config;
-    run_state r = {.cfg = &cfg, .rank = mlm_dist_rank(), .world = mlm_dist_world(), .data_log = -1};
+    run_state r = {.cfg = &cfg, .rank = mlm_dist_rank(), .world = mlm_dist_world()};
     const mlm_train_config *t = &cfg.train;
     int S = cfg.data.seq_len;
     mlm_dist_set_timeout(cfg.dist.timeout_s);
@@ -455,9 +295,6 @@ int mlm_train(const mlm_config *config, mlm_backend *be, const char *resume) {
         if (first > t->steps)
             mlm_log("the checkpoint is at step %d of %d: nothing left to train", first - 1, t->steps);
     }
-    const char *data_log = getenv("MLM_DEBUG_DATA_LOG");
-    if (data_log && (r.data_log = open(data_log, O_WRONLY | O_CREAT | O_APPEND, 0644)) < 0)
-        mlm_die(MLM_EXIT_INPUT, "MLM_DEBUG_DATA_LOG=%s: cannot open: %s", data_log, strerror(errno));
     r.sync = mlm_grad_sync_create(&r.model);
     mlm_loader ld;
     mlm_loader_start(&ld, &r.train, &cfg, &r.sp, r.rank, r.world, first, t->steps, max_M);
@@ -484,7 +321,7 @@ int mlm_train(const mlm_config *config, mlm_backend *be, const char *resume) {
             behind = NULL;
             if (rc) break;
         }
-        stats_start(&r.model, f->s);   // read after the next step is queued
+        mlm_model_stats_start(&r.model, f->s);   // read after the next step is queued
         int at_eval = r.have_val && ((t->eval_every && step % t->eval_every == 0) || step == t->steps);
         int at_ckpt = step == t->steps || (t->checkpoint_every && step % t->checkpoint_every == 0);
         if (r.world == 1 && !at_eval && !at_ckpt && !stop_signal) {
@@ -505,11 +342,11 @@ int mlm_train(const mlm_config *config, mlm_backend *be, const char *resume) {
         }
         if (r.rank == 0 && at_ckpt) save_checkpoint(&r, step);
     }
-    if (rc == 0 && !stopped && r.rank == 0 && r.have_val && r.vocab.count) print_predictions(&r, 8);
+    if (rc == 0 && !stopped && r.rank == 0 && r.have_val && r.vocab.count)
+        mlm_print_predictions(&r.model, &r.val, &cfg, &r.sp, &r.vocab, 8);
     mlm_loader_stop(&ld);
     mlm_grad_sync_destroy(r.sync);
     mlm_dist_detach();
-    if (r.data_log >= 0) close(r.data_log);
     mlm_vocab_free(&r.vocab);
     if (r.metrics) fclose(r.metrics);
     mlm_model_destroy(&r.model);

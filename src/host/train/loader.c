@@ -1,18 +1,69 @@
 /*
- * The training data loader (include/mlm/loader.h): a keyed Feistel permutation per
- * epoch, rank slices of every global batch, and a background thread that reads and
- * masks the next MLM_LOADER_DEPTH steps while the current one trains.
+ * The training data loader (include/mlm/loader.h): micro-batches read from the
+ * shards and masked, a keyed Feistel permutation per epoch, rank slices of every
+ * global batch, and a background thread that reads and masks the next
+ * MLM_LOADER_DEPTH steps while the current one trains. Its caller is the trainer
+ * (trainer.c); evaluation (eval.c) builds micro-batches the same way.
  */
 #include "mlm/loader.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "mlm/log.h"
-#include "mlm/model.h"
 #include "mlm/philox.h"
 
 #define SHUFFLE_SITE 0x80000001u
+
+/* ---------------------------------------------------------------- micro-batches */
+
+void mlm_microbatch_init(mlm_microbatch *mb, int B, int S, int max_M) {
+    memset(mb, 0, sizeof *mb);
+    mb->B = B;
+    mb->S = S;
+    mb->max_M = max_M;
+    mb->ids = mlm_xmalloc((size_t)B * S * sizeof(int32_t), "micro-batch ids");
+    mb->lengths = mlm_xmalloc((size_t)B * sizeof(int32_t), "micro-batch lengths");
+    // masking appends up to one sequence past max_M before truncation
+    mb->rows = mlm_xmalloc(((size_t)max_M + S) * sizeof(int32_t), "micro-batch rows");
+    mb->labels = mlm_xmalloc(((size_t)max_M + S) * sizeof(int32_t), "micro-batch labels");
+}
+
+void mlm_microbatch_free(mlm_microbatch *mb) {
+    free(mb->ids);
+    free(mb->lengths);
+    free(mb->rows);
+    free(mb->labels);
+    memset(mb, 0, sizeof *mb);
+}
+
+void mlm_microbatch_fill(mlm_microbatch *mb, const mlm_shards *sh, const uint64_t *seq_idx,
+                         const mlm_data_config *dc, const mlm_special_ids *sp, uint64_t seed, uint32_t step,
+                         uint32_t seq_base) {
+    char err[512];
+    int M = 0, S = mb->S;
+    for (int b = 0; b < mb->B; b++) {
+        int32_t *ids = mb->ids + (size_t)b * S;
+        int len = mlm_shards_get(sh, seq_idx[b], ids, sp->vocab_size, err, sizeof err);
+        if (len < 0) mlm_die(MLM_EXIT_INPUT, "%s", err);
+        mb->lengths[b] = len > 0 ? len : 1;   // an all-padding row still attends to one key
+        M += mlm_mask_sequence(ids, len, dc, sp, seed, step, seq_base + (uint32_t)b, b * S, mb->rows + M,
+                               mb->labels + M);
+        if (M > mb->max_M) {
+            mlm_log("warning: step %u: %d masked tokens in a micro-batch, above the bound %d; the excess is not scored",
+                    step, M, mb->max_M);
+            M = mb->max_M;
+        }
+    }
+    mb->batch = (mlm_batch){mb->B, S, M, mb->ids, NULL, mb->lengths, mb->rows, mb->labels, seq_base, step};
+}
+
+/* ---------------------------------------------------------------- the loader */
 
 /* Four Feistel rounds over 2*half bits; round keys from Philox. */
 static uint64_t feistel(uint64_t x, int half, uint64_t seed, uint32_t epoch) {
@@ -60,6 +111,26 @@ static void prepare(mlm_loader *ld, mlm_step_data *slot, int step, uint64_t *seq
     }
 }
 
+/* MLM_DEBUG_DATA_LOG=path: each rank appends `step S rank R pos P sample I` for
+ * every sequence the trainer takes from it (P: position in the global batch, I:
+ * global sample). */
+static void log_data(const mlm_loader *ld, int step) {
+    if (ld->data_log < 0) return;
+    int B = ld->cfg->train.micro_batch;
+    size_t cap = (size_t)ld->nmicro * B * 80, len = 0;
+    char *text = mlm_xmalloc(cap, "data log");
+    uint64_t *idx = mlm_xmalloc(B * sizeof *idx, "data log");
+    for (int k = 0; k < ld->nmicro; k++) {
+        uint32_t pos = mlm_loader_indices(ld, step, k, idx);
+        for (int b = 0; b < B; b++)
+            len += snprintf(text + len, cap - len, "step %d rank %d pos %u sample %" PRIu64 "\n", step, ld->rank,
+                            pos + b, idx[b]);
+    }
+    if (write(ld->data_log, text, len) != (ssize_t)len) mlm_log("warning: MLM_DEBUG_DATA_LOG: short write");
+    free(idx);
+    free(text);
+}
+
 static void *loader_thread(void *arg) {
     mlm_loader *ld = arg;
     uint64_t *seq_idx = mlm_xmalloc(ld->cfg->train.micro_batch * sizeof(uint64_t), "loader indices");
@@ -98,6 +169,10 @@ void mlm_loader_start(mlm_loader *ld, const mlm_shards *sh, const mlm_config *cf
         for (int k = 0; k < ld->nmicro; k++)
             mlm_microbatch_init(&ld->slots[i].micro[k], cfg->train.micro_batch, cfg->data.seq_len, max_M);
     }
+    const char *data_log = getenv("MLM_DEBUG_DATA_LOG");
+    ld->data_log = -1;
+    if (data_log && (ld->data_log = open(data_log, O_WRONLY | O_CREAT | O_APPEND, 0644)) < 0)
+        mlm_die(MLM_EXIT_INPUT, "MLM_DEBUG_DATA_LOG=%s: cannot open: %s", data_log, strerror(errno));
     pthread_mutex_init(&ld->mu, NULL);
     pthread_cond_init(&ld->cv, NULL);
     if (pthread_create(&ld->thread, NULL, loader_thread, ld) != 0)
@@ -109,6 +184,7 @@ mlm_step_data *mlm_loader_next(mlm_loader *ld) {
     while (ld->count == 0) pthread_cond_wait(&ld->cv, &ld->mu);
     mlm_step_data *slot = &ld->slots[ld->head];
     pthread_mutex_unlock(&ld->mu);
+    log_data(ld, slot->step);
     return slot;
 }
 
@@ -132,4 +208,5 @@ void mlm_loader_stop(mlm_loader *ld) {
     }
     pthread_mutex_destroy(&ld->mu);
     pthread_cond_destroy(&ld->cv);
+    if (ld->data_log >= 0) close(ld->data_log);
 }

@@ -29,17 +29,6 @@ static const char *PREPARE_USAGE =
     "  --shard-sequences K   sequences per shard file (default 65536)\n"
     "  --force               replace the prepared data already in DIR\n";
 
-static long parse_num(const char *opt, const char *v, long lo, long hi) {
-    char *end;
-    long n = strtol(v, &end, 10);
-    if (!*v || *end || n < lo || n > hi) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "%s '%%s': expected an integer in [%ld, %ld]", opt, lo, hi);
-        mlm_usage_error(PREPARE_USAGE, msg, v);
-    }
-    return n;
-}
-
 int mlm_cmd_prepare(int argc, char **argv) {
     const char **inputs = mlm_xcalloc(argc + 1, sizeof(char *), "arguments");
     mlm_prepare_opts o = {.inputs = inputs, .val_fraction = 0.01, .shard_sequences = 65536,
@@ -61,9 +50,9 @@ int mlm_cmd_prepare(int argc, char **argv) {
             continue;
         } else if (!strcmp(a, "--vocab")) o.vocab = v;
         else if (!strcmp(a, "--out")) o.out = v;
-        else if (!strcmp(a, "--seq-len")) o.seq_len = (int)parse_num(a, v, 3, 1 << 20);
-        else if (!strcmp(a, "--threads")) o.threads = (int)parse_num(a, v, 1, 1024);
-        else if (!strcmp(a, "--shard-sequences")) o.shard_sequences = (uint64_t)parse_num(a, v, 1, 1L << 30);
+        else if (!strcmp(a, "--seq-len")) o.seq_len = (int)mlm_cli_int(PREPARE_USAGE, a, v, 3, 1 << 20);
+        else if (!strcmp(a, "--threads")) o.threads = (int)mlm_cli_int(PREPARE_USAGE, a, v, 1, 1024);
+        else if (!strcmp(a, "--shard-sequences")) o.shard_sequences = (uint64_t)mlm_cli_int(PREPARE_USAGE, a, v, 1, 1L << 30);
         else if (!strcmp(a, "--val-fraction")) {
             char *end;
             o.val_fraction = strtod(v, &end);

@@ -3,7 +3,7 @@
  * is reduced into m->stats[2] and AdamW reads the clip factor from there, so a step
  * needs no host round trip.
  */
-#include "mlm/optim.h"
+#include "mlm/optimizer.h"
 
 #include <math.h>
 

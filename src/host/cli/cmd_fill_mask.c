@@ -12,7 +12,6 @@
 #include "mlm/cli.h"
 #include "mlm/log.h"
 #include "mlm/tokenizer.h"
-#include "mlm/train.h"
 
 static const char *FILL_USAGE =
     "usage: mlmgpu fill-mask --model DIR [--top-k K] [--device auto|cpu|cuda] \"text with [MASK]\" ...\n"
@@ -124,12 +123,8 @@ int mlm_cmd_fill_mask(int argc, char **argv) {
         if (!strncmp(a, "--", 2) && !v) mlm_usage_error(FILL_USAGE, "%s needs a value", a);
         if (!strcmp(a, "--model")) dir = argv[++i];
         else if (!strcmp(a, "--device")) device = argv[++i];
-        else if (!strcmp(a, "--top-k")) {
-            char *end;
-            long k = strtol(argv[++i], &end, 10);
-            if (*end || k < 1 || k > 1000) mlm_usage_error(FILL_USAGE, "--top-k '%s': expected 1..1000", argv[i]);
-            f.k = (int)k;
-        } else if (!strncmp(a, "--", 2)) mlm_usage_error(FILL_USAGE, "unknown option '%s'", a);
+        else if (!strcmp(a, "--top-k")) f.k = (int)mlm_cli_int(FILL_USAGE, a, argv[++i], 1, 1000);
+        else if (!strncmp(a, "--", 2)) mlm_usage_error(FILL_USAGE, "unknown option '%s'", a);
         else texts[ntexts++] = argv[i];
     }
     if (!dir) mlm_usage_error(FILL_USAGE, "%s", "--model DIR is required");

@@ -4,6 +4,8 @@
  * words decide selection, replacement and the random token. Nothing depends on
  * micro-batching or world size, and no masks are stored.
  */
+#include <math.h>
+
 #include "mlm/data.h"
 #include "mlm/model.h"
 #include "mlm/philox.h"
@@ -50,4 +52,10 @@ int mlm_mask_sequence(int32_t *ids, int len, const mlm_data_config *dc, const ml
             ids[s] = nth_plain_id(sp, r.v[2] % plain);
     }
     return n;
+}
+
+int mlm_max_masked(int n, float mask_prob) {
+    double mean = (double)n * mask_prob;
+    double bound = ceil(mean + 10.0 * sqrt(mean * (1.0 - mask_prob)) + 16.0);
+    return bound < n ? (int)bound : n;
 }

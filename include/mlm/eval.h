@@ -1,0 +1,26 @@
+/*
+ * Evaluation: the masked-LM loss, accuracy and token count of a model on shards with
+ * fixed masking (step 0) and no dropout, and what it predicts for the masked tokens
+ * of a sequence (src/host/train/eval.c).
+ */
+#ifndef MLM_EVAL_H
+#define MLM_EVAL_H
+
+#include "mlm/config.h"
+#include "mlm/data.h"
+#include "mlm/model.h"
+
+/* Mean masked-LM loss and accuracy over n micro-batches of sh from the start, with
+ * fixed masking (step 0), no dropout. In a job of several ranks (dist.h) every rank
+ * must call it: each evaluates every world-th micro-batch and the sums are reduced. */
+typedef struct { double loss, acc; long tokens; } mlm_eval_result;
+mlm_eval_result mlm_evaluate(mlm_model *m, const mlm_shards *sh, const mlm_config *cfg,
+                             const mlm_special_ids *sp, int n);
+
+/* Prints on stdout what the model predicts for up to max_shown masked tokens of the
+ * first sequence of val (every scored token shown as [MASK]), with their context and
+ * the truth, the tokens spelled by vocab. */
+void mlm_print_predictions(mlm_model *m, const mlm_shards *val, const mlm_config *cfg, const mlm_special_ids *sp,
+                           const mlm_vocab *vocab, int max_shown);
+
+#endif
