@@ -103,10 +103,11 @@ typedef struct {
     size_t elems;
 } mlm_grad_bucket;
 
-/* The buckets in the order the backward completes them: 0 the MLM head (without the
- * tied word embeddings), 1 .. L the encoder layers L-1 .. 0, L+1 the embeddings with
- * the word embeddings (written last, by the embedding backward). They partition the
- * buffer. Returns the count (L + 2); fills at most max. */
+/* The buckets in the order the backward completes them, by the part of the model
+ * each tensor belongs to (model.h): 0 the MLM head (the tied word embeddings are not
+ * its), 1 .. L the encoder layers L-1 .. 0, L+1 the embeddings with the word
+ * embeddings (written last, by the embedding backward). They partition the buffer.
+ * Returns the count (L + 2); fills at most max. */
 int mlm_grad_buckets(const mlm_layout *lay, mlm_grad_bucket *out, int max);
 
 /* The gradient all-reduce of a model, bucketed and overlapped with the backward: armed

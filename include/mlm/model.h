@@ -3,8 +3,10 @@
  * erf GELU, learned absolute positions, token types, decoder tied to the word
  * embeddings). Parameters live in one contiguous buffer in the fixed tensor order
  * below, each per-layer tensor stacked over layers; gradients, fp32 master weights
- * and AdamW moments use the same layout. Tensors that take weight decay come first,
- * so the optimizer is two loops over one buffer.
+ * and AdamW moments use the same layout. What is known of each tensor (its name,
+ * shape, HF name, weight decay, initialisation, and the part of the model it
+ * belongs to, which decides its gradient bucket) is written once, in the spec
+ * table of src/host/train/model.c; everything else loops over mlm_layout.
  */
 #ifndef MLM_MODEL_H
 #define MLM_MODEL_H
@@ -15,6 +17,9 @@
 #include "mlm/backend.h"
 #include "mlm/config.h"
 
+/* The tensors in buffer order. The order is fixed: it is the layout of the AdamW
+ * moments in optimizer.safetensors and keys the initialisation (a tensor's id is in
+ * its Philox counter). The decayed tensors come first, so AdamW runs as two calls. */
 typedef enum {
     /* weight decay */
     MLM_T_WTE,        // (V, d) word embeddings, also the decoder weight
@@ -43,28 +48,50 @@ typedef enum {
     MLM_T_COUNT
 } mlm_tensor_id;
 
-#define MLM_T_FIRST_NO_DECAY MLM_T_EMB_LN_W
+/* The part of the model a tensor belongs to: the embeddings, an encoder layer
+ * (stacked over layers) or the MLM head. The backward finishes their gradients in
+ * the order head, layers L-1 .. 0, embeddings: the data-parallel buckets (dist.h). */
+typedef enum { MLM_PART_EMBEDDINGS, MLM_PART_LAYER, MLM_PART_HEAD } mlm_part;
+
+/* HF's initialisation: N(0, init_range); that with the [PAD] row (id 0) zeroed, as
+ * HF's padding_idx does; zeros (biases); ones (LayerNorm weights). */
+typedef enum { MLM_INIT_NORMAL, MLM_INIT_NORMAL_PAD0, MLM_INIT_ZERO, MLM_INIT_ONE } mlm_init;
 
 typedef struct {
     const char *name;     // our name, e.g. "qkv_w"
-    int layers;           // 1, or L for stacked tensors
+    mlm_part part;
+    int layers;           // 1, or L for the tensors of an encoder layer
     size_t rows, cols;    // shape of one layer's slice (cols = 1 for vectors)
+    size_t numel;         // layers * rows * cols
     size_t offset;        // element offset of layer 0 in the parameter buffer
+    int decay;            // AdamW applies weight decay (matrices and embeddings)
+    mlm_init init;
 } mlm_tensor_info;
 
 typedef struct {
     mlm_model_config cfg;
     mlm_tensor_info t[MLM_T_COUNT];
     size_t num_params;    // elements in the buffer
-    size_t num_decay;     // elements [0, num_decay) take weight decay
 } mlm_layout;
 
 void mlm_layout_init(mlm_layout *lay, const mlm_model_config *cfg);
 /* Element offset of tensor id, layer l. */
 size_t mlm_offset(const mlm_layout *lay, mlm_tensor_id id, int l);
 
+/* A segment of the parameter buffer: one tensor of one layer, the unit HF calls a
+ * parameter and an optimizer with per-tensor norms (LAMB's trust ratio) works on. */
+typedef struct {
+    mlm_tensor_id id;
+    int layer;
+    size_t offset, count;
+    int decay;
+} mlm_segment;
+/* The segments in buffer order, at most max of them into out; returns the count. */
+int mlm_layout_segments(const mlm_layout *lay, mlm_segment *out, int max);
+
 /* The HF BertForMaskedLM parameter names, each a contiguous range of our buffer
- * (query/key/value are row blocks of qkv). The tied decoder weight is not listed. */
+ * (query/key/value are row blocks of qkv), in the order of the checkpoint's
+ * model.safetensors. The tied decoder weight is not listed. */
 typedef struct {
     char name[96];        // e.g. "bert.encoder.layer.3.attention.self.key.weight"
     size_t offset;        // element offset in the buffer
@@ -104,6 +131,8 @@ typedef struct {
     float *grads;       // f32 (num_params)
     float *m, *v;       // f32 (num_params) AdamW moments
     float *stats;       // f32 (4): loss sum, correct, grad norm^2, spare
+    mlm_segment *segs;  // host (nsegs): the buffer by tensor and layer (the optimizer's)
+    int nsegs;
     uint64_t seed;      // keys dropout
     int max_B, max_M;   // arena capacity
     size_t act_bytes;   // arena size

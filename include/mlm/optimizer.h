@@ -1,9 +1,9 @@
 /*
- * Learning-rate schedules and the optimizer step: global grad norm, clipping and
- * AdamW over the one parameter buffer (decayed tensors first, then the rest).
+ * Learning-rate schedules and the optimizer step (src/host/train/optimizer.c):
+ * global grad norm, clipping and AdamW over the parameter buffer's segments.
  */
-#ifndef MLM_OPTIM_H
-#define MLM_OPTIM_H
+#ifndef MLM_OPTIMIZER_H
+#define MLM_OPTIMIZER_H
 
 #include "mlm/config.h"
 #include "mlm/model.h"

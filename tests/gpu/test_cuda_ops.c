@@ -561,9 +561,8 @@ static float *tiny_params(const mlm_layout *lay) {
     float *p = hf(lay->num_params);
     for (int id = 0; id < MLM_T_COUNT; id++) {
         const mlm_tensor_info *t = &lay->t[id];
-        size_t n = (size_t)t->layers * t->rows * t->cols;
-        int ln_w = id == MLM_T_EMB_LN_W || id == MLM_T_LN1_W || id == MLM_T_LN2_W || id == MLM_T_HEAD_LN_W;
-        for (size_t i = 0; i < n; i++) p[t->offset + i] = bf16r((ln_w ? 1.0f : 0.0f) + 0.1f * rnd());
+        float center = t->init == MLM_INIT_ONE ? 1.0f : 0.0f;   // LayerNorm weights about 1
+        for (size_t i = 0; i < t->numel; i++) p[t->offset + i] = bf16r(center + 0.1f * rnd());
     }
     return p;
 }
@@ -595,8 +594,7 @@ Test(cuda_ops, train_step_matches_cpu) {
     cr_expect(isfinite(lg) && fabs(lg - lc) < 1e-2 * fabs(lc), "loss: gpu %.6g, cpu %.6g", lg, lc);
     for (int id = 0; id < MLM_T_COUNT; id++) {
         const mlm_tensor_info *ti = &lay.t[id];
-        size_t n = (size_t)ti->layers * ti->rows * ti->cols;
-        double e = rel_l2(gc + ti->offset, gg + ti->offset, NULL, n);
+        double e = rel_l2(gc + ti->offset, gg + ti->offset, NULL, ti->numel);
         cr_expect(e < 2e-2, "gradient of %s: ||gpu - cpu|| / ||cpu|| = %.3g, limit 2e-2", ti->name, e);
     }
 }

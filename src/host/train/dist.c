@@ -450,27 +450,21 @@ static void add_range(mlm_grad_bucket *b, size_t offset, size_t count) {
     b->elems += count;
 }
 
-static void add_tensors(mlm_grad_bucket *b, const mlm_layout *lay, const mlm_tensor_id *ids, int n, int l) {
-    for (int i = 0; i < n; i++) {
-        const mlm_tensor_info *t = &lay->t[ids[i]];
-        add_range(b, mlm_offset(lay, ids[i], l), t->rows * t->cols);
-    }
+/* The tensors of part (model.h) into b, in buffer order, so neighbours merge into one
+ * range; a layer's tensors at layer l. */
+static void add_part(mlm_grad_bucket *b, const mlm_layout *lay, mlm_part part, int l) {
+    for (int id = 0; id < MLM_T_COUNT; id++)
+        if (lay->t[id].part == part) add_range(b, mlm_offset(lay, id, l), lay->t[id].rows * lay->t[id].cols);
 }
 
 int mlm_grad_buckets(const mlm_layout *lay, mlm_grad_bucket *out, int max) {
-    // each list in buffer order, so neighbours merge into one range
-    static const mlm_tensor_id head[] = {MLM_T_HEAD_W, MLM_T_HEAD_B, MLM_T_HEAD_LN_W, MLM_T_HEAD_LN_B, MLM_T_DEC_B};
-    static const mlm_tensor_id layer[] = {MLM_T_QKV_W,  MLM_T_ATTN_O_W, MLM_T_FFN_IN_W, MLM_T_FFN_OUT_W,
-                                          MLM_T_QKV_B,  MLM_T_ATTN_O_B, MLM_T_LN1_W,    MLM_T_LN1_B,
-                                          MLM_T_FFN_IN_B, MLM_T_FFN_OUT_B, MLM_T_LN2_W, MLM_T_LN2_B};
-    static const mlm_tensor_id emb[] = {MLM_T_WTE, MLM_T_WPE, MLM_T_WTT, MLM_T_EMB_LN_W, MLM_T_EMB_LN_B};
     int L = lay->cfg.num_layers, count = L + 2;
     for (int k = 0; k < count && k < max; k++) {
         mlm_grad_bucket *b = &out[k];
         memset(b, 0, sizeof *b);
-        if (k == 0) add_tensors(b, lay, head, 5, 0);
-        else if (k <= L) add_tensors(b, lay, layer, 12, L - k);
-        else add_tensors(b, lay, emb, 5, 0);
+        if (k == 0) add_part(b, lay, MLM_PART_HEAD, 0);
+        else if (k <= L) add_part(b, lay, MLM_PART_LAYER, L - k);
+        else add_part(b, lay, MLM_PART_EMBEDDINGS, 0);
     }
     return count;
 }

@@ -24,39 +24,105 @@
 
 /* ---------------------------------------------------------------- layout */
 
+/* Every tensor, as one row per tensor of the HF checkpoint, in the checkpoint's
+ * order (model.safetensors is written in it). A tensor of ours that HF splits
+ * (qkv_w and qkv_b into query, key and value) has a row per part: the parts are row
+ * blocks of ours, in table order, and agree on everything but their HF name. */
+typedef enum { DIM_1, DIM_V, DIM_P, DIM_T, DIM_D, DIM_I } dim;
+#define EMB MLM_PART_EMBEDDINGS
+#define LAYER MLM_PART_LAYER
+#define HEAD MLM_PART_HEAD
+#define DECAY 1
+#define NO_DECAY 0
+static const struct {
+    mlm_tensor_id id;
+    const char *name;     // ours
+    mlm_part part;
+    dim rows, cols;       // of one part and layer; cols DIM_1: a vector
+    int decay;
+    mlm_init init;
+    const char *hf;       // %d: the layer
+} SPEC[] = {
+    {MLM_T_WTE, "wte", EMB, DIM_V, DIM_D, DECAY, MLM_INIT_NORMAL_PAD0, "bert.embeddings.word_embeddings.weight"},
+    {MLM_T_WPE, "wpe", EMB, DIM_P, DIM_D, DECAY, MLM_INIT_NORMAL, "bert.embeddings.position_embeddings.weight"},
+    {MLM_T_WTT, "wtt", EMB, DIM_T, DIM_D, DECAY, MLM_INIT_NORMAL, "bert.embeddings.token_type_embeddings.weight"},
+    {MLM_T_EMB_LN_W, "emb_ln_w", EMB, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ONE, "bert.embeddings.LayerNorm.weight"},
+    {MLM_T_EMB_LN_B, "emb_ln_b", EMB, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ZERO, "bert.embeddings.LayerNorm.bias"},
+    {MLM_T_QKV_W, "qkv_w", LAYER, DIM_D, DIM_D, DECAY, MLM_INIT_NORMAL,
+     "bert.encoder.layer.%d.attention.self.query.weight"},
+    {MLM_T_QKV_B, "qkv_b", LAYER, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ZERO,
+     "bert.encoder.layer.%d.attention.self.query.bias"},
+    {MLM_T_QKV_W, "qkv_w", LAYER, DIM_D, DIM_D, DECAY, MLM_INIT_NORMAL,
+     "bert.encoder.layer.%d.attention.self.key.weight"},
+    {MLM_T_QKV_B, "qkv_b", LAYER, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ZERO,
+     "bert.encoder.layer.%d.attention.self.key.bias"},
+    {MLM_T_QKV_W, "qkv_w", LAYER, DIM_D, DIM_D, DECAY, MLM_INIT_NORMAL,
+     "bert.encoder.layer.%d.attention.self.value.weight"},
+    {MLM_T_QKV_B, "qkv_b", LAYER, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ZERO,
+     "bert.encoder.layer.%d.attention.self.value.bias"},
+    {MLM_T_ATTN_O_W, "attn_o_w", LAYER, DIM_D, DIM_D, DECAY, MLM_INIT_NORMAL,
+     "bert.encoder.layer.%d.attention.output.dense.weight"},
+    {MLM_T_ATTN_O_B, "attn_o_b", LAYER, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ZERO,
+     "bert.encoder.layer.%d.attention.output.dense.bias"},
+    {MLM_T_LN1_W, "ln1_w", LAYER, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ONE,
+     "bert.encoder.layer.%d.attention.output.LayerNorm.weight"},
+    {MLM_T_LN1_B, "ln1_b", LAYER, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ZERO,
+     "bert.encoder.layer.%d.attention.output.LayerNorm.bias"},
+    {MLM_T_FFN_IN_W, "ffn_in_w", LAYER, DIM_I, DIM_D, DECAY, MLM_INIT_NORMAL,
+     "bert.encoder.layer.%d.intermediate.dense.weight"},
+    {MLM_T_FFN_IN_B, "ffn_in_b", LAYER, DIM_I, DIM_1, NO_DECAY, MLM_INIT_ZERO,
+     "bert.encoder.layer.%d.intermediate.dense.bias"},
+    {MLM_T_FFN_OUT_W, "ffn_out_w", LAYER, DIM_D, DIM_I, DECAY, MLM_INIT_NORMAL,
+     "bert.encoder.layer.%d.output.dense.weight"},
+    {MLM_T_FFN_OUT_B, "ffn_out_b", LAYER, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ZERO,
+     "bert.encoder.layer.%d.output.dense.bias"},
+    {MLM_T_LN2_W, "ln2_w", LAYER, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ONE, "bert.encoder.layer.%d.output.LayerNorm.weight"},
+    {MLM_T_LN2_B, "ln2_b", LAYER, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ZERO, "bert.encoder.layer.%d.output.LayerNorm.bias"},
+    {MLM_T_HEAD_W, "head_w", HEAD, DIM_D, DIM_D, DECAY, MLM_INIT_NORMAL, "cls.predictions.transform.dense.weight"},
+    {MLM_T_HEAD_B, "head_b", HEAD, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ZERO, "cls.predictions.transform.dense.bias"},
+    {MLM_T_HEAD_LN_W, "head_ln_w", HEAD, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ONE,
+     "cls.predictions.transform.LayerNorm.weight"},
+    {MLM_T_HEAD_LN_B, "head_ln_b", HEAD, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ZERO,
+     "cls.predictions.transform.LayerNorm.bias"},
+    {MLM_T_DEC_B, "dec_b", HEAD, DIM_V, DIM_1, NO_DECAY, MLM_INIT_ZERO, "cls.predictions.bias"},
+};
+#undef EMB
+#undef LAYER
+#undef HEAD
+#undef DECAY
+#undef NO_DECAY
+enum { NSPEC = sizeof SPEC / sizeof SPEC[0] };
+
+static size_t dim_of(dim x, const mlm_model_config *c) {
+    switch (x) {
+    case DIM_V: return (size_t)c->vocab_size;
+    case DIM_P: return (size_t)c->max_position;
+    case DIM_T: return (size_t)c->type_vocab_size;
+    case DIM_D: return (size_t)c->hidden_size;
+    case DIM_I: return (size_t)c->intermediate_size;
+    default: return 1;
+    }
+}
+
+/* The tensors in id (buffer) order, each from its spec rows: one row per part. */
 void mlm_layout_init(mlm_layout *lay, const mlm_model_config *c) {
     memset(lay, 0, sizeof *lay);
     lay->cfg = *c;
-    size_t V = c->vocab_size, d = c->hidden_size, L = c->num_layers, I = c->intermediate_size;
-    const struct { const char *name; int layers; size_t rows, cols; } spec[MLM_T_COUNT] = {
-        [MLM_T_WTE] = {"wte", 1, V, d},
-        [MLM_T_WPE] = {"wpe", 1, c->max_position, d},
-        [MLM_T_WTT] = {"wtt", 1, c->type_vocab_size, d},
-        [MLM_T_QKV_W] = {"qkv_w", L, 3 * d, d},
-        [MLM_T_ATTN_O_W] = {"attn_o_w", L, d, d},
-        [MLM_T_FFN_IN_W] = {"ffn_in_w", L, I, d},
-        [MLM_T_FFN_OUT_W] = {"ffn_out_w", L, d, I},
-        [MLM_T_HEAD_W] = {"head_w", 1, d, d},
-        [MLM_T_EMB_LN_W] = {"emb_ln_w", 1, d, 1},
-        [MLM_T_EMB_LN_B] = {"emb_ln_b", 1, d, 1},
-        [MLM_T_QKV_B] = {"qkv_b", L, 3 * d, 1},
-        [MLM_T_ATTN_O_B] = {"attn_o_b", L, d, 1},
-        [MLM_T_LN1_W] = {"ln1_w", L, d, 1},
-        [MLM_T_LN1_B] = {"ln1_b", L, d, 1},
-        [MLM_T_FFN_IN_B] = {"ffn_in_b", L, I, 1},
-        [MLM_T_FFN_OUT_B] = {"ffn_out_b", L, d, 1},
-        [MLM_T_LN2_W] = {"ln2_w", L, d, 1},
-        [MLM_T_LN2_B] = {"ln2_b", L, d, 1},
-        [MLM_T_HEAD_B] = {"head_b", 1, d, 1},
-        [MLM_T_HEAD_LN_W] = {"head_ln_w", 1, d, 1},
-        [MLM_T_HEAD_LN_B] = {"head_ln_b", 1, d, 1},
-        [MLM_T_DEC_B] = {"dec_b", 1, V, 1},
-    };
+    for (int i = 0; i < NSPEC; i++) {
+        mlm_tensor_info *t = &lay->t[SPEC[i].id];
+        size_t rows = dim_of(SPEC[i].rows, c), cols = dim_of(SPEC[i].cols, c);
+        if (t->name && (strcmp(t->name, SPEC[i].name) || t->cols != cols || t->decay != SPEC[i].decay ||
+                        t->init != SPEC[i].init || t->part != SPEC[i].part))
+            mlm_die(MLM_EXIT_RUNTIME, "model.c: the parts of tensor %s disagree in the spec table", t->name);
+        *t = (mlm_tensor_info){SPEC[i].name, SPEC[i].part, SPEC[i].part == MLM_PART_LAYER ? c->num_layers : 1,
+                               t->rows + rows, cols, 0, 0, SPEC[i].decay, SPEC[i].init};
+    }
     size_t off = 0;
-    for (int i = 0; i < MLM_T_COUNT; i++) {
-        if (i == MLM_T_FIRST_NO_DECAY) lay->num_decay = off;
-        lay->t[i] = (mlm_tensor_info){spec[i].name, spec[i].layers, spec[i].rows, spec[i].cols, off};
-        off += (size_t)spec[i].layers * spec[i].rows * spec[i].cols;
+    for (int id = 0; id < MLM_T_COUNT; id++) {
+        mlm_tensor_info *t = &lay->t[id];
+        t->numel = (size_t)t->layers * t->rows * t->cols;
+        t->offset = off;
+        off += t->numel;
     }
     lay->num_params = off;
 }
@@ -66,56 +132,30 @@ size_t mlm_offset(const mlm_layout *lay, mlm_tensor_id id, int l) {
     return t->offset + (size_t)l * t->rows * t->cols;
 }
 
+int mlm_layout_segments(const mlm_layout *lay, mlm_segment *out, int max) {
+    int n = 0;
+    for (int id = 0; id < MLM_T_COUNT; id++) {
+        const mlm_tensor_info *t = &lay->t[id];
+        for (int l = 0; l < t->layers; l++, n++)
+            if (n < max) out[n] = (mlm_segment){id, l, mlm_offset(lay, id, l), t->rows * t->cols, t->decay};
+    }
+    return n;
+}
+
 /* ---------------------------------------------------------------- HF names */
 
-typedef struct {
-    const char *fmt;      // HF name, %d = layer
-    mlm_tensor_id id;
-    int part;             // row block of qkv (0..2), else 0
-    int parts;            // 3 for query/key/value, else 1
-} hf_name;
-
-static const hf_name HF_NAMES[] = {
-    {"bert.embeddings.word_embeddings.weight", MLM_T_WTE, 0, 1},
-    {"bert.embeddings.position_embeddings.weight", MLM_T_WPE, 0, 1},
-    {"bert.embeddings.token_type_embeddings.weight", MLM_T_WTT, 0, 1},
-    {"bert.embeddings.LayerNorm.weight", MLM_T_EMB_LN_W, 0, 1},
-    {"bert.embeddings.LayerNorm.bias", MLM_T_EMB_LN_B, 0, 1},
-    {"bert.encoder.layer.%d.attention.self.query.weight", MLM_T_QKV_W, 0, 3},
-    {"bert.encoder.layer.%d.attention.self.query.bias", MLM_T_QKV_B, 0, 3},
-    {"bert.encoder.layer.%d.attention.self.key.weight", MLM_T_QKV_W, 1, 3},
-    {"bert.encoder.layer.%d.attention.self.key.bias", MLM_T_QKV_B, 1, 3},
-    {"bert.encoder.layer.%d.attention.self.value.weight", MLM_T_QKV_W, 2, 3},
-    {"bert.encoder.layer.%d.attention.self.value.bias", MLM_T_QKV_B, 2, 3},
-    {"bert.encoder.layer.%d.attention.output.dense.weight", MLM_T_ATTN_O_W, 0, 1},
-    {"bert.encoder.layer.%d.attention.output.dense.bias", MLM_T_ATTN_O_B, 0, 1},
-    {"bert.encoder.layer.%d.attention.output.LayerNorm.weight", MLM_T_LN1_W, 0, 1},
-    {"bert.encoder.layer.%d.attention.output.LayerNorm.bias", MLM_T_LN1_B, 0, 1},
-    {"bert.encoder.layer.%d.intermediate.dense.weight", MLM_T_FFN_IN_W, 0, 1},
-    {"bert.encoder.layer.%d.intermediate.dense.bias", MLM_T_FFN_IN_B, 0, 1},
-    {"bert.encoder.layer.%d.output.dense.weight", MLM_T_FFN_OUT_W, 0, 1},
-    {"bert.encoder.layer.%d.output.dense.bias", MLM_T_FFN_OUT_B, 0, 1},
-    {"bert.encoder.layer.%d.output.LayerNorm.weight", MLM_T_LN2_W, 0, 1},
-    {"bert.encoder.layer.%d.output.LayerNorm.bias", MLM_T_LN2_B, 0, 1},
-    {"cls.predictions.transform.dense.weight", MLM_T_HEAD_W, 0, 1},
-    {"cls.predictions.transform.dense.bias", MLM_T_HEAD_B, 0, 1},
-    {"cls.predictions.transform.LayerNorm.weight", MLM_T_HEAD_LN_W, 0, 1},
-    {"cls.predictions.transform.LayerNorm.bias", MLM_T_HEAD_LN_B, 0, 1},
-    {"cls.predictions.bias", MLM_T_DEC_B, 0, 1},
-};
-
 int mlm_hf_tensors(const mlm_layout *lay, mlm_hf_tensor *out, int max) {
-    int n = 0;
-    for (size_t i = 0; i < sizeof HF_NAMES / sizeof HF_NAMES[0]; i++) {
-        const hf_name *h = &HF_NAMES[i];
-        const mlm_tensor_info *t = &lay->t[h->id];
+    int n = 0, part[MLM_T_COUNT] = {0};   // the next part of each tensor
+    for (int i = 0; i < NSPEC; i++) {
+        const mlm_tensor_info *t = &lay->t[SPEC[i].id];
+        size_t rows = dim_of(SPEC[i].rows, &lay->cfg), at = (size_t)part[SPEC[i].id]++ * rows * t->cols;
         for (int l = 0; l < t->layers; l++, n++) {
             if (n >= max) continue;
             mlm_hf_tensor *o = &out[n];
-            snprintf(o->name, sizeof o->name, h->fmt, l);
-            o->rows = t->rows / h->parts;
+            snprintf(o->name, sizeof o->name, SPEC[i].hf, l);
+            o->rows = rows;
             o->cols = t->cols == 1 ? 0 : t->cols;
-            o->offset = mlm_offset(lay, h->id, l) + (size_t)h->part * o->rows * t->cols;
+            o->offset = mlm_offset(lay, SPEC[i].id, l) + at;
         }
     }
     return n;
@@ -299,12 +339,16 @@ void mlm_model_create(mlm_model *m, const mlm_model_config *cfg, mlm_backend *be
     c = (carver){m->acts->base, 0};
     carve_acts(m->acts, &c, &m->lay, be, max_B, S, max_M);
     m->acts->stage = mlm_xmalloc(2 * (size_t)max_M * sizeof(int32_t), "masked-row staging");
+    m->nsegs = mlm_layout_segments(&m->lay, NULL, 0);
+    m->segs = mlm_xmalloc(m->nsegs * sizeof *m->segs, "parameter segments");
+    mlm_layout_segments(&m->lay, m->segs, m->nsegs);
 }
 
 void mlm_model_destroy(mlm_model *m) {
     mlm_backend *be = m->be;
     be->free(be, m->acts->base);
     acts_free(m->acts);
+    free(m->segs);
     if (m->master != m->params) be->free(be, m->master);
     void *bufs[] = {m->params, m->grads, m->m, m->v, m->stats};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->free(be, bufs[i]);
@@ -330,20 +374,17 @@ void mlm_model_init_params(mlm_model *m, uint64_t seed) {
     float *host = mlm_xmalloc(lay->num_params * sizeof(float), "initial parameters");
     for (int id = 0; id < MLM_T_COUNT; id++) {
         const mlm_tensor_info *t = &lay->t[id];
-        size_t n = (size_t)t->layers * t->rows * t->cols;
         float *p = host + t->offset;
-        int is_ln_weight = id == MLM_T_EMB_LN_W || id == MLM_T_LN1_W || id == MLM_T_LN2_W || id == MLM_T_HEAD_LN_W;
-        for (size_t i = 0; i < n; i++) {
-            if (t->cols == 1) {
-                p[i] = is_ln_weight ? 1.0f : 0.0f;
+        for (size_t i = 0; i < t->numel; i++) {
+            if (t->init == MLM_INIT_ZERO || t->init == MLM_INIT_ONE) {
+                p[i] = t->init == MLM_INIT_ONE ? 1.0f : 0.0f;
             } else {
                 mlm_u32x4 r = mlm_philox((uint32_t)i, 0x40000000u + (uint32_t)id, (uint32_t)(i >> 32), 0, seed);
                 p[i] = lay->cfg.init_range * normal01(r.v[0], r.v[1]);
             }
         }
+        if (t->init == MLM_INIT_NORMAL_PAD0) memset(p, 0, t->cols * sizeof(float));   // row 0, [PAD]
     }
-    // HF zeroes the [PAD] row (padding_idx = 0) of the word embeddings
-    memset(host + lay->t[MLM_T_WTE].offset, 0, lay->cfg.hidden_size * sizeof(float));
     mlm_model_set_params(m, host);
     free(host);
 }

@@ -1,7 +1,9 @@
 /*
- * Schedules and the optimizer step. Everything stays on the backend: the grad norm
- * is reduced into m->stats[2] and AdamW reads the clip factor from there, so a step
- * needs no host round trip.
+ * Schedules and the optimizer step (include/mlm/optimizer.h; the trainer calls it):
+ * global grad norm, clipping and AdamW through the backend's sum_squares and adamw
+ * ops (src/host/cpu/adamw.c, src/kernels/adamw.cu). Everything stays on the backend:
+ * the grad norm is reduced into m->stats[2] and AdamW reads the clip factor from
+ * there, so a step needs no host round trip.
  */
 #include "mlm/optimizer.h"
 
@@ -16,16 +18,22 @@ float mlm_lr_at(const mlm_optim_config *o, int step, int steps) {
     return (float)(o->min_lr + (o->lr - o->min_lr) * shape);
 }
 
+/* AdamW over the parameter segments (model.h), one call per run of neighbouring
+ * segments alike in weight decay: two calls, since the decayed tensors come first.
+ * An optimizer that needs per-tensor norms (LAMB) takes the segments one by one. */
 void mlm_optim_step(mlm_model *m, const mlm_optim_config *o, int step, float lr) {
     mlm_backend *be = m->be;
-    size_t n = m->lay.num_params, nd = m->lay.num_decay;
+    size_t n = m->lay.num_params;
     float *gnorm_sq = m->stats + 2;
     be->sum_squares(be, gnorm_sq, m->grads, n);
-    mlm_adamw_args a = {lr, o->beta1, o->beta2, o->eps, o->weight_decay, step, o->grad_clip};
     char *wgt = m->params;
-    be->adamw(be, m->master, wgt, m->grads, m->m, m->v, nd, &a, gnorm_sq);
-    a.weight_decay = 0;
-    be->adamw(be, m->master + nd, wgt + nd * be->wgt_size, m->grads + nd, m->m + nd, m->v + nd, n - nd, &a,
-              gnorm_sq);
+    for (int i = 0, end; i < m->nsegs; i = end) {
+        size_t at = m->segs[i].offset, count = 0;
+        for (end = i; end < m->nsegs && m->segs[end].decay == m->segs[i].decay; end++) count += m->segs[end].count;
+        mlm_adamw_args a = {lr, o->beta1, o->beta2, o->eps, m->segs[i].decay ? o->weight_decay : 0.0f, step,
+                            o->grad_clip};
+        be->adamw(be, m->master + at, wgt + at * be->wgt_size, m->grads + at, m->m + at, m->v + at, count, &a,
+                  gnorm_sq);
+    }
     be->zero(be, m->grads, n * sizeof(float));
 }
