@@ -26,6 +26,7 @@
 
 #ifdef MLM_HAVE_CUDA
 #include "mlm/backend_cuda.h"
+#include "lcg.h"
 #endif
 
 static const char USAGE[] =
@@ -34,12 +35,8 @@ static const char USAGE[] =
     "S512 d64 (--tiny: small shapes for a smoke test), half the sequences shorter.\n";
 
 static uint64_t rng;
-static uint32_t rnd_u32(void) {
-    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-    return (uint32_t)(rng >> 33);
-}
 static float normal(void) {   // Box-Muller
-    double u = (rnd_u32() + 0.5) / 4294967296.0, v = (rnd_u32() + 0.5) / 4294967296.0;
+    double u = (lcg_next(&rng) + 0.5) / 4294967296.0, v = (lcg_next(&rng) + 0.5) / 4294967296.0;
     return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
 }
 
@@ -123,9 +120,9 @@ int main(int argc, char **argv) {
         int32_t *len = mlm_xmalloc(B * sizeof(int32_t), "lengths");
         for (int b = 0; b < B; b++) len[b] = S;
         for (int i = 0, shorter = 0; shorter < B / 2 && i < 100 * B; i++) {   // B/2 distinct sequences
-            int b = (int)(rnd_u32() % (uint32_t)B);
+            int b = (int)(lcg_next(&rng) % (uint32_t)B);
             if (len[b] != S) continue;
-            len[b] = 1 + (int)(rnd_u32() % (uint32_t)(S - 1));
+            len[b] = 1 + (int)(lcg_next(&rng) % (uint32_t)(S - 1));
             shorter++;
         }
         double mean_len = 0;

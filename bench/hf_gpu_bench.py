@@ -17,8 +17,8 @@ variants:
   rows_compile   the HF encoder, then the MLM head and the loss on the masked rows
                  only, under torch.compile (the strongest PyTorch variant)
 
---attention times torch SDPA forward + backward with a key-padding mask instead
-(issue 6): B256 H12 S128 d64 and B64 H12 S512 d64, bf16, half the sequences of a
+--attention times torch SDPA forward + backward with a key-padding mask instead:
+B256 H12 S128 d64 and B64 H12 S512 d64, bf16, half the sequences of a
 batch at random shorter lengths, on the cuDNN and memory-efficient backends; one
 JSON line per (shape, backend).
 

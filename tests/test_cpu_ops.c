@@ -14,6 +14,7 @@
 
 #include "mlm/backend.h"
 #include "mlm/philox.h"
+#include "lcg.h"
 
 static mlm_backend *be;
 
@@ -41,19 +42,14 @@ TestSuite(cpu_ops, .init = setup, .fini = teardown);
 /* ---- random inputs (fixed seeds) ---- */
 
 static uint64_t rng = 1;
-static uint32_t rnd_u32(void) {
-    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-    return (uint32_t)(rng >> 33);
-}
-static float rnd(void) { return (float)rnd_u32() / 2147483648.0f - 1.0f; }   // [-1, 1)
 static float *rand_buf(size_t n, float center, float spread) {
     float *x = fbuf(n);
-    for (size_t i = 0; i < n; i++) x[i] = center + spread * rnd();
+    for (size_t i = 0; i < n; i++) x[i] = center + spread * lcg_uniform(&rng);
     return x;
 }
 static int32_t *rand_ints(size_t n, int hi) {
     int32_t *x = ibuf(n);
-    for (size_t i = 0; i < n; i++) x[i] = (int32_t)(rnd_u32() % (uint32_t)hi);
+    for (size_t i = 0; i < n; i++) x[i] = (int32_t)(lcg_next(&rng) % (uint32_t)hi);
     return x;
 }
 

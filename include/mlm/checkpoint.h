@@ -29,14 +29,6 @@ int mlm_hf_read_config(const char *dir, mlm_model_config *mc, char *err, size_t 
  * (absent file or key: uncased, HF's default). */
 int mlm_hf_read_cased(const char *dir, int *cased, char *err, size_t err_len);
 
-/* Reads dir/model.safetensors into host (lay->num_params fp32, our layout). Accepts
- * names with or without "bert.", the older LayerNorm.gamma/beta, a decoder bias
- * under cls.predictions.decoder.bias; ignores the pooler, the NSP head, position_ids
- * and the tied decoder weight. An encoder tensor missing or of the wrong shape is an
- * error; a missing MLM head leaves host's values there and sets *head_missing. */
-int mlm_hf_read_weights(const char *dir, const mlm_layout *lay, float *host, int *head_missing, char *err,
-                        size_t err_len);
-
 /* Loads an HF directory (config.json + model.safetensors) into a fresh model on be
  * with room for max_B x S and max_M masked rows; cfg gives what config.json lacks. */
 int mlm_model_load_dir(mlm_model *m, const char *dir, const mlm_model_config *base, mlm_backend *be, int max_B,

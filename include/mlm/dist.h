@@ -47,7 +47,6 @@ int mlm_dist_local_size(void);  // ranks on this node
  * check NCCL on a one-GPU host). Otherwise every collective returns at once. */
 int mlm_dist_active(void);
 int mlm_dist_have_mpi(void);    // this build has MPI
-int mlm_dist_have_nccl(void);   // this build has NCCL
 
 /* CPU threads per rank: the configured number, or with 0 (all cores) the node's
  * cores divided among its ranks. */
@@ -65,10 +64,6 @@ void mlm_dist_attach(mlm_backend *be);
 /* Destroys the NCCL communicator; before the backend is destroyed. */
 void mlm_dist_detach(void);
 
-/* Prints "mlmgpu: error: [rank r] MSG" and ends the whole job with code (MPI_Abort;
- * exit when this is the only rank). */
-_Noreturn void mlm_dist_abort(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
 /* For an error every rank finds alike (a bad split, a bad resume): rank 0 prints
  * "mlmgpu: error: MSG" and exits with code; the other ranks stay quiet and wait to be
  * ended with it by the launcher, so the message appears once. */
@@ -85,10 +80,8 @@ void mlm_dist_fault_point(int step);
 void mlm_dist_allreduce_host(double *v, int n, const char *what);
 /* Rank 0's bytes to every rank. */
 void mlm_dist_bcast_host(void *buf, size_t bytes, const char *what);
-void mlm_dist_barrier(const char *what);
-/* Sum / rank 0's copy of n fp32 values in backend memory (device memory on CUDA),
- * in place, ordered after the work already queued on the backend; returns when done. */
-void mlm_dist_allreduce_f32(mlm_backend *be, float *buf, size_t n, const char *what);
+/* Rank 0's copy of n fp32 values in backend memory (device memory on CUDA), in
+ * place, ordered after the work already queued on the backend; returns when done. */
 void mlm_dist_bcast_f32(mlm_backend *be, float *buf, size_t n, const char *what);
 
 /* ---------------------------------------------------------------- gradient buckets */

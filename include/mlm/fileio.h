@@ -13,9 +13,6 @@
  * -1 with `path: what is wrong`. */
 int mlm_read_file(const char *path, char **buf, size_t *bytes, char *err, size_t err_len);
 
-/* Writes all n bytes to fd (retrying short writes); 0 or -1 with errno. */
-int mlm_write_all(int fd, const void *p, size_t n);
-
 /* Writes the concatenation of nparts buffers to path atomically: PATH.tmp.<pid>,
  * fsync, rename over path, fsync the directory. On failure the temporary file is
  * removed, path is untouched, and -1 comes back with err. */

@@ -155,11 +155,6 @@ void mlm_model_destroy(mlm_model *m);
 void mlm_model_init_params(mlm_model *m, uint64_t seed);
 /* Replaces all parameters with host fp32 values (num_params). */
 void mlm_model_set_params(mlm_model *m, const float *host);
-/* Bytes of the activation arena for B x S with M masked rows. */
-size_t mlm_model_act_bytes(const mlm_layout *lay, const mlm_backend *be, int B, int S, int M);
-
-/* Bytes of everything mlm_model_create allocates for max_B x S, max_M masked rows. */
-size_t mlm_model_bytes(const mlm_layout *lay, const mlm_backend *be, int max_B, int S, int max_M);
 /* The largest micro-batch whose activation arena fits in bytes, with masked rows
  * scaled as masked_per_seq per sequence; 0 when not even one sequence fits. */
 int mlm_model_max_micro_batch(const mlm_layout *lay, const mlm_backend *be, int S, double masked_per_seq,

@@ -63,6 +63,4 @@ typedef struct {
 int mlm_st_write(const char *path, const mlm_st_out *tensors, int count, const char *const *meta_keys,
                  const char *const *meta_values, int nmeta, char *err, size_t err_len);
 
-size_t mlm_st_dtype_size(mlm_st_dtype t);
-
 #endif

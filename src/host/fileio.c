@@ -49,7 +49,8 @@ int mlm_read_file(const char *path, char **buf, size_t *bytes, char *err, size_t
     return mlm_fail(err, len, "%s: read %zu of %zu bytes (file changed or unreadable)", path, got, *bytes);
 }
 
-int mlm_write_all(int fd, const void *p, size_t n) {
+/* Writes all n bytes to fd (retrying short writes); 0 or -1 with errno. */
+static int write_all(int fd, const void *p, size_t n) {
     const char *b = p;
     while (n > 0) {
         ssize_t w = write(fd, b, n);
@@ -75,7 +76,7 @@ static int write_new(const char *tmp, const void *const *parts, const size_t *si
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) return -1;
     int rc = 0;
-    for (int i = 0; i < nparts && rc == 0; i++) rc = mlm_write_all(fd, parts[i], sizes[i]);
+    for (int i = 0; i < nparts && rc == 0; i++) rc = write_all(fd, parts[i], sizes[i]);
     if (rc == 0) rc = fsync(fd);
     int saved = errno;
     if (close(fd) != 0 && rc == 0) rc = -1, saved = errno;

@@ -20,6 +20,7 @@
 #include "mlm/backend.h"
 #include "mlm/backend_cuda.h"
 #include "mlm/model.h"
+#include "../lcg.h"
 
 long emu_graph_launches(void);   // fake_cuda.cpp: cudaGraphLaunch calls so far
 
@@ -31,10 +32,6 @@ static const mlm_model_config cfg = {
 enum { MAX_B = 4, S = 32, MAX_M = 128 };
 
 static uint64_t rng = 7;
-static uint32_t rnd_u32(void) {
-    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-    return (uint32_t)(rng >> 33);
-}
 
 typedef struct {
     int32_t ids[MAX_B * S], lengths[MAX_B], rows[MAX_M], labels[MAX_M];
@@ -45,14 +42,14 @@ typedef struct {
 static void make_batch(batch *t, int B, int M, uint32_t step, uint32_t seq_base) {
     int tokens = 0;
     for (int b = 0; b < B; b++) {
-        t->lengths[b] = b == 0 ? S : 1 + (int32_t)(rnd_u32() % S);
+        t->lengths[b] = b == 0 ? S : 1 + (int32_t)(lcg_next(&rng) % S);
         tokens += t->lengths[b];
     }
     cr_assert(M <= tokens);
-    for (int r = 0; r < B * S; r++) t->ids[r] = r % S < t->lengths[r / S] ? 5 + (int32_t)(rnd_u32() % 96) : 0;
+    for (int r = 0; r < B * S; r++) t->ids[r] = r % S < t->lengths[r / S] ? 5 + (int32_t)(lcg_next(&rng) % 96) : 0;
     int n = 0;
     while (n < M) {
-        int r = (int)(rnd_u32() % (uint32_t)(B * S)), dup = r % S >= t->lengths[r / S];
+        int r = (int)(lcg_next(&rng) % (uint32_t)(B * S)), dup = r % S >= t->lengths[r / S];
         for (int i = 0; i < n && !dup; i++) dup = t->rows[i] == r;
         if (dup) continue;
         t->rows[n] = r;
@@ -96,7 +93,7 @@ Test(cuda_graphs_emu, replay_equals_eager_launches) {
     mlm_layout lay;
     mlm_layout_init(&lay, &cfg);
     cr_assert(lay.num_params <= sizeof params / sizeof params[0]);
-    for (size_t i = 0; i < lay.num_params; i++) params[i] = 0.1f * ((float)(rnd_u32() % 2001) / 1000.0f - 1.0f);
+    for (size_t i = 0; i < lay.num_params; i++) params[i] = 0.1f * ((float)(lcg_next(&rng) % 2001) / 1000.0f - 1.0f);
 
     // keys (B, padded M): (4, 64), (4, 128), (2, 64); 6 and 70 masked rows pad to 64 and 128
     static const int shape[][2] = {

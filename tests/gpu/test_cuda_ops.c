@@ -21,6 +21,7 @@
 #include "mlm/backend.h"
 #include "mlm/backend_cuda.h"
 #include "mlm/model.h"
+#include "../lcg.h"
 
 static mlm_backend *cpu, *gpu;
 
@@ -80,11 +81,6 @@ static void *raw_alloc(mlm_backend *be, size_t bytes) {
 /* ---- random inputs ---- */
 
 static uint64_t rng;
-static uint32_t rnd_u32(void) {
-    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-    return (uint32_t)(rng >> 33);
-}
-static float rnd(void) { return (float)rnd_u32() / 2147483648.0f - 1.0f; }   // [-1, 1)
 
 /* x rounded to the nearest bf16, ties to even. */
 static float bf16r(float x) {
@@ -96,12 +92,12 @@ static float bf16r(float x) {
 }
 static float *rand_buf(size_t n, float center, float spread) {
     float *x = hf(n);
-    for (size_t i = 0; i < n; i++) x[i] = bf16r(center + spread * rnd());
+    for (size_t i = 0; i < n; i++) x[i] = bf16r(center + spread * lcg_uniform(&rng));
     return x;
 }
 static int32_t *rand_ints(size_t n, int hi) {
     int32_t *x = hbuf(n * sizeof(int32_t));
-    for (size_t i = 0; i < n; i++) x[i] = (int32_t)(rnd_u32() % (uint32_t)hi);
+    for (size_t i = 0; i < n; i++) x[i] = (int32_t)(lcg_next(&rng) % (uint32_t)hi);
     return x;
 }
 
@@ -263,7 +259,7 @@ Test(cuda_ops, decoder) {
 
         float *dW0 = rand_buf((size_t)V * d, 0, 1), *db0 = rand_buf(V, 0, 1);
         float *dl = hf((size_t)M * V);
-        for (size_t i = 0; i < (size_t)M * V; i++) dl[i] = 0.01f * rnd();   // fp32, not rounded
+        for (size_t i = 0; i < (size_t)M * V; i++) dl[i] = 0.01f * lcg_uniform(&rng);   // fp32, not rounded
         pair dlogits = f32((size_t)M * V, dl), dW = f32((size_t)V * d, dW0), db = f32(V, db0);
         pair din = act((size_t)M * d, NULL);
         cpu->decoder_bwd(cpu, din.c, dW.c, db.c, dlogits.c, in.c, W.c, M, d, V);
@@ -286,7 +282,7 @@ Test(cuda_ops, embeddings) {
             CASE("B=%d S=%d d=%d types=%d dropout=%d", B, S, d, with_types, dropping);
             int32_t *ids_h = rand_ints(N, V);
             for (int r = 0; r < N; r++)
-                if (rnd_u32() % 10 < 6) ids_h[r] = 0;   // a frequent id, as [PAD]
+                if (lcg_next(&rng) % 10 < 6) ids_h[r] = 0;   // a frequent id, as [PAD]
             pair ids = i32(N, ids_h), types = i32(N, rand_ints(N, T));
             pair wte = wgt((size_t)V * d, rand_buf((size_t)V * d, 0, 1));
             pair wpe = wgt((size_t)P * d, rand_buf((size_t)P * d, 0, 1));
@@ -462,7 +458,7 @@ Test(cuda_ops, cross_entropy) {
         for (int eval = 0; eval < 2; eval++) {
             CASE("M=%d V=%d scale=%s", M, V, eval ? "0" : "1/M");
             float *x = hf((size_t)M * V), stats0[2] = {1.5f, 2.0f};
-            for (size_t i = 0; i < (size_t)M * V; i++) x[i] = 3.0f * rnd();   // fp32 logits
+            for (size_t i = 0; i < (size_t)M * V; i++) x[i] = 3.0f * lcg_uniform(&rng);   // fp32 logits
             pair logits = f32((size_t)M * V, x), labels = i32(M, rand_ints(M, V)), stats = f32(2, stats0);
             float scale = eval ? 0.0f : 1.0f / M;
             cpu->cross_entropy(cpu, logits.c, labels.c, M, V, scale, NULL, stats.c);
@@ -481,7 +477,7 @@ Test(cuda_ops, sum_squares) {
         size_t n = sizes[s];
         CASE("n=%zu", n);
         float *g = hf(n);
-        for (size_t i = 0; i < n; i++) g[i] = 1e-3f * rnd();
+        for (size_t i = 0; i < n; i++) g[i] = 1e-3f * lcg_uniform(&rng);
         pair grads = f32(n, g), out = f32(1, NULL);
         cpu->sum_squares(cpu, out.c, grads.c, n);
         gpu->sum_squares(gpu, out.g, grads.g, n);
@@ -548,7 +544,7 @@ static void make_batch(tiny_batch *t) {
     const int32_t lengths[TB] = {13, 5, 1}, rows[TM] = {1, 4, 7, 11, 13 + 2, 26};
     memcpy(t->lengths, lengths, sizeof lengths);
     memcpy(t->rows, rows, sizeof rows);
-    for (int r = 0; r < TB * TS; r++) t->ids[r] = r % TS < lengths[r / TS] ? 5 + (int32_t)(rnd_u32() % 96) : 0;
+    for (int r = 0; r < TB * TS; r++) t->ids[r] = r % TS < lengths[r / TS] ? 5 + (int32_t)(lcg_next(&rng) % 96) : 0;
     for (int i = 0; i < TM; i++) {
         t->labels[i] = t->ids[rows[i]];
         t->ids[rows[i]] = 4;   // [MASK]
@@ -562,7 +558,7 @@ static float *tiny_params(const mlm_layout *lay) {
     for (int id = 0; id < MLM_T_COUNT; id++) {
         const mlm_tensor_info *t = &lay->t[id];
         float center = t->init == MLM_INIT_ONE ? 1.0f : 0.0f;   // LayerNorm weights about 1
-        for (size_t i = 0; i < t->numel; i++) p[t->offset + i] = bf16r(center + 0.1f * rnd());
+        for (size_t i = 0; i < t->numel; i++) p[t->offset + i] = bf16r(center + 0.1f * lcg_uniform(&rng));
     }
     return p;
 }
@@ -630,8 +626,8 @@ Test(cuda_ops, train_step_is_deterministic) {
  * element must still be written (finite after the NaN poison). Inputs are uniform
  * in [-1, 1): the flash backward takes D = rowsum(dout o out) from the bf16 out (as
  * FlashAttention does), and dq = dS k subtracts D times the probability-weighted
- * mean of k, so on same-sign data (rnd() above lies in [-1, 0)) dq alone is off by
- * a few 1e-2, while dk, dv and the whole dqkv stay near 2e-3 (docs/ATTENTION.md). */
+ * mean of k, so on same-sign data (inputs all in [-1, 0), say) dq alone is off by a
+ * few 1e-2, while dk, dv and the whole dqkv stay near 2e-3 (docs/ATTENTION.md). */
 
 
 /* n values uniform in [-1, 1), bf16-exact. */
@@ -748,7 +744,7 @@ Test(cuda_ops, flash_attention_many_heads) {
     rng = 202;
     enum { B = 24 };
     int32_t lengths[B];
-    for (int b = 0; b < B; b++) lengths[b] = b % 4 == 0 ? 128 : 1 + (int32_t)(rnd_u32() % 128);
+    for (int b = 0; b < B; b++) lengths[b] = b % 4 == 0 ? 128 : 1 + (int32_t)(lcg_next(&rng) % 128);
     flash_case(B, 128, 16, 64, lengths, 0.1f);   // 384 heads: many blocks per SM, random padding
 }
 
@@ -879,7 +875,7 @@ Test(cuda_ops, padding_rows_and_live_loss_scale) {
     rows_case(rows_h, M, 20, 72);
     pair labels = i32(M, labels_h);
     float *x = hf((size_t)M * V), stats0[2] = {0, 0};
-    for (size_t i = 0; i < (size_t)M * V; i++) x[i] = 3.0f * rnd();
+    for (size_t i = 0; i < (size_t)M * V; i++) x[i] = 3.0f * lcg_uniform(&rng);
     pair logits = f32((size_t)M * V, x), stats = f32(2, stats0);
     mlm_live live_h = {0, 0, 1.0f / 3, 0};
     mlm_live *live_g = raw_alloc(gpu, sizeof live_h);

@@ -166,8 +166,13 @@ static const mlm_st_tensor *find_hf(const mlm_st_file *f, const char *name) {
 
 static int is_head(const char *name) { return strncmp(name, "cls.", 4) == 0; }
 
-int mlm_hf_read_weights(const char *dir, const mlm_layout *lay, float *host, int *head_missing, char *err,
-                        size_t len) {
+/* Reads dir/model.safetensors into host (lay->num_params fp32, our layout). Accepts
+ * names with or without "bert.", the older LayerNorm.gamma/beta, a decoder bias
+ * under cls.predictions.decoder.bias; ignores the pooler, the NSP head, position_ids
+ * and the tied decoder weight. An encoder tensor missing or of the wrong shape is an
+ * error; a missing MLM head leaves host's values there and sets *head_missing. */
+static int read_hf_weights(const char *dir, const mlm_layout *lay, float *host, int *head_missing, char *err,
+                           size_t len) {
     char path[PATHBUF];
     path_join(path, sizeof path, dir, "model.safetensors");
     mlm_st_file f;
@@ -207,7 +212,7 @@ int mlm_model_load_dir(mlm_model *m, const char *dir, const mlm_model_config *ba
     mlm_model_init_params(m, seed);   // the head's values when the checkpoint has none
     float *host = mlm_xmalloc(m->lay.num_params * sizeof(float), "imported weights");
     be->download(be, host, m->master, m->lay.num_params * sizeof(float));
-    int head_missing = 0, rc = mlm_hf_read_weights(dir, &m->lay, host, &head_missing, err, len);
+    int head_missing = 0, rc = read_hf_weights(dir, &m->lay, host, &head_missing, err, len);
     if (rc == 0) {
         if (head_missing) mlm_log("warning: %s has no MLM head; it starts from a fresh initialisation", dir);
         mlm_model_set_params(m, host);
@@ -476,7 +481,7 @@ int mlm_checkpoint_resume(mlm_model *m, const mlm_config *cfg, const char *dir, 
     if (check_shape(dir, &cfg->model, err, len) != 0 || check_state(dir, cfg, step, err, len) != 0) return -1;
     float *host = mlm_xmalloc(m->lay.num_params * sizeof(float), "checkpoint weights");
     int head_missing = 0;
-    int rc = mlm_hf_read_weights(dir, &m->lay, host, &head_missing, err, len);
+    int rc = read_hf_weights(dir, &m->lay, host, &head_missing, err, len);
     if (rc == 0 && head_missing) rc = mlm_fail(err, len, "%s/model.safetensors: the MLM head is missing", dir);
     if (rc == 0) mlm_model_set_params(m, host);
     if (rc == 0) rc = read_moments(dir, m, host, err, len);

@@ -70,21 +70,15 @@ int mlm_dist_have_mpi(void) {
 #endif
 }
 
-int mlm_dist_have_nccl(void) {
-#ifdef MLM_HAVE_NCCL
-    return 1;
-#else
-    return 0;
-#endif
-}
-
 int mlm_dist_cpu_threads(int configured) {
     if (configured > 0 || g.local_size <= 1) return configured;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     return cores / g.local_size > 1 ? (int)(cores / g.local_size) : 1;
 }
 
-_Noreturn void mlm_dist_abort(int code, const char *fmt, ...) {
+/* Prints "mlmgpu: error: [rank r] MSG" and ends the whole job with code (MPI_Abort;
+ * exit when this is the only rank). */
+static _Noreturn __attribute__((format(printf, 2, 3))) void abort_job(int code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     if (g.world > 1) fprintf(stderr, "mlmgpu: error: [rank %d of %d] ", g.rank, g.world);
@@ -138,7 +132,7 @@ static void mpi_check(int rc, const char *call) {
     char msg[MPI_MAX_ERROR_STRING];
     int len = 0;
     MPI_Error_string(rc, msg, &len);
-    mlm_dist_abort(MLM_EXIT_RUNTIME, "step %d: %s failed: %s (did a rank die?)", g.step, call, msg);
+    abort_job(MLM_EXIT_RUNTIME, "step %d: %s failed: %s (did a rank die?)", g.step, call, msg);
 }
 #endif
 
@@ -263,7 +257,7 @@ static void missing_ranks(arrivals *a, char *out, size_t n) {
 static void check_arrivals(arrivals *a, const char *what) {
     for (int r = 1; r < g.world && g.rank == 0; r++)
         if (a->got[r - 1][0] != g.seq)
-            mlm_dist_abort(MLM_EXIT_RUNTIME,
+            abort_job(MLM_EXIT_RUNTIME,
                            "step %d: rank %d is at collective %d (its step %d) while rank 0 is at %d (%s): the "
                            "ranks run different code paths",
                            g.step, r, a->got[r - 1][0], a->got[r - 1][1], g.seq, what);
@@ -283,19 +277,19 @@ static void watch(const char *what, poll_fn poll, void *arg) {
     int done = 0, arrived = 0;
     for (long spins = 0; !(done && arrived); spins++) {
         if (!done && (done = poll(arg, err, sizeof err)) < 0)
-            mlm_dist_abort(MLM_EXIT_RUNTIME, "step %d: %s failed: %s (did a rank die?)", g.step, what, err);
+            abort_job(MLM_EXIT_RUNTIME, "step %d: %s failed: %s (did a rank die?)", g.step, what, err);
         if (!arrived && (arrived = poll_mpi(&notices, err, sizeof err)) < 0)
-            mlm_dist_abort(MLM_EXIT_RUNTIME, "step %d: %s: arrival notice failed: %s", g.step, what, err);
+            abort_job(MLM_EXIT_RUNTIME, "step %d: %s: arrival notice failed: %s", g.step, what, err);
         if (done && arrived) break;
         if (mlm_now_s() > deadline) {
             char who[256];
             missing_ranks(&a, who, sizeof who);
             if (who[0])
-                mlm_dist_abort(MLM_EXIT_RUNTIME,
+                abort_job(MLM_EXIT_RUNTIME,
                                "step %d: rank(s) %s did not reach the %s within [dist] timeout_s = %g s (dead, hung "
                                "or far slower); aborting the job",
                                g.step, who, what, g.timeout_s);
-            mlm_dist_abort(MLM_EXIT_RUNTIME,
+            abort_job(MLM_EXIT_RUNTIME,
                            "step %d: the %s did not complete within [dist] timeout_s = %g s%s; aborting the job",
                            g.step, what, g.timeout_s,
                            g.rank == 0 ? " although every rank reached it" : " (rank 0 names missing ranks)");
@@ -327,9 +321,6 @@ static void mpi_chunked(void *buf, size_t n, size_t size, mpi_chunk_fn start, co
 static int start_sum_double(void *p, int count, MPI_Request *req) {
     return MPI_Iallreduce(MPI_IN_PLACE, p, count, MPI_DOUBLE, MPI_SUM, g.comm, req);
 }
-static int start_sum_float(void *p, int count, MPI_Request *req) {
-    return MPI_Iallreduce(MPI_IN_PLACE, p, count, MPI_FLOAT, MPI_SUM, g.comm, req);
-}
 static int start_bcast_bytes(void *p, int count, MPI_Request *req) {
     return MPI_Ibcast(p, count, MPI_BYTE, 0, g.comm, req);
 }
@@ -352,17 +343,6 @@ void mlm_dist_bcast_host(void *buf, size_t bytes, const char *what) {
     (void)buf, (void)bytes, (void)what;
 }
 
-void mlm_dist_barrier(const char *what) {
-#ifdef MLM_HAVE_MPI
-    if (!g.active) return;
-    MPI_Request req;
-    mpi_check(MPI_Ibarrier(g.comm, &req), what);
-    mpi_reqs q = {&req, 1};
-    watch(what, poll_mpi, &q);
-#endif
-    (void)what;
-}
-
 /* ---------------------------------------------------------------- backend memory */
 
 #ifdef MLM_HAVE_NCCL
@@ -375,35 +355,26 @@ static void nccl_launch(int op, float *base, const mlm_range *r, int n, const ch
     char err[512];
     for (int i = 0; i < n; i++) bufs[i] = base + r[i].offset, counts[i] = r[i].count;
     if (mlm_nccl_launch(g.nccl, op, bufs, counts, n, g.timeout_s, err, sizeof err) != 0)
-        mlm_dist_abort(MLM_EXIT_RUNTIME, "step %d: %s: %s", g.step, what, err);
+        abort_job(MLM_EXIT_RUNTIME, "step %d: %s: %s", g.step, what, err);
 }
 #endif
 
-/* op 0: sum, 1: rank 0's copy, of n fp32 in backend memory, done on return. */
-static void f32_collective(mlm_backend *be, int op, float *buf, size_t n, const char *what) {
+void mlm_dist_bcast_f32(mlm_backend *be, float *buf, size_t n, const char *what) {
     if (!g.active) return;
-    if (be != g.be) mlm_dist_abort(MLM_EXIT_RUNTIME, "%s: the comm layer is not attached to this backend", what);
+    if (be != g.be) abort_job(MLM_EXIT_RUNTIME, "%s: the comm layer is not attached to this backend", what);
 #ifdef MLM_HAVE_NCCL
     if (g.cuda) {
         mlm_range r = {0, n};
-        nccl_launch(op, buf, &r, 1, what);
+        nccl_launch(1, buf, &r, 1, what);
         watch(what, poll_nccl, g.nccl);
         return;
     }
 #endif
 #ifdef MLM_HAVE_MPI
     be->sync(be);   // host memory on the CPU backend: finish what is queued
-    mpi_chunked(buf, n, sizeof(float), op == 0 ? start_sum_float : start_bcast_float, what);
+    mpi_chunked(buf, n, sizeof(float), start_bcast_float, what);
 #endif
-    (void)op, (void)buf, (void)n;
-}
-
-void mlm_dist_allreduce_f32(mlm_backend *be, float *buf, size_t n, const char *what) {
-    f32_collective(be, 0, buf, n, what);
-}
-
-void mlm_dist_bcast_f32(mlm_backend *be, float *buf, size_t n, const char *what) {
-    f32_collective(be, 1, buf, n, what);
+    (void)buf, (void)n;
 }
 
 void mlm_dist_attach(mlm_backend *be) {
@@ -421,10 +392,10 @@ void mlm_dist_attach(mlm_backend *be) {
 #ifdef MLM_HAVE_NCCL
     char id[MLM_NCCL_ID_BYTES] = {0}, err[1024];
     if (g.rank == 0 && mlm_nccl_unique_id(id, err, sizeof err) != 0)
-        mlm_dist_abort(MLM_EXIT_RUNTIME, "NCCL set-up: %s", err);
+        abort_job(MLM_EXIT_RUNTIME, "NCCL set-up: %s", err);
     mlm_dist_bcast_host(id, sizeof id, "NCCL id broadcast");
     g.nccl = mlm_nccl_create(be, id, g.rank, g.world, g.timeout_s, err, sizeof err);
-    if (!g.nccl) mlm_dist_abort(MLM_EXIT_RUNTIME, "NCCL communicator (rank %d, device %d): %s", g.rank,
+    if (!g.nccl) abort_job(MLM_EXIT_RUNTIME, "NCCL communicator (rank %d, device %d): %s", g.rank,
                                 g.local_rank, err);
 #else
     mlm_dist_die_all(MLM_EXIT_INPUT,
@@ -556,7 +527,7 @@ void mlm_grad_sync_finish(mlm_grad_sync *gs) {
     if (g.cuda) {
         char err[512];
         if (mlm_nccl_order_compute(g.nccl, err, sizeof err) != 0)
-            mlm_dist_abort(MLM_EXIT_RUNTIME, "step %d: gradient all-reduce: %s", g.step, err);
+            abort_job(MLM_EXIT_RUNTIME, "step %d: gradient all-reduce: %s", g.step, err);
         return;
     }
 #endif

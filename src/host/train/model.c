@@ -261,7 +261,8 @@ static void acts_free(mlm_acts *a) {
     free(a);
 }
 
-size_t mlm_model_act_bytes(const mlm_layout *lay, const mlm_backend *be, int B, int S, int M) {
+/* Bytes of the activation arena for B x S with M masked rows. */
+static size_t arena_bytes(const mlm_layout *lay, const mlm_backend *be, int B, int S, int M) {
     mlm_acts *a = acts_new(lay->cfg.num_layers);
     carver c = {NULL, 0};
     carve_acts(a, &c, lay, be, B, S, M);
@@ -277,18 +278,14 @@ static size_t state_bytes(const mlm_layout *lay, const mlm_backend *be) {
     return lay->num_params * per + 4 * sizeof(float);
 }
 
-size_t mlm_model_bytes(const mlm_layout *lay, const mlm_backend *be, int max_B, int S, int max_M) {
-    return state_bytes(lay, be) + mlm_model_act_bytes(lay, be, max_B, S, max_M);
-}
-
 int mlm_model_max_micro_batch(const mlm_layout *lay, const mlm_backend *be, int S, double masked_per_seq,
                               size_t bytes) {
     int lo = 0, hi = 1;
     // the arena grows with B: double, then bisect
-    while (hi < (1 << 20) && mlm_model_act_bytes(lay, be, hi, S, (int)(hi * masked_per_seq) + 1) <= bytes) lo = hi, hi *= 2;
+    while (hi < (1 << 20) && arena_bytes(lay, be, hi, S, (int)(hi * masked_per_seq) + 1) <= bytes) lo = hi, hi *= 2;
     while (hi - lo > 1) {
         int mid = lo + (hi - lo) / 2;
-        if (mlm_model_act_bytes(lay, be, mid, S, (int)(mid * masked_per_seq) + 1) <= bytes) lo = mid;
+        if (arena_bytes(lay, be, mid, S, (int)(mid * masked_per_seq) + 1) <= bytes) lo = mid;
         else hi = mid;
     }
     return lo;
@@ -299,7 +296,7 @@ int mlm_model_max_micro_batch(const mlm_layout *lay, const mlm_backend *be, int 
 static void check_fits(const mlm_layout *lay, mlm_backend *be, int max_B, int S, int max_M) {
     if (!be->mem_free) return;
     size_t avail = be->mem_free(be), state = state_bytes(lay, be);
-    size_t acts = mlm_model_act_bytes(lay, be, max_B, S, max_M);
+    size_t acts = arena_bytes(lay, be, max_B, S, max_M);
     if (state + acts <= avail) return;
     int fits = state < avail ? mlm_model_max_micro_batch(lay, be, S, (double)max_M / max_B, avail - state) : 0;
     const double G = 1024.0 * 1024.0 * 1024.0;

@@ -45,10 +45,6 @@ static const struct {
 };
 #define NUM_DTYPES ((int)(sizeof dtypes / sizeof dtypes[0]))
 
-size_t mlm_st_dtype_size(mlm_st_dtype t) {
-    return (int)t >= 0 && (int)t < NUM_DTYPES ? dtypes[t].size : 0;
-}
-
 /* "[4, 4]" (also valid JSON, used in the header we write). */
 static const char *fmt_shape(char *buf, size_t len, const int64_t *shape, int ndim) {
     size_t n = (size_t)snprintf(buf, len, "[");

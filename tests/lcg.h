@@ -1,0 +1,19 @@
+/*
+ * The deterministic generator of the tests and benchmarks: a 64-bit linear
+ * congruential generator (Knuth's MMIX constants), its high bits as the output. Each
+ * user keeps its own state and seeds, so that its inputs are the same on every run.
+ */
+#ifndef MLM_TESTS_LCG_H
+#define MLM_TESTS_LCG_H
+
+#include <stdint.h>
+
+static inline uint32_t lcg_next(uint64_t *state) {
+    *state = *state * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(*state >> 33);
+}
+
+/* Uniform in [-1, 1). */
+static inline float lcg_uniform(uint64_t *state) { return (float)lcg_next(state) / 2147483648.0f - 1.0f; }
+
+#endif
