@@ -1,4 +1,7 @@
-/* The op profiler of profile.h. */
+/*
+ * The op profiler (include/mlm/profile.h): a wrapping backend (backend_ops.c) that
+ * times every op between two device syncs; bench/bench_step --profile prints it.
+ */
 #include "mlm/profile.h"
 
 #include <stdlib.h>

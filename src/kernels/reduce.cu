@@ -1,10 +1,9 @@
 /*
  * Deterministic reductions without float atomics (twin: src/host/cpu/reduce.c): the
  * second pass of the column sums (reduce.cuh) and the sum_squares op behind the
- * global gradient norm. The
- * sum of squares runs in two passes: SUMSQ_MAX_BLOCKS blocks at most, each owning a
- * fixed contiguous chunk (from n alone), accumulate in double and fold in a fixed
- * tree; one block then adds the block partials in order.
+ * global gradient norm. The sum of squares runs in two passes: SUMSQ_MAX_BLOCKS
+ * blocks at most, each owning a fixed contiguous chunk (from n alone), accumulate in
+ * double and fold in a fixed tree; one block then adds the block partials in order.
  */
 #include "common.cuh"
 #include "reduce.cuh"

@@ -1,12 +1,12 @@
 /*
  * CPU self-attention over a padded micro-batch, forward and backward (twin:
- * src/kernels/attention.cu). Each
- * (sequence, head) pair is independent: OpenMP runs the pairs in parallel, each
- * calling cblas_sgemm (single-threaded, see cpu_gemm) straight on the strided
- * q/k/v columns of qkv (leading dimension 3d, no copies). Keys j >= lengths[b] get
- * probability exactly 0; every query row, padded or not, attends over the valid keys, as HF's additive mask
- * does. saved holds the softmax probabilities before dropout, (B, H, S, S); the
- * dropout mask is recomputed from Philox in the backward, never stored.
+ * src/kernels/attention.cu). Each (sequence, head) pair is independent: OpenMP runs
+ * the pairs in parallel, each calling cblas_sgemm (single-threaded, see cpu_gemm)
+ * straight on the strided q/k/v columns of qkv (leading dimension 3d, no copies).
+ * Keys j >= lengths[b] get probability exactly 0; every query row, padded or not,
+ * attends over the valid keys, as HF's additive mask does. saved holds the softmax
+ * probabilities before dropout, (B, H, S, S); the dropout mask is recomputed from
+ * Philox in the backward, never stored.
  */
 #include <math.h>
 #include <omp.h>

@@ -1,9 +1,10 @@
 /*
- * Philox dropout for the CPU backend (twin: src/kernels/dropout.cuh). Element e of sequence g at step t, site s is
- * kept when philox(ctr = {e/4, s, g, t}, key = seed)[e%4] >= threshold (philox.h),
- * and then scaled. The random words come eight Philox blocks (32 words) per step
- * from an AVX2 path when the CPU has it, else from the scalar mlm_philox; both give
- * the same words. The mask is applied in a loop GCC vectorizes.
+ * Philox dropout for the CPU backend (twin: src/kernels/dropout.cuh). Element e of
+ * sequence g at step t, site s is kept when philox(ctr = {e/4, s, g, t}, key =
+ * seed)[e%4] >= threshold (philox.h), and then scaled. The random words come eight
+ * Philox blocks (32 words) per step from an AVX2 path when the CPU has it, else from
+ * the scalar mlm_philox; both give the same words. The mask is applied in a loop GCC
+ * vectorizes.
  */
 #include "mlm/philox.h"
 #include "common.h"

@@ -1,7 +1,8 @@
 /*
- * vocab.txt: one WordPiece token per line, the id is the line number (0-based).
- * Loaded whole; tokens point into the file's bytes. Lookup is a linear scan, used
- * only at start-up and for printing (the tokenizer builds its own hash table).
+ * vocab.txt (include/mlm/data.h): one WordPiece token per line, the id is the line
+ * number (0-based). Loaded whole; tokens point into the file's bytes. Lookup is a
+ * linear scan, used only at start-up and for printing (the tokenizer builds its own
+ * hash table).
  */
 #include <errno.h>
 #include <stdio.h>

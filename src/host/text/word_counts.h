@@ -1,5 +1,5 @@
 /*
- * Word counts of a text corpus for the vocab trainer (src/host/word_counts.c):
+ * Word counts of a text corpus for the vocab trainer (word_counts.c):
  * files and directories read in parallel, words from mlm_pretokenize.
  */
 #ifndef MLM_WORD_COUNTS_H

@@ -1,8 +1,9 @@
 /*
- * Dynamic masked-LM masking, reproducible from (seed, step, global sequence index):
- * token s of a sequence draws Philox block s of site MLM_SITE_MASKING, whose four
- * words decide selection, replacement and the random token. Nothing depends on
- * micro-batching or world size, and no masks are stored.
+ * Dynamic masked-LM masking (include/mlm/data.h; the loader calls it), reproducible
+ * from (seed, step, global sequence index): token s of a sequence draws Philox block
+ * s of site MLM_SITE_MASKING, whose four words decide selection, replacement and the
+ * random token. Nothing depends on micro-batching or world size, and no masks are
+ * stored.
  */
 #include <math.h>
 

@@ -1,7 +1,8 @@
 /*
- * The BERT masked-LM model: parameter layout in one buffer, the activation arena,
- * HF-compatible initialisation, and the forward and backward of a micro-batch as
- * straight-line calls against a backend op table.
+ * The BERT masked-LM model (include/mlm/model.h): parameter layout in one buffer from
+ * one spec table, the activation arena, HF-compatible initialisation, and the forward
+ * and backward of a micro-batch as straight-line calls against the backend op table
+ * (include/mlm/backend_ops.def). Callers: the trainer, eval.c, fill-mask.
  *
  * Post-LN layer (HF BertLayer), N = B*S tokens:
  *   qkv = x W_qkv^T + b                        (N, 3d)
@@ -9,8 +10,8 @@
  *   x1  = LN1(dropout(ctx W_o^T + b_o) + x)    (N, d)
  *   h   = GELU(x1 W_i^T + b_i)                 (N, I)
  *   y   = LN2(dropout(h W_f^T + b_f) + x1)     (N, d)
- * MLM head on the M masked rows only: gather, dense + GELU, LN, tied decoder,
- * fused softmax cross-entropy.
+ * MLM head on the M masked rows only: gather, dense + GELU, LN, tied decoder, fused
+ * softmax cross-entropy.
  */
 #include "mlm/model.h"
 

@@ -1,5 +1,7 @@
 /*
- * safetensors reader and writer (https://huggingface.co/docs/safetensors).
+ * safetensors reader and writer (include/mlm/safetensors.h,
+ * https://huggingface.co/docs/safetensors); checkpoint.c reads and writes models and
+ * AdamW moments with it.
  *
  * File = u64 little-endian header length N, N bytes of UTF-8 JSON, data section.
  * The JSON object maps tensor names to {"dtype", "shape", "data_offsets": [begin,

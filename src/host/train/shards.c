@@ -1,7 +1,8 @@
 /*
- * Token shards: open a shard file or a directory of them, validate every header and
- * checksum, and read sequences in order (docs/FORMATS.md). Files are memory-mapped
- * read-only; a corrupt, truncated or foreign file is an error naming it.
+ * Token shards (include/mlm/data.h; text/prepare.c writes them): open a shard file or
+ * a directory of them, validate every header and checksum, and read sequences in
+ * order (docs/FORMATS.md). Files are memory-mapped read-only; a corrupt, truncated or
+ * foreign file is an error naming it.
  */
 #include <dirent.h>
 #include <errno.h>
