@@ -21,12 +21,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "lcg.h"
 #include "mlm/backend.h"
 #include "mlm/log.h"
 
 #ifdef MLM_HAVE_CUDA
 #include "mlm/backend_cuda.h"
-#include "lcg.h"
 #endif
 
 static const char USAGE[] =
@@ -35,8 +35,8 @@ static const char USAGE[] =
     "S512 d64 (--tiny: small shapes for a smoke test), half the sequences shorter.\n";
 
 static uint64_t rng;
-static float normal(void) {   // Box-Muller
-    double u = (lcg_next(&rng) + 0.5) / 4294967296.0, v = (lcg_next(&rng) + 0.5) / 4294967296.0;
+static float normal(void) {   // Box-Muller; lcg_next gives 31 bits
+    double u = (lcg_next(&rng) + 0.5) / 2147483648.0, v = (lcg_next(&rng) + 0.5) / 2147483648.0;
     return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
 }
 

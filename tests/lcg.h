@@ -1,7 +1,8 @@
 /*
  * The deterministic generator of the tests and benchmarks: a 64-bit linear
- * congruential generator (Knuth's MMIX constants), its high bits as the output. Each
- * user keeps its own state and seeds, so that its inputs are the same on every run.
+ * congruential generator (Knuth's MMIX constants), its top 31 bits as the output.
+ * Each user keeps its own state and seeds, so that its inputs are the same on every
+ * run.
  */
 #ifndef MLM_TESTS_LCG_H
 #define MLM_TESTS_LCG_H
@@ -13,7 +14,8 @@ static inline uint32_t lcg_next(uint64_t *state) {
     return (uint32_t)(*state >> 33);
 }
 
-/* Uniform in [-1, 1). */
+/* Uniform in [-1, 0): 31 bits over 2^31, less 1. Every test input is made from it
+ * this way (center + spread * lcg_uniform); a spread of 2 about 1 gives [-1, 1). */
 static inline float lcg_uniform(uint64_t *state) { return (float)lcg_next(state) / 2147483648.0f - 1.0f; }
 
 #endif

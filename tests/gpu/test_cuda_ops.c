@@ -626,8 +626,9 @@ Test(cuda_ops, train_step_is_deterministic) {
  * element must still be written (finite after the NaN poison). Inputs are uniform
  * in [-1, 1): the flash backward takes D = rowsum(dout o out) from the bf16 out (as
  * FlashAttention does), and dq = dS k subtracts D times the probability-weighted
- * mean of k, so on same-sign data (inputs all in [-1, 0), say) dq alone is off by a
- * few 1e-2, while dk, dv and the whole dqkv stay near 2e-3 (docs/ATTENTION.md). */
+ * mean of k, so on same-sign data (lcg_uniform, the inputs of the tests above, lies
+ * in [-1, 0)) dq alone is off by a few 1e-2, while dk, dv and the whole dqkv stay near
+ * 2e-3 (docs/ATTENTION.md). */
 
 
 /* n values uniform in [-1, 1), bf16-exact. */
