@@ -56,6 +56,12 @@ typedef struct {
     float grad_clip;      // clip the global norm to this; 0 = off
 } mlm_adamw_args;
 
+/* What an op of backend_ops.def does besides its work, as flags. */
+enum {
+    MLM_OP_WAITS = 1,     // waits for the device or allocates: never inside a replay
+    MLM_OP_UNTIMED = 2,   // no work of a training step (a size, memory): not profiled
+};
+
 typedef struct mlm_backend mlm_backend;
 struct mlm_backend {
     const char *name;     // "cpu" or "cuda"
@@ -64,7 +70,7 @@ struct mlm_backend {
     void *impl;           // backend private state
 
     /* The ops of include/mlm/backend_ops.def, one member each. */
-#define MLM_OP(ret, op, params, ...) ret(*op) params;
+#define MLM_OP(ret, op, flags, params, ...) ret(*op) params;
 #include "mlm/backend_ops.def"
 
     /* ---- replay ----

@@ -19,8 +19,8 @@ enum { MLM_WRAP_MAX_ARGS = 32 };
 
 typedef struct {
     void *ctx;
-    /* Before the op runs on the inner backend. */
-    void (*before)(void *ctx, const char *op, const char *shape, const uint64_t *args, int nargs);
+    /* Before the op runs on the inner backend; flags are its MLM_OP_* of backend.h. */
+    void (*before)(void *ctx, const char *op, unsigned flags, const char *shape, const uint64_t *args, int nargs);
     /* After it was queued (or ran, on the CPU). May be NULL. */
     void (*after)(void *ctx, const char *op);
     /* The wrapper's replay (backend.h); NULL: the wrapper has none, so callers run

@@ -94,6 +94,7 @@ int mlm_layout_segments(const mlm_layout *lay, mlm_segment *out, int max);
  * model.safetensors. The tied decoder weight is not listed. */
 typedef struct {
     char name[96];        // e.g. "bert.encoder.layer.3.attention.self.key.weight"
+    mlm_tensor_id id;     // the tensor of ours it is (a part of)
     size_t offset;        // element offset in the buffer
     size_t rows, cols;    // cols == 0 for 1-D tensors
 } mlm_hf_tensor;

@@ -71,12 +71,15 @@ static void word_adamw(arg_words *a, const mlm_adamw_args *x) {
     word_float(a, x->weight_decay), word_int(a, x->step), word_float(a, x->grad_clip);
 }
 
-/* Appends argument x's words, chosen by its type (mlm_act is an unsigned int). */
+/* Appends argument x's words, chosen by its type. A pointer to a struct whose fields
+ * change between calls needs its own case, or only its address is seen. */
 #define ARG_WORDS(x)                                                                                       \
     _Generic((x),                                                                                          \
         int: word_int, long: word_int, unsigned: word_uint, unsigned long: word_uint, float: word_float,    \
-        const mlm_dropout *: word_dropout, const mlm_adamw_args *: word_adamw,                             \
+        const mlm_dropout *: word_dropout, mlm_dropout *: word_dropout,                                     \
+        const mlm_adamw_args *: word_adamw, mlm_adamw_args *: word_adamw,                                   \
         default: word_ptr)(&words_, (x));
+_Static_assert(_Generic((mlm_act)0, int: 1, unsigned: 1, default: 0), "mlm_act is an int or unsigned for ARG_WORDS");
 
 /* EACH(f, (a, b, c)) is f(a) f(b) f(c); at most 20 arguments. */
 #define UNPAREN(...) __VA_ARGS__
@@ -108,35 +111,37 @@ static void word_adamw(arg_words *a, const mlm_adamw_args *x) {
 #define EACH_N19(f, x, ...) f(x) EACH_N18(f, __VA_ARGS__)
 #define EACH_N20(f, x, ...) f(x) EACH_N19(f, __VA_ARGS__)
 
-/* in->op(in, args...) */
+/* in->op(in, args...). __VA_OPT__ (C23) drops the comma of an op with no arguments
+ * but be; GCC and Clang take it in C11 too. */
 #define CALL_INNER(in, op, args) CALL_INNER_(in, op, UNPAREN args)
 #define CALL_INNER_(in, op, ...) in->op(in __VA_OPT__(, ) __VA_ARGS__)
 
 /* Tells the hooks about the op (its words, and the shape label made from the
  * format and values after args), and returns the inner backend to run it on. */
-#define BEFORE(op, args, ...)                                                                              \
+#define BEFORE(op, flags, args, ...)                                                                       \
     wrap_state *s_ = ws(be);                                                                               \
     arg_words words_ = {.n = 0};                                                                           \
     EACH(ARG_WORDS, args)                                                                                  \
     char shape_[128];                                                                                      \
     snprintf(shape_, sizeof shape_, __VA_ARGS__);                                                          \
-    s_->hooks.before(s_->hooks.ctx, #op, shape_, words_.w, words_.n);                                      \
+    s_->hooks.before(s_->hooks.ctx, #op, flags, shape_, words_.w, words_.n);                               \
     mlm_backend *in_ = s_->inner;
 #define AFTER(op) \
     if (s_->hooks.after) s_->hooks.after(s_->hooks.ctx, #op);
 
-#define MLM_OP(ret, op, params, args, ...) \
-    static void w_##op params {            \
-        BEFORE(op, args, __VA_ARGS__)      \
-        CALL_INNER(in_, op, args);         \
-        AFTER(op)                          \
+#define MLM_OP(ret, op, flags, params, args, ...)                                                   \
+    _Static_assert(_Generic((ret *)0, void *: 1, default: 0), #op " returns a value: MLM_OP_VALUE"); \
+    static void w_##op params {                                                                     \
+        BEFORE(op, flags, args, __VA_ARGS__)                                                        \
+        CALL_INNER(in_, op, args);                                                                  \
+        AFTER(op)                                                                                   \
     }
-#define MLM_OP_VALUE(ret, op, params, args, ...) \
-    static ret w_##op params {                   \
-        BEFORE(op, args, __VA_ARGS__)            \
-        ret r_ = CALL_INNER(in_, op, args);      \
-        AFTER(op)                                \
-        return r_;                               \
+#define MLM_OP_VALUE(ret, op, flags, params, args, ...) \
+    static ret w_##op params {                          \
+        BEFORE(op, flags, args, __VA_ARGS__)            \
+        ret r_ = CALL_INNER(in_, op, args);             \
+        AFTER(op)                                       \
+        return r_;                                      \
     }
 #include "mlm/backend_ops.def"
 

@@ -27,16 +27,10 @@ struct mlm_profile {
     double t0;
 };
 
-/* Ops that are no work of the step. */
-static int untimed(const char *op) {
-    return !strcmp(op, "alloc") || !strcmp(op, "free") || !strcmp(op, "mem_free") || !strcmp(op, "sync") ||
-           !strcmp(op, "attention_saved_bytes");
-}
-
-static void before(void *ctx, const char *op, const char *shape, const uint64_t *args, int nargs) {
+static void before(void *ctx, const char *op, unsigned flags, const char *shape, const uint64_t *args, int nargs) {
     mlm_profile *p = ctx;
     p->open = NULL;
-    if (untimed(op)) return;
+    if (flags & MLM_OP_UNTIMED) return;
     entry *e = NULL;
     for (int i = 0; i < p->n && !e; i++)
         if (p->e[i].op == op && !strcmp(p->e[i].shape, shape)) e = &p->e[i];

@@ -102,7 +102,7 @@ void gemm_cache_free(gemm_cache *c);
 
 /* ---- the ops of include/mlm/backend_ops.def, cuda_OP each: memory in backend.cu,
  * the rest in the file of their family ---- */
-#define MLM_OP(ret, op, params, ...) ret cuda_##op params;
+#define MLM_OP(ret, op, flags, params, ...) ret cuda_##op params;
 #include "mlm/backend_ops.def"
 
 /* The recorded graphs are forgotten (after the stream is drained): they hold

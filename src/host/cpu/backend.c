@@ -4,7 +4,8 @@
  * is the oracle every CUDA op is tested against. This file holds host memory, thread
  * setup, the scratch arena and the op table; each op family has its own file
  * (embedding.c, layernorm.c, linear.c, attention.c, mlm_head.c, reduce.c, adamw.c),
- * named like its CUDA twin, and the helpers they share are declared in common.h.
+ * named like its CUDA twin, over the helpers of matmul.c, reduce.c and dropout.c,
+ * all declared in common.h.
  */
 #include <omp.h>
 #include <stdlib.h>
@@ -52,6 +53,13 @@ void cpu_copy_master_to_wgt(mlm_backend *be, void *dst, const float *master, siz
     if (dst != master) memcpy(dst, master, n * sizeof(float));
 }
 
+/* Nothing runs behind the host here: the copy is done at once. */
+void cpu_download_start(mlm_backend *be, void *host_dst, const void *src, size_t bytes) {
+    memcpy(host_dst, src, bytes);
+}
+
+void cpu_download_finish(mlm_backend *be) {}
+
 float *cpu_scratch(mlm_backend *be, size_t n) {
     cpu_state *st = be->impl;
     if (n > st->scratch_n) {
@@ -63,13 +71,6 @@ float *cpu_scratch(mlm_backend *be, size_t n) {
 }
 
 /* ---- the table ---- */
-
-/* Nothing runs behind the host here: the copy is done at once. */
-void cpu_download_start(mlm_backend *be, void *host_dst, const void *src, size_t bytes) {
-    memcpy(host_dst, src, bytes);
-}
-
-void cpu_download_finish(mlm_backend *be) {}
 
 static void cpu_destroy(mlm_backend *be) {
     cpu_state *st = be->impl;

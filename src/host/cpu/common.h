@@ -57,7 +57,7 @@ void cpu_linear_grads(float *din, float *dW, float *db, const float *dout, const
 
 /* ---- the ops of include/mlm/backend_ops.def, cpu_OP each: memory in backend.c, the
  * rest in the file of their family ---- */
-#define MLM_OP(ret, op, params, ...) ret cpu_##op params;
+#define MLM_OP(ret, op, flags, params, ...) ret cpu_##op params;
 #include "mlm/backend_ops.def"
 
 #endif

@@ -164,8 +164,6 @@ static const mlm_st_tensor *find_hf(const mlm_st_file *f, const char *name) {
     return bare ? mlm_st_find(f, alt + 5) : NULL;
 }
 
-static int is_head(const char *name) { return strncmp(name, "cls.", 4) == 0; }
-
 /* Reads dir/model.safetensors into host (lay->num_params fp32, our layout). Accepts
  * names with or without "bert.", the older LayerNorm.gamma/beta, a decoder bias
  * under cls.predictions.decoder.bias; ignores the pooler, the NSP head, position_ids
@@ -184,7 +182,7 @@ static int read_hf_weights(const char *dir, const mlm_layout *lay, float *host, 
         const mlm_hf_tensor *h = &names[i];
         const mlm_st_tensor *t = find_hf(&f, h->name);
         size_t numel = h->rows * (h->cols ? h->cols : 1);
-        if (!t && is_head(h->name)) {
+        if (!t && lay->t[h->id].part == MLM_PART_HEAD) {
             *head_missing = 1;
             continue;
         }

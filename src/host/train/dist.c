@@ -258,9 +258,9 @@ static void check_arrivals(arrivals *a, const char *what) {
     for (int r = 1; r < g.world && g.rank == 0; r++)
         if (a->got[r - 1][0] != g.seq)
             abort_job(MLM_EXIT_RUNTIME,
-                           "step %d: rank %d is at collective %d (its step %d) while rank 0 is at %d (%s): the "
-                           "ranks run different code paths",
-                           g.step, r, a->got[r - 1][0], a->got[r - 1][1], g.seq, what);
+                      "step %d: rank %d is at collective %d (its step %d) while rank 0 is at %d (%s): the ranks run "
+                      "different code paths",
+                      g.step, r, a->got[r - 1][0], a->got[r - 1][1], g.seq, what);
     free(a->req);
     free(a->got);
 }
@@ -286,13 +286,13 @@ static void watch(const char *what, poll_fn poll, void *arg) {
             missing_ranks(&a, who, sizeof who);
             if (who[0])
                 abort_job(MLM_EXIT_RUNTIME,
-                               "step %d: rank(s) %s did not reach the %s within [dist] timeout_s = %g s (dead, hung "
-                               "or far slower); aborting the job",
-                               g.step, who, what, g.timeout_s);
+                          "step %d: rank(s) %s did not reach the %s within [dist] timeout_s = %g s (dead, hung or "
+                          "far slower); aborting the job",
+                          g.step, who, what, g.timeout_s);
             abort_job(MLM_EXIT_RUNTIME,
-                           "step %d: the %s did not complete within [dist] timeout_s = %g s%s; aborting the job",
-                           g.step, what, g.timeout_s,
-                           g.rank == 0 ? " although every rank reached it" : " (rank 0 names missing ranks)");
+                      "step %d: the %s did not complete within [dist] timeout_s = %g s%s; aborting the job", g.step,
+                      what, g.timeout_s,
+                      g.rank == 0 ? " although every rank reached it" : " (rank 0 names missing ranks)");
         }
         nap(spins);
     }
@@ -395,8 +395,8 @@ void mlm_dist_attach(mlm_backend *be) {
         abort_job(MLM_EXIT_RUNTIME, "NCCL set-up: %s", err);
     mlm_dist_bcast_host(id, sizeof id, "NCCL id broadcast");
     g.nccl = mlm_nccl_create(be, id, g.rank, g.world, g.timeout_s, err, sizeof err);
-    if (!g.nccl) abort_job(MLM_EXIT_RUNTIME, "NCCL communicator (rank %d, device %d): %s", g.rank,
-                                g.local_rank, err);
+    if (!g.nccl)
+        abort_job(MLM_EXIT_RUNTIME, "NCCL communicator (rank %d, device %d): %s", g.rank, g.local_rank, err);
 #else
     mlm_dist_die_all(MLM_EXIT_INPUT,
                      "this build has no NCCL, which multi-GPU training needs: install NCCL (libnccl.so and "
@@ -417,6 +417,9 @@ void mlm_dist_detach(void) {
 static void add_range(mlm_grad_bucket *b, size_t offset, size_t count) {
     mlm_range *last = b->nranges ? &b->r[b->nranges - 1] : NULL;
     if (last && last->offset + last->count == offset) last->count += count;
+    else if (b->nranges == MLM_BUCKET_MAX_RANGES)
+        mlm_die(MLM_EXIT_RUNTIME, "a gradient bucket needs more than MLM_BUCKET_MAX_RANGES = %d ranges (dist.h)",
+                MLM_BUCKET_MAX_RANGES);
     else b->r[b->nranges++] = (mlm_range){offset, count};
     b->elems += count;
 }

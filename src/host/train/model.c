@@ -33,65 +33,60 @@ typedef enum { DIM_1, DIM_V, DIM_P, DIM_T, DIM_D, DIM_I } dim;
 #define EMB MLM_PART_EMBEDDINGS
 #define LAYER MLM_PART_LAYER
 #define HEAD MLM_PART_HEAD
-#define DECAY 1
-#define NO_DECAY 0
+#define NORMAL MLM_INIT_NORMAL
+#define PAD0 MLM_INIT_NORMAL_PAD0
+#define ZERO MLM_INIT_ZERO
+#define ONE MLM_INIT_ONE
+#define EMB_ "bert.embeddings."
+#define LAYER_ "bert.encoder.layer.%d."   // %d: the layer
+#define HEAD_ "cls.predictions."
 static const struct {
     mlm_tensor_id id;
     const char *name;     // ours
     mlm_part part;
     dim rows, cols;       // of one part and layer; cols DIM_1: a vector
-    int decay;
+    int decay;            // AdamW's weight decay
     mlm_init init;
-    const char *hf;       // %d: the layer
+    const char *hf;
 } SPEC[] = {
-    {MLM_T_WTE, "wte", EMB, DIM_V, DIM_D, DECAY, MLM_INIT_NORMAL_PAD0, "bert.embeddings.word_embeddings.weight"},
-    {MLM_T_WPE, "wpe", EMB, DIM_P, DIM_D, DECAY, MLM_INIT_NORMAL, "bert.embeddings.position_embeddings.weight"},
-    {MLM_T_WTT, "wtt", EMB, DIM_T, DIM_D, DECAY, MLM_INIT_NORMAL, "bert.embeddings.token_type_embeddings.weight"},
-    {MLM_T_EMB_LN_W, "emb_ln_w", EMB, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ONE, "bert.embeddings.LayerNorm.weight"},
-    {MLM_T_EMB_LN_B, "emb_ln_b", EMB, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ZERO, "bert.embeddings.LayerNorm.bias"},
-    {MLM_T_QKV_W, "qkv_w", LAYER, DIM_D, DIM_D, DECAY, MLM_INIT_NORMAL,
-     "bert.encoder.layer.%d.attention.self.query.weight"},
-    {MLM_T_QKV_B, "qkv_b", LAYER, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ZERO,
-     "bert.encoder.layer.%d.attention.self.query.bias"},
-    {MLM_T_QKV_W, "qkv_w", LAYER, DIM_D, DIM_D, DECAY, MLM_INIT_NORMAL,
-     "bert.encoder.layer.%d.attention.self.key.weight"},
-    {MLM_T_QKV_B, "qkv_b", LAYER, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ZERO,
-     "bert.encoder.layer.%d.attention.self.key.bias"},
-    {MLM_T_QKV_W, "qkv_w", LAYER, DIM_D, DIM_D, DECAY, MLM_INIT_NORMAL,
-     "bert.encoder.layer.%d.attention.self.value.weight"},
-    {MLM_T_QKV_B, "qkv_b", LAYER, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ZERO,
-     "bert.encoder.layer.%d.attention.self.value.bias"},
-    {MLM_T_ATTN_O_W, "attn_o_w", LAYER, DIM_D, DIM_D, DECAY, MLM_INIT_NORMAL,
-     "bert.encoder.layer.%d.attention.output.dense.weight"},
-    {MLM_T_ATTN_O_B, "attn_o_b", LAYER, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ZERO,
-     "bert.encoder.layer.%d.attention.output.dense.bias"},
-    {MLM_T_LN1_W, "ln1_w", LAYER, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ONE,
-     "bert.encoder.layer.%d.attention.output.LayerNorm.weight"},
-    {MLM_T_LN1_B, "ln1_b", LAYER, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ZERO,
-     "bert.encoder.layer.%d.attention.output.LayerNorm.bias"},
-    {MLM_T_FFN_IN_W, "ffn_in_w", LAYER, DIM_I, DIM_D, DECAY, MLM_INIT_NORMAL,
-     "bert.encoder.layer.%d.intermediate.dense.weight"},
-    {MLM_T_FFN_IN_B, "ffn_in_b", LAYER, DIM_I, DIM_1, NO_DECAY, MLM_INIT_ZERO,
-     "bert.encoder.layer.%d.intermediate.dense.bias"},
-    {MLM_T_FFN_OUT_W, "ffn_out_w", LAYER, DIM_D, DIM_I, DECAY, MLM_INIT_NORMAL,
-     "bert.encoder.layer.%d.output.dense.weight"},
-    {MLM_T_FFN_OUT_B, "ffn_out_b", LAYER, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ZERO,
-     "bert.encoder.layer.%d.output.dense.bias"},
-    {MLM_T_LN2_W, "ln2_w", LAYER, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ONE, "bert.encoder.layer.%d.output.LayerNorm.weight"},
-    {MLM_T_LN2_B, "ln2_b", LAYER, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ZERO, "bert.encoder.layer.%d.output.LayerNorm.bias"},
-    {MLM_T_HEAD_W, "head_w", HEAD, DIM_D, DIM_D, DECAY, MLM_INIT_NORMAL, "cls.predictions.transform.dense.weight"},
-    {MLM_T_HEAD_B, "head_b", HEAD, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ZERO, "cls.predictions.transform.dense.bias"},
-    {MLM_T_HEAD_LN_W, "head_ln_w", HEAD, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ONE,
-     "cls.predictions.transform.LayerNorm.weight"},
-    {MLM_T_HEAD_LN_B, "head_ln_b", HEAD, DIM_D, DIM_1, NO_DECAY, MLM_INIT_ZERO,
-     "cls.predictions.transform.LayerNorm.bias"},
-    {MLM_T_DEC_B, "dec_b", HEAD, DIM_V, DIM_1, NO_DECAY, MLM_INIT_ZERO, "cls.predictions.bias"},
+    // id             name         part   rows   cols   decay init   HF name
+    {MLM_T_WTE,       "wte",       EMB,   DIM_V, DIM_D, 1, PAD0,   EMB_ "word_embeddings.weight"},
+    {MLM_T_WPE,       "wpe",       EMB,   DIM_P, DIM_D, 1, NORMAL, EMB_ "position_embeddings.weight"},
+    {MLM_T_WTT,       "wtt",       EMB,   DIM_T, DIM_D, 1, NORMAL, EMB_ "token_type_embeddings.weight"},
+    {MLM_T_EMB_LN_W,  "emb_ln_w",  EMB,   DIM_D, DIM_1, 0, ONE,    EMB_ "LayerNorm.weight"},
+    {MLM_T_EMB_LN_B,  "emb_ln_b",  EMB,   DIM_D, DIM_1, 0, ZERO,   EMB_ "LayerNorm.bias"},
+    {MLM_T_QKV_W,     "qkv_w",     LAYER, DIM_D, DIM_D, 1, NORMAL, LAYER_ "attention.self.query.weight"},
+    {MLM_T_QKV_B,     "qkv_b",     LAYER, DIM_D, DIM_1, 0, ZERO,   LAYER_ "attention.self.query.bias"},
+    {MLM_T_QKV_W,     "qkv_w",     LAYER, DIM_D, DIM_D, 1, NORMAL, LAYER_ "attention.self.key.weight"},
+    {MLM_T_QKV_B,     "qkv_b",     LAYER, DIM_D, DIM_1, 0, ZERO,   LAYER_ "attention.self.key.bias"},
+    {MLM_T_QKV_W,     "qkv_w",     LAYER, DIM_D, DIM_D, 1, NORMAL, LAYER_ "attention.self.value.weight"},
+    {MLM_T_QKV_B,     "qkv_b",     LAYER, DIM_D, DIM_1, 0, ZERO,   LAYER_ "attention.self.value.bias"},
+    {MLM_T_ATTN_O_W,  "attn_o_w",  LAYER, DIM_D, DIM_D, 1, NORMAL, LAYER_ "attention.output.dense.weight"},
+    {MLM_T_ATTN_O_B,  "attn_o_b",  LAYER, DIM_D, DIM_1, 0, ZERO,   LAYER_ "attention.output.dense.bias"},
+    {MLM_T_LN1_W,     "ln1_w",     LAYER, DIM_D, DIM_1, 0, ONE,    LAYER_ "attention.output.LayerNorm.weight"},
+    {MLM_T_LN1_B,     "ln1_b",     LAYER, DIM_D, DIM_1, 0, ZERO,   LAYER_ "attention.output.LayerNorm.bias"},
+    {MLM_T_FFN_IN_W,  "ffn_in_w",  LAYER, DIM_I, DIM_D, 1, NORMAL, LAYER_ "intermediate.dense.weight"},
+    {MLM_T_FFN_IN_B,  "ffn_in_b",  LAYER, DIM_I, DIM_1, 0, ZERO,   LAYER_ "intermediate.dense.bias"},
+    {MLM_T_FFN_OUT_W, "ffn_out_w", LAYER, DIM_D, DIM_I, 1, NORMAL, LAYER_ "output.dense.weight"},
+    {MLM_T_FFN_OUT_B, "ffn_out_b", LAYER, DIM_D, DIM_1, 0, ZERO,   LAYER_ "output.dense.bias"},
+    {MLM_T_LN2_W,     "ln2_w",     LAYER, DIM_D, DIM_1, 0, ONE,    LAYER_ "output.LayerNorm.weight"},
+    {MLM_T_LN2_B,     "ln2_b",     LAYER, DIM_D, DIM_1, 0, ZERO,   LAYER_ "output.LayerNorm.bias"},
+    {MLM_T_HEAD_W,    "head_w",    HEAD,  DIM_D, DIM_D, 1, NORMAL, HEAD_ "transform.dense.weight"},
+    {MLM_T_HEAD_B,    "head_b",    HEAD,  DIM_D, DIM_1, 0, ZERO,   HEAD_ "transform.dense.bias"},
+    {MLM_T_HEAD_LN_W, "head_ln_w", HEAD,  DIM_D, DIM_1, 0, ONE,    HEAD_ "transform.LayerNorm.weight"},
+    {MLM_T_HEAD_LN_B, "head_ln_b", HEAD,  DIM_D, DIM_1, 0, ZERO,   HEAD_ "transform.LayerNorm.bias"},
+    {MLM_T_DEC_B,     "dec_b",     HEAD,  DIM_V, DIM_1, 0, ZERO,   HEAD_ "bias"},
 };
 #undef EMB
 #undef LAYER
 #undef HEAD
-#undef DECAY
-#undef NO_DECAY
+#undef NORMAL
+#undef PAD0
+#undef ZERO
+#undef ONE
+#undef EMB_
+#undef LAYER_
+#undef HEAD_
 enum { NSPEC = sizeof SPEC / sizeof SPEC[0] };
 
 static size_t dim_of(dim x, const mlm_model_config *c) {
@@ -105,7 +100,8 @@ static size_t dim_of(dim x, const mlm_model_config *c) {
     }
 }
 
-/* The tensors in id (buffer) order, each from its spec rows: one row per part. */
+/* The tensors in id (buffer) order, each from its spec rows: a part's rows add to its
+ * tensor's. The table is checked here, so a mistake in it stops every run at once. */
 void mlm_layout_init(mlm_layout *lay, const mlm_model_config *c) {
     memset(lay, 0, sizeof *lay);
     lay->cfg = *c;
@@ -115,12 +111,14 @@ void mlm_layout_init(mlm_layout *lay, const mlm_model_config *c) {
         if (t->name && (strcmp(t->name, SPEC[i].name) || t->cols != cols || t->decay != SPEC[i].decay ||
                         t->init != SPEC[i].init || t->part != SPEC[i].part))
             mlm_die(MLM_EXIT_RUNTIME, "model.c: the parts of tensor %s disagree in the spec table", t->name);
-        *t = (mlm_tensor_info){SPEC[i].name, SPEC[i].part, SPEC[i].part == MLM_PART_LAYER ? c->num_layers : 1,
-                               t->rows + rows, cols, 0, 0, SPEC[i].decay, SPEC[i].init};
+        *t = (mlm_tensor_info){.name = SPEC[i].name, .part = SPEC[i].part,
+                               .layers = SPEC[i].part == MLM_PART_LAYER ? c->num_layers : 1,
+                               .rows = t->rows + rows, .cols = cols, .decay = SPEC[i].decay, .init = SPEC[i].init};
     }
     size_t off = 0;
     for (int id = 0; id < MLM_T_COUNT; id++) {
         mlm_tensor_info *t = &lay->t[id];
+        if (!t->name) mlm_die(MLM_EXIT_RUNTIME, "model.c: tensor id %d has no row in the spec table", id);
         t->numel = (size_t)t->layers * t->rows * t->cols;
         t->offset = off;
         off += t->numel;
@@ -146,17 +144,20 @@ int mlm_layout_segments(const mlm_layout *lay, mlm_segment *out, int max) {
 /* ---------------------------------------------------------------- HF names */
 
 int mlm_hf_tensors(const mlm_layout *lay, mlm_hf_tensor *out, int max) {
-    int n = 0, part[MLM_T_COUNT] = {0};   // the next part of each tensor
+    int n = 0;
+    size_t at[MLM_T_COUNT] = {0};   // where the next part of each tensor starts in a layer's slice
     for (int i = 0; i < NSPEC; i++) {
         const mlm_tensor_info *t = &lay->t[SPEC[i].id];
-        size_t rows = dim_of(SPEC[i].rows, &lay->cfg), at = (size_t)part[SPEC[i].id]++ * rows * t->cols;
+        size_t rows = dim_of(SPEC[i].rows, &lay->cfg), part = at[SPEC[i].id];
+        at[SPEC[i].id] += rows * t->cols;
         for (int l = 0; l < t->layers; l++, n++) {
             if (n >= max) continue;
             mlm_hf_tensor *o = &out[n];
             snprintf(o->name, sizeof o->name, SPEC[i].hf, l);
+            o->id = SPEC[i].id;
             o->rows = rows;
             o->cols = t->cols == 1 ? 0 : t->cols;
-            o->offset = mlm_offset(lay, SPEC[i].id, l) + at;
+            o->offset = mlm_offset(lay, SPEC[i].id, l) + part;
         }
     }
     return n;
@@ -295,7 +296,6 @@ int mlm_model_max_micro_batch(const mlm_layout *lay, const mlm_backend *be, int 
 /* Dies before allocating when the backend says the model cannot fit, naming the
  * parts and the micro-batch that would. */
 static void check_fits(const mlm_layout *lay, mlm_backend *be, int max_B, int S, int max_M) {
-    if (!be->mem_free) return;
     size_t avail = be->mem_free(be), state = state_bytes(lay, be);
     size_t acts = arena_bytes(lay, be, max_B, S, max_M);
     if (state + acts <= avail) return;

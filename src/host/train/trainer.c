@@ -164,13 +164,11 @@ static void print_startup(run_state *r, mlm_backend *be) {
     mlm_log("memory (%s): parameters %.1f MiB, gradients + AdamW %.1f MiB, activations %.1f MiB", be->name,
             n * (be->wgt_size + (be->wgt_size != 4 ? 4 : 0)) / 1048576.0, n * 12 / 1048576.0,
             r->model.act_bytes / 1048576.0);
-    if (be->mem_free) {
-        size_t room = be->mem_free(be) + r->model.act_bytes;   // the arena is what grows with the micro-batch
-        int fits = mlm_model_max_micro_batch(lay, be, r->cfg->data.seq_len,
-                                             (double)r->model.max_M / r->model.max_B, room);
-        mlm_log("memory (%s): %.2f GiB free after allocation; the largest micro_batch that fits is %d", be->name,
-                (room - r->model.act_bytes) / 1073741824.0, fits);
-    }
+    size_t room = be->mem_free(be) + r->model.act_bytes;   // the arena is what grows with the micro-batch
+    int fits = mlm_model_max_micro_batch(lay, be, r->cfg->data.seq_len, (double)r->model.max_M / r->model.max_B,
+                                         room);
+    mlm_log("memory (%s): %.2f GiB free after allocation; the largest micro_batch that fits is %d", be->name,
+            (room - r->model.act_bytes) / 1073741824.0, fits);
 }
 
 /* Creates the model: fresh, imported from model.init_from, or resumed from a
