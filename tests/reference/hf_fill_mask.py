@@ -7,11 +7,12 @@ OUTPUT_FILE holds what mlmgpu printed for the texts. For every [MASK], mlmgpu's
 top-k must be HF's top-k: the same tokens in the same order, except where two
 probabilities are within 1e-6 (a tie either may break either way), and every
 probability within 1e-4 of HF's. Exit 0 on agreement, 1 otherwise, 77 when
-transformers is not installed.
+torch or transformers is not installed.
 """
 import sys
 
 try:
+    import torch  # noqa: F401  (transformers imports without it, then the pipeline fails)
     from transformers import pipeline
 except ImportError as e:
     print(f"skip: {e}")
