@@ -21,6 +21,14 @@
  * resident set.
  *
  *   bench_step --device cuda --config base --seq 128 --batch 256 --dropout 0.1
+ *
+ * --predict runs nothing: the same steps go through the performance model of the
+ * CUDA backend (include/mlm/predict.h) on an H100's ceilings, on any machine, and
+ * the table of predicted times per op, the step, seq/s, bytes moved and the peak
+ * device memory are printed, ending with the line
+ *   predicted step_ms=X seq_per_s=Y gbytes=Z peak_gib=W
+ * after one JSON line per (op, shape) and one for the step (MLM_CUDA_GRAPHS=0: every
+ * launch costs its overhead, as without CUDA graphs).
  */
 #include <math.h>
 #include <stdio.h>
@@ -35,6 +43,7 @@
 #include "mlm/log.h"
 #include "mlm/model.h"
 #include "mlm/optimizer.h"
+#include "mlm/predict.h"
 #include "mlm/profile.h"
 #include "mlm/loader.h"
 
@@ -52,14 +61,18 @@
 static const char USAGE[] =
     "usage: bench_step [--device cpu|cuda] [--config tiny|mini|base|large] [--seq S] [--batch B]\n"
     "                  [--micro B] [--dropout P] [--steps N] [--warmup W] [--threads T] [--seed X]\n"
-    "                  [--profile]\n"
+    "                  [--profile] [--predict [--gemm-tflops T] [--attn-tflops T] [--tbps B]]\n"
     "Times full training steps on random full-length sequences (15% masked) and prints\n"
     "one JSON line: seq/s, tokens/s, step ms, MFU (787 TFLOP/s), peak memory.\n"
     "defaults: --device cuda --config base --seq 128 --batch 256 --micro = batch\n"
     "          --dropout 0.1 --steps 20 --warmup 3 --threads 0 (all cores, CPU only)\n"
     "--profile: time every op of the timed steps (the device waited for around each op,\n"
     "           so the steps are slower); prints the table on stderr and one JSON line per\n"
-    "           (op, shape) on stdout before the summary line.\n";
+    "           (op, shape) on stdout before the summary line.\n"
+    "--predict: run nothing; predict the steps on the CUDA backend of an H100 from the\n"
+    "           performance model (FLOPs and bytes of every kernel) and print its table,\n"
+    "           ending with: predicted step_ms=X seq_per_s=Y gbytes=Z peak_gib=W;\n"
+    "           --gemm-tflops, --attn-tflops, --tbps replace its ceilings (427, 393.5, 3.0)\n";
 
 typedef struct { const char *name; int L, d, H, I; } shape;
 
@@ -73,9 +86,10 @@ static const shape SHAPES[] = {
 typedef struct {
     const char *device;
     const shape *sh;
-    int S, B, micro, steps, warmup, threads, profile;
+    int S, B, micro, steps, warmup, threads, profile, predict;
     float dropout;
     unsigned long long seed;
+    double gemm_tflops, attn_tflops, tbps;   // --predict: ceilings in place of the H100's (0: keep)
 } options;
 
 static _Noreturn void usage_error(const char *what, const char *arg) {
@@ -90,6 +104,14 @@ static long parse_int(const char *flag, const char *text, long lo, long hi) {
     return v;
 }
 
+/* A positive number for flag, or a usage error. */
+static double parse_positive(const char *flag, const char *text) {
+    char *end;
+    double v = strtod(text, &end);
+    if (*text == 0 || *end != 0 || !(v > 0 && v < 1e6)) usage_error(flag, text);
+    return v;
+}
+
 static options parse_args(int argc, char **argv) {
     options o = {.device = "cuda", .sh = &SHAPES[2], .S = 128, .B = 256, .micro = 0, .steps = 20, .warmup = 3,
                  .threads = 0, .profile = 0, .dropout = 0.1f, .seed = 1234};
@@ -97,6 +119,10 @@ static options parse_args(int argc, char **argv) {
         const char *a = argv[i];
         if (!strcmp(a, "--profile")) {
             o.profile = 1;
+            continue;
+        }
+        if (!strcmp(a, "--predict")) {
+            o.predict = 1;
             continue;
         }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -124,7 +150,10 @@ static options parse_args(int argc, char **argv) {
             char *end;
             o.dropout = strtof(v, &end);
             if (*v == 0 || *end != 0 || !(o.dropout >= 0 && o.dropout < 1)) usage_error("--dropout: expected 0 <= p < 1, got", v);
-        } else usage_error("unknown option", a);
+        } else if (!strcmp(a, "--gemm-tflops")) o.gemm_tflops = parse_positive(a, v);
+        else if (!strcmp(a, "--attn-tflops")) o.attn_tflops = parse_positive(a, v);
+        else if (!strcmp(a, "--tbps")) o.tbps = parse_positive(a, v);
+        else usage_error("unknown option", a);
     }
     if (o.micro == 0) o.micro = o.B;
     if (o.B % o.micro != 0) {
@@ -237,6 +266,68 @@ static void train_step(mlm_model *m, const step_data *sd, int nmicro, const mlm_
     mlm_optim_step(m, oc, step, oc->lr);
 }
 
+/* ---------------------------------------------------------------- prediction */
+
+/* --predict: STEP_SETS steps through the performance model, one per masking set;
+ * nothing runs and the parameters are never initialised. Prints the table and the
+ * summary on stdout. */
+static int predict(const options *o, const mlm_model_config *mc, const mlm_data_config *dc,
+                   const mlm_optim_config *oc) {
+    const char *env = getenv("MLM_CUDA_GRAPHS");
+    int graphs = !(env && strcmp(env, "0") == 0);
+    mlm_ceilings c = mlm_ceilings_h100();
+    if (o->gemm_tflops) c.gemm_flops = o->gemm_tflops * 1e12;
+    if (o->attn_tflops) c.attn_flops = o->attn_tflops * 1e12;
+    if (o->tbps) c.device_bw = o->tbps * 1e12;
+    mlm_predict *pred;
+    mlm_backend *be = mlm_predict_backend(&c, graphs, &pred);
+    int nmicro = o->B / o->micro, max_M = mlm_max_masked(o->micro * o->S, dc->mask_prob);
+    mlm_special_ids sp = mlm_special_ids_default(VOCAB);
+    mlm_model model;
+    mlm_model_create(&model, mc, be, o->micro, o->S, max_M, o->seed);
+    step_data sets[STEP_SETS];
+    uint64_t rng = o->seed;
+    for (int k = 0; k < STEP_SETS; k++) build_step(&sets[k], nmicro, o, dc, &sp, max_M, (uint32_t)(k + 1), &rng);
+    mlm_predict_reset(pred);   // the step alone: not the set-up's uploads
+    long masked = 0;
+    for (int t = 1; t <= STEP_SETS; t++) {
+        train_step(&model, &sets[t - 1], nmicro, oc, t);
+        masked += sets[t - 1].masked;
+    }
+    const shape *sh = o->sh;
+    printf("predicted: %s L%d d%d H%d I%d V%d, S%d, batch %d in %d micro-batch(es), dropout %g; CUDA graphs %s;\n"
+           "GEMM %.0f TFLOP/s, attention %.1f TFLOP/s, %.2f TB/s (per step, the mean of %d steps)\n\n",
+           sh->name, sh->L, sh->d, sh->H, sh->I, VOCAB, o->S, o->B, nmicro, o->dropout, graphs ? "on" : "off",
+           c.gemm_flops / 1e12, c.attn_flops / 1e12, c.device_bw / 1e12, STEP_SETS);
+    mlm_predict_print(pred, stdout, STEP_SETS, 60);
+    mlm_predicted all = mlm_predict_get(pred, NULL, NULL);
+    double step_s = all.seconds / STEP_SETS, gbytes = all.bytes / STEP_SETS / 1e9;
+    double peak_gib = mlm_predict_peak_bytes(pred) / 1073741824.0;
+    double L = sh->L, d = sh->d, I = sh->I, S = o->S, V = VOCAB;
+    double m = (double)masked / ((double)STEP_SETS * o->B * o->S);
+    double flops_tok = 6 * L * (4 * d * d + 2 * d * I) + 12 * L * S * d + 6 * m * (d * d + d * V);
+    double tps = o->B * S / step_s;
+    printf("\nstep %.2f ms, %.0f seq/s, %.0f tokens/s, MFU %.3f (787 TFLOP/s), %.1f GB moved, %.1f TFLOP, "
+           "peak device memory %.2f GiB\n",
+           step_s * 1e3, o->B / step_s, tps, flops_tok * tps / PEAK_FLOPS, gbytes, all.flops / STEP_SETS / 1e12,
+           peak_gib);
+    printf("of which bound by FLOPs (GEMMs, attention) %.2f ms, by bytes and launches %.2f ms\n",
+           all.flops_bound_s / STEP_SETS * 1e3, (all.seconds - all.flops_bound_s) / STEP_SETS * 1e3);
+    mlm_predict_json(pred, stdout, STEP_SETS);
+    printf("{\"impl\":\"mlmgpu_predicted\",\"config\":\"%s\",\"L\":%d,\"d\":%d,\"H\":%d,\"I\":%d,\"V\":%d,\"seq\":%d,"
+           "\"batch\":%d,\"micro\":%d,\"dropout\":%g,\"graphs\":%d,\"step_ms\":%.3f,\"seq_per_s\":%.1f,"
+           "\"gbytes\":%.3f,\"peak_gib\":%.3f,\"mfu\":%.4f}\n",
+           sh->name, sh->L, sh->d, sh->H, sh->I, VOCAB, o->S, o->B, o->micro, o->dropout, graphs, step_s * 1e3,
+           o->B / step_s, gbytes, peak_gib, flops_tok * tps / PEAK_FLOPS);
+    printf("predicted step_ms=%.3f seq_per_s=%.1f gbytes=%.3f peak_gib=%.3f\n", step_s * 1e3, o->B / step_s, gbytes,
+           peak_gib);
+    for (int k = 0; k < STEP_SETS; k++) free_step(&sets[k], nmicro);
+    mlm_model_destroy(&model);
+    be->destroy(be);
+    mlm_predict_free(pred);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- report */
 
 static void json_string(const char *s) {
@@ -281,6 +372,7 @@ int main(int argc, char **argv) {
     oc.weight_decay = 0.01f;
     oc.grad_clip = 1.0f;
 
+    if (o.predict) return predict(&o, mc, &dc, &oc);
     device dv = open_device(&o);
     mlm_profile *prof = NULL;
     if (o.profile) dv.be = mlm_profile_wrap(dv.be, &prof);

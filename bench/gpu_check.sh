@@ -11,8 +11,10 @@
 #   (MLM_CUDA_GRAPHS=0), and bert-mini S128 B32 both ways (launch-bound: where graphs
 #   matter most); the attention kernels (bench_attention, flash and cuBLAS paths)
 #   beside torch SDPA (cuDNN and mem-efficient, key-padding mask) on the same shapes;
-#   an op-by-op profile of a BERT-base step (bench_step --profile); HF compile and
-#   HF rows_compile on BERT-base; then a table.
+#   an op-by-op profile of a BERT-base step (bench_step --profile) beside the
+#   performance model's prediction of every op (bench_step --predict, which also
+#   predicts each configuration's step); HF compile and HF rows_compile on BERT-base;
+#   then a table.
 # --full: BERT-base S512 B64 and BERT-large S128 B128 too, dropout 0.1 and 0, and HF
 #   eager. It needs more than one 10-minute call: split it with --configs and a
 #   --budget that fits the call.
@@ -196,6 +198,15 @@ bench_mlmgpu() {   # NAME DROPOUT [GRAPHS]: GRAPHS=0 launches every op (MLM_CUDA
   record "${impl}_$1_d$2" $? "$so" "impl=$impl" "config=$cfg" "seq=$seq" "batch=$batch" "dropout=$2"
 }
 
+predict_mlmgpu() {   # NAME DROPOUT: the performance model's step (runs nothing on the GPU)
+  local cfg seq batch so=$out/.predict.jsonl
+  read -r cfg seq batch <<<"$(shape "$1")"
+  step "predicted $1 dropout $2" 60 "$so" "${ours[@]}" "$build/bench/bench_step" --predict --config "$cfg" \
+    --seq "$seq" --batch "$batch" --dropout "$2"
+  record "predicted_$1_d$2" $? "$so" "impl=mlmgpu_predicted" "config=$cfg" "seq=$seq" "batch=$batch" "dropout=$2"
+  grep '^{"predict_op"' "$so" 2>/dev/null | sed "s/^{/{\"step\":\"predict_$1_d$2\",/" >>"$results"
+}
+
 bench_hf() {   # NAME VARIANT DROPOUT
   local cfg seq batch so=$out/.last.json
   read -r cfg seq batch <<<"$(shape "$1")"
@@ -213,6 +224,7 @@ dropouts=(0.1)
 
 # ours first (cheap): the steps, what CUDA graphs give, and the attention kernels
 # beside SDPA; then PyTorch in order of importance
+for n in "${names[@]}"; do for p in "${dropouts[@]}"; do predict_mlmgpu "$n" "$p"; done; done
 for n in "${names[@]}"; do for p in "${dropouts[@]}"; do bench_mlmgpu "$n" "$p"; done; done
 bench_mlmgpu "${names[0]}" 0.1 0
 bench_mlmgpu mini128 0.1 1
@@ -236,7 +248,7 @@ if [ $full = 1 ]; then
   for n in "${names[@]}"; do bench_hf "$n" eager 0.1; done
   for n in "${names[@]}"; do bench_hf "$n" rows_compile 0; bench_hf "$n" compile 0; done
 fi
-rm -f "$out/.last.json" "$out/.attention.jsonl" "$out/.profile.jsonl"
+rm -f "$out/.last.json" "$out/.attention.jsonl" "$out/.profile.jsonl" "$out/.predict.jsonl"
 
 # ---------------------------------------------------------------- table
 
@@ -274,14 +286,15 @@ bench = {}
 for r in rows:
     if str(r.get("impl", "")).startswith(("mlmgpu", "hf_")) and "config" in r and "seq" in r:
         bench[(r["config"], r["seq"], r["batch"], float(r["dropout"]), r["impl"])] = r
-shapes = sorted({k[:4] for k in bench if k[4] != "mlmgpu_nographs" and k[0] != "mini"},
+shapes = sorted({k[:4] for k in bench if k[4] not in ("mlmgpu_nographs", "mlmgpu_predicted") and k[0] != "mini"},
                 key=lambda k: ({"base": 0, "large": 1}.get(k[0], 2), k[1], -k[3]))
-hdr = ("config", "mlmgpu", "HF compile", "rows_comp", "HF eager", "x compile", "x rows", "MFU ours", "MFU rows",
-       "GiB ours", "GiB rows", "loss ours")
+hdr = ("config", "mlmgpu", "predicted", "HF compile", "rows_comp", "HF eager", "x compile", "x rows", "MFU ours",
+       "MFU rows", "GiB ours", "GiB pred", "GiB rows", "loss ours")
 widths = (22,) + (10,) * (len(hdr) - 1)
 print("\n" + " | ".join(f"{h:>{w}}" for h, w in zip(hdr, widths)))
 for s in shapes:
-    g = {impl: bench.get(s + (impl,)) for impl in ("mlmgpu", "hf_compile", "hf_rows_compile", "hf_eager")}
+    g = {impl: bench.get(s + (impl,))
+         for impl in ("mlmgpu", "mlmgpu_predicted", "hf_compile", "hf_rows_compile", "hf_eager")}
     ours, comp, rows_c = g["mlmgpu"], g["hf_compile"], g["hf_rows_compile"]
 
     def ratio(other):
@@ -290,10 +303,12 @@ for s in shapes:
         except (TypeError, KeyError, ZeroDivisionError):
             return "-"
     name = f"{s[0]} S{s[1]} B{s[2]} p{s[3]:g}"
-    cells = (name, cell(ours, "seq_per_s", "{:.0f}"), cell(comp, "seq_per_s", "{:.0f}"),
-             cell(rows_c, "seq_per_s", "{:.0f}"), cell(g["hf_eager"], "seq_per_s", "{:.0f}"), ratio(comp),
-             ratio(rows_c), cell(ours, "mfu", "{:.3f}"), cell(rows_c, "mfu", "{:.3f}"),
-             cell(ours, "peak_gib", "{:.1f}"), cell(rows_c, "peak_gib", "{:.1f}"), cell(ours, "loss", "{:.3f}"))
+    pred = g["mlmgpu_predicted"]
+    cells = (name, cell(ours, "seq_per_s", "{:.0f}"), cell(pred, "seq_per_s", "{:.0f}"),
+             cell(comp, "seq_per_s", "{:.0f}"), cell(rows_c, "seq_per_s", "{:.0f}"),
+             cell(g["hf_eager"], "seq_per_s", "{:.0f}"), ratio(comp), ratio(rows_c), cell(ours, "mfu", "{:.3f}"),
+             cell(rows_c, "mfu", "{:.3f}"), cell(ours, "peak_gib", "{:.1f}"), cell(pred, "peak_gib", "{:.1f}"),
+             cell(rows_c, "peak_gib", "{:.1f}"), cell(ours, "loss", "{:.3f}"))
     print(" | ".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
 graph_rows = sorted({k[:4] for k in bench if k[4] == "mlmgpu_nographs"})
 if graph_rows:
@@ -308,9 +323,15 @@ if graph_rows:
               f"{cell(off, 'seq_per_s', '{:.0f}')} | {gain}")
 prof = [r for r in rows if "profile_op" in r]
 if prof:
-    print(f"\nwhere a step goes ({prof[0]['step'][8:]}, dropout 0.1, every op waited for; ms per step):")
+    predicted = {(r["predict_op"], r["shape"]): r["ms"] for r in rows
+                 if "predict_op" in r and r.get("step") == f"predict_{prof[0]['step'][8:]}_d0.1"}
+    print(f"\nwhere a step goes ({prof[0]['step'][8:]}, dropout 0.1, every op waited for; ms per step;"
+          " predicted: bench_step --predict):")
     for r in prof[:12]:
-        print(f"  {r['profile_op']:<16} {r['shape']:<30} {r['calls']:6.1f} calls {r['ms']:9.3f} ms {100 * r['share']:5.1f}%")
+        p = predicted.get((r["profile_op"], r["shape"]))
+        versus = f" predicted {p:9.3f} ms ({r['ms'] / p:4.2f}x)" if p else ""
+        print(f"  {r['profile_op']:<16} {r['shape']:<30} {r['calls']:6.1f} calls {r['ms']:9.3f} ms "
+              f"{100 * r['share']:5.1f}%{versus}")
     print(f"  {'all':<16} {'':<30} {'':>12} {sum(r['ms'] for r in prof):9.3f} ms")
 att = [r for r in rows if r.get("impl") in ("torch_sdpa", "mlmgpu_attention")]
 if att:

@@ -1,0 +1,498 @@
+/*
+ * The performance model (include/mlm/predict.h): a backend that mirrors the CUDA
+ * backend (src/kernels) op by op without running anything. Each op function below
+ * lists the launches its CUDA twin makes, with their GEMM or attention FLOPs and the
+ * bytes they move, and the scratch buffers it grows; the wrapper's hooks add them up
+ * per (op, shape). act and wgt are bf16 (2 bytes) as on CUDA, rows_align is 64.
+ * When a kernel in src/kernels changes what it reads or writes, its function here
+ * changes with it (tests/test_predict.c holds the counts to hand-computed values).
+ */
+#include "mlm/predict.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mlm/backend_wrap.h"
+#include "mlm/log.h"
+
+enum { MAX_ENTRIES = 512, MAX_LIVE = 4096 };
+enum { A = 2, F = 4 };   // bytes of an act/wgt element (bf16) and of an f32 one
+
+/* src/kernels constants the costs depend on */
+enum {
+    SCRATCH_ALIGN = 256, GROW_ROUND = 1 << 20, LT_WORKSPACE = 32 << 20,   // backend.cu, common.cuh
+    COLSUM_CHUNK = 256,                                                   // reduce.cuh
+    SUMSQ_PER_BLOCK = 256 * 8, SUMSQ_MAX_BLOCKS = 1024,                   // reduce.cu
+    SEG_CHUNK = 128, SORT_PASSES = 4,                                     // embedding.cu: 31-bit keys, 8 bits a pass
+    FLASH_MAX_S = 512, FLASH_BWD_BN = 128,                                // flash_kernels.cuh
+};
+
+mlm_ceilings mlm_ceilings_h100(void) {
+    return (mlm_ceilings){.gemm_flops = 427e12, .attn_flops = 787e12 / 2, .device_bw = 3.0e12, .host_bw = 25e9,
+                          .copy_s = 10e-6, .launch_s = 2e-6, .device_bytes = 80.0 * (1 << 30)};
+}
+
+typedef struct {
+    const char *op;       // a string literal of backend_ops.c
+    char shape[128];
+    mlm_predicted v;
+} entry;
+
+struct mlm_predict {
+    mlm_ceilings c;
+    int graphs;
+    entry e[MAX_ENTRIES];
+    int n;
+    entry *open;          // the op between the hooks' before and after
+    struct { uintptr_t at; size_t bytes; } live[MAX_LIVE];
+    int nlive;
+    uintptr_t next;       // the next address alloc hands out (never dereferenced)
+    size_t allocated, peak_allocated, scratch, partials;
+};
+
+static mlm_predict *pred(mlm_backend *be) { return be->impl; }
+
+/* ---------------------------------------------------------------- costs */
+
+/* One launch (or copy) of the open op: t = max(flops / rate, bytes / bandwidth). */
+static void launch(mlm_predict *p, double flops, double rate, double bytes) {
+    entry *e = p->open;
+    if (!e) return;   // outside the wrapper: not counted
+    double t = bytes / p->c.device_bw;
+    if (flops > 0 && flops / rate > t) {
+        t = flops / rate;
+        e->v.flops_bound_s += t;
+    }
+    e->v.flops += flops;
+    e->v.bytes += bytes;
+    e->v.seconds += t + (p->graphs ? 0 : p->c.launch_s);
+    e->v.launches++;
+}
+
+/* A memory-bound kernel. */
+static void pass(mlm_predict *p, double read, double written) { launch(p, 0, 0, read + written); }
+
+/* A host <-> device copy from pageable memory: it goes through the host link. */
+static void copy(mlm_predict *p, double bytes) {
+    entry *e = p->open;
+    if (!e) return;
+    e->v.bytes += bytes;
+    e->v.seconds += p->c.copy_s + bytes / p->c.host_bw;
+    e->v.launches++;
+}
+
+/* cuda_gemm (matmul.cu): C (M, N) = op(A) (M, K) op(B) (K, N), bf16 operands, C of
+ * c_size bytes, read too when accumulating, a bias of N elements of C's type. */
+static void gemm(mlm_predict *p, double M, double N, double K, int c_size, int accumulate, int bias, double batch) {
+    double bytes = batch * ((M * K + K * N) * A + M * N * c_size * (accumulate ? 2 : 1)) + (bias ? N * c_size : 0);
+    launch(p, 2 * M * N * K * batch, p->c.gemm_flops, bytes);
+}
+
+static size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
+
+/* cuda_scratch_slices: the scratch buffer holds the sum of the slices, each 256-byte
+ * aligned; it grows in whole MiB. */
+static void need_scratch(mlm_predict *p, int count, const size_t *bytes) {
+    size_t used = 0;
+    for (int i = 0; i < count; i++) used += round_up(bytes[i], SCRATCH_ALIGN);
+    if (used > p->scratch) p->scratch = round_up(used, GROW_ROUND);
+}
+
+static void need_partials(mlm_predict *p, size_t bytes) {
+    if (bytes > p->partials) p->partials = round_up(bytes, GROW_ROUND);
+}
+
+/* colsum (reduce.cuh) over R rows and C columns: pass one reads what f reads (read),
+ * writes what f writes (written) and float2 partials per chunk of 256 rows, pass two
+ * adds them into one or two fp32 accumulators. */
+static void colsum(mlm_predict *p, double R, double C, double read, double written, int accs) {
+    double P = ceil(R / COLSUM_CHUNK);
+    need_partials(p, (size_t)(P * C * 8));
+    pass(p, read, written + P * C * 8);
+    pass(p, P * C * 8, accs * C * F * 2);
+}
+
+/* ---------------------------------------------------------------- memory ops */
+
+static void *pred_alloc(mlm_backend *be, size_t bytes, const char *what) {
+    mlm_predict *p = pred(be);
+    if (p->nlive == MAX_LIVE) mlm_die(MLM_EXIT_RUNTIME, "performance model: more than %d allocations", MAX_LIVE);
+    uintptr_t at = p->next;
+    p->next += round_up(bytes ? bytes : 1, SCRATCH_ALIGN);
+    p->live[p->nlive].at = at;
+    p->live[p->nlive++].bytes = bytes;
+    p->allocated += bytes;
+    if (p->allocated > p->peak_allocated) p->peak_allocated = p->allocated;
+    return (void *)at;
+}
+
+static void pred_free(mlm_backend *be, void *ptr) {
+    mlm_predict *p = pred(be);
+    for (int i = 0; i < p->nlive; i++)
+        if (p->live[i].at == (uintptr_t)ptr) {
+            p->allocated -= p->live[i].bytes;
+            p->live[i] = p->live[--p->nlive];
+            return;
+        }
+}
+
+static void pred_upload(mlm_backend *be, void *dst, const void *host_src, size_t bytes) { copy(pred(be), bytes); }
+static void pred_download(mlm_backend *be, void *host_dst, const void *src, size_t bytes) { copy(pred(be), bytes); }
+static void pred_zero(mlm_backend *be, void *ptr, size_t bytes) { pass(pred(be), 0, bytes); }
+static void pred_sync(mlm_backend *be) {}
+static void pred_download_start(mlm_backend *be, void *host_dst, const void *src, size_t bytes) {
+    copy(pred(be), bytes);
+}
+static void pred_download_finish(mlm_backend *be) {}
+
+/* What cudaMemGetInfo would say, less the CUDA backend's 512 MiB margin. */
+static size_t pred_mem_free(mlm_backend *be) {
+    mlm_predict *p = pred(be);
+    double used = (double)p->allocated + p->scratch + p->partials + LT_WORKSPACE + 512.0 * (1 << 20);
+    return used < p->c.device_bytes ? (size_t)(p->c.device_bytes - used) : 0;
+}
+
+static void pred_upload_f32_as_act(mlm_backend *be, void *dst_act, const float *src, size_t n) {
+    mlm_predict *p = pred(be);
+    size_t staged = n * F;
+    need_scratch(p, 1, &staged);
+    copy(p, n * F);
+    pass(p, n * F, n * A);
+}
+
+static void pred_download_act_as_f32(mlm_backend *be, float *dst, const void *src_act, size_t n) {
+    mlm_predict *p = pred(be);
+    size_t staged = n * F;
+    need_scratch(p, 1, &staged);
+    pass(p, n * A, n * F);
+    copy(p, n * F);
+}
+
+static void pred_copy_master_to_wgt(mlm_backend *be, void *dst_wgt, const float *master, size_t n) {
+    pass(pred(be), n * F, n * A);
+}
+
+/* ---------------------------------------------------------------- embeddings (embedding.cu) */
+
+static void pred_embed_fwd(mlm_backend *be, void *out, void *sum, float *mean, float *rstd, const int32_t *ids,
+                           const int32_t *types, const void *wte, const void *wpe, const void *wtt, const void *ln_w,
+                           const void *ln_b, int B, int S, int d, float eps, const mlm_dropout *drop) {
+    double N = (double)B * S;
+    // ids, the three table rows of every token, gamma and beta; out, the saved sum, mean and rstd
+    pass(pred(be), N * 4 + 3 * N * d * A + 2.0 * d * A, 2 * N * d * A + 2 * N * F);
+}
+
+static void pred_embed_bwd(mlm_backend *be, float *dwte, float *dwpe, float *dwtt, float *dln_w, float *dln_b,
+                           const void *dout, const void *sum, const float *mean, const float *rstd,
+                           const int32_t *ids, const int32_t *types, const void *ln_w, int B, int S, int d,
+                           const mlm_dropout *drop) {
+    mlm_predict *p = pred(be);
+    double N = (double)B * S, chunks = ceil(N / SEG_CHUNK);
+    double unique = fmin(N, 65536.0);   // table rows a segmented sum touches: at most one per token
+    size_t rows = (size_t)N * d * F, sort_tmp = 4096 + (size_t)N * 8;   // CUB's storage: an estimate
+    size_t seg = round_up((size_t)N * 4, SCRATCH_ALIGN) * 3 + 2 * round_up((size_t)(chunks * d * F), SCRATCH_ALIGN) +
+                 round_up(sort_tmp, SCRATCH_ALIGN);
+    size_t slices[3] = {rows, rows, seg};
+    need_scratch(p, 3, slices);
+    // dout, the saved sum and statistics, gamma -> the LayerNorm-output gradient and dsum, fp32
+    pass(p, 2 * N * d * A + 2 * N * F + d * A, 2 * N * d * F);
+    colsum(p, N, d, N * d * F + N * d * A + 2 * N * F, 0, 2);   // gamma, beta
+    int tables = types ? 2 : 1;                                // word (and type) ids: segmented sums
+    for (int t = 0; t < tables; t++) {
+        pass(p, 0, N * 4);                                     // iota
+        pass(p, N * 4, 0);                                     // the sort's histogram
+        for (int k = 0; k < SORT_PASSES; k++) pass(p, 2 * N * 4, 2 * N * 4);
+        pass(p, 2 * N * 4 + N * d * F + unique * d * F, unique * d * F + 2 * chunks * d * F);   // run pieces
+        pass(p, N * 4 + 2 * chunks * d * F, 0);                                                // crossing runs
+    }
+    colsum(p, B, (double)S * d, N * d * F, 0, 1);   // positions
+    if (!types) colsum(p, N, d, N * d * F, 0, 1);   // all token type 0
+}
+
+/* ---------------------------------------------------------------- linear (linear.cu) */
+
+static void pred_linear_fwd(mlm_backend *be, void *out, void *pre, const void *in, const void *W, const void *b,
+                            int N, int I, int O, mlm_act act) {
+    mlm_predict *p = pred(be);
+    gemm(p, N, O, I, A, 0, b != NULL, 1);
+    if (act == MLM_ACT_GELU) pass(p, (double)N * O * A, (double)N * O * A);   // pre -> out
+}
+
+static void pred_linear_bwd(mlm_backend *be, void *din, float *dW, float *db, void *dout, const void *in,
+                            const void *W, const void *pre, int N, int I, int O, mlm_act act, int din_accumulate) {
+    mlm_predict *p = pred(be);
+    double NO = (double)N * O;
+    if (act == MLM_ACT_GELU && db) {
+        colsum(p, N, O, 2 * NO * A, NO * A, 1);   // dout *= gelu'(pre) in place, db += its column sums
+    } else if (act == MLM_ACT_GELU) {
+        pass(p, 2 * NO * A, NO * A);
+    }
+    gemm(p, O, I, N, F, 1, 0, 1);   // dW += dout^T in
+    if (db && act != MLM_ACT_GELU) colsum(p, N, O, NO * A, 0, 1);
+    if (din) gemm(p, N, I, O, A, din_accumulate, 0, 1);   // din = dout W
+}
+
+/* ---------------------------------------------------------------- LayerNorm (layernorm.cu) */
+
+static void pred_residual_ln_fwd(mlm_backend *be, void *out, void *s, float *mean, float *rstd, const void *x,
+                                 const void *res, const void *ln_w, const void *ln_b, int B, int S, int d, float eps,
+                                 const mlm_dropout *drop) {
+    double N = (double)B * S;
+    pass(pred(be), 2 * N * d * A + 2.0 * d * A, 2 * N * d * A + 2 * N * F);
+}
+
+static void pred_residual_ln_bwd(mlm_backend *be, void *dx, void *dres, float *dln_w, float *dln_b, const void *dout,
+                                 const void *s, const float *mean, const float *rstd, const void *ln_w, int B, int S,
+                                 int d, const mlm_dropout *drop) {
+    mlm_predict *p = pred(be);
+    double N = (double)B * S;
+    colsum(p, N, d, 2 * N * d * A + 2 * N * F, 0, 2);
+    pass(p, 2 * N * d * A + 2 * N * F + d * A, (dres ? 2 : 1) * N * d * A);
+}
+
+static void pred_layernorm_fwd(mlm_backend *be, void *out, float *mean, float *rstd, const void *x, const void *ln_w,
+                               const void *ln_b, int M, int d, float eps) {
+    pass(pred(be), (double)M * d * A + 2.0 * d * A, (double)M * d * A + 2.0 * M * F);
+}
+
+static void pred_layernorm_bwd(mlm_backend *be, void *dx, float *dln_w, float *dln_b, const void *dout, const void *x,
+                               const float *mean, const float *rstd, const void *ln_w, int M, int d) {
+    mlm_predict *p = pred(be);
+    colsum(p, M, d, 2.0 * M * d * A + 2.0 * M * F, 0, 2);
+    pass(p, 2.0 * M * d * A + 2.0 * M * F + d * A, (double)M * d * A);
+}
+
+/* ---------------------------------------------------------------- attention (attention.cu) */
+
+static int flash_dh(int dh) { return dh <= 64 ? 64 : 128; }   // the columns the kernels compute
+
+static size_t pred_attention_saved_bytes(mlm_backend *be, int B, int S, int H) {
+    return S <= FLASH_MAX_S ? (size_t)B * H * S * F : (size_t)B * H * S * S * A;
+}
+
+/* flash_kernels.cuh forward: q, k and v read (a head's k and v serve all its query
+ * tiles from the cache), out and the log-sum-exp written; DH columns computed. */
+static void flash_fwd(mlm_predict *p, double B, double S, double H, int dh) {
+    double heads = B * H;
+    launch(p, 4 * heads * S * S * flash_dh(dh), p->c.attn_flops, heads * (4 * S * dh * A + S * F));
+}
+
+/* Backward, one block per (head, sequence): q, k, v, dout, out and the log-sum-exp
+ * read, dqkv written, and with more than one key tile of 128 the fp32 dq rows (a
+ * head's stay in the cache between key tiles: written and read once). */
+static void flash_bwd(mlm_predict *p, double B, double S, double H, int dh) {
+    int DH = flash_dh(dh), BM = DH == 64 ? 64 : 32;
+    double heads = B * H, rows = ceil(S / BM) * BM, dq = 0;
+    if (S > FLASH_BWD_BN) {
+        size_t acc = (size_t)(heads * rows * DH * F);
+        need_scratch(p, 1, &acc);
+        dq = rows * DH * F * 2;
+    }
+    double per_head = 5 * S * dh * A + S * F + dq + 3 * S * dh * A;
+    launch(p, 10 * heads * S * S * DH, p->c.attn_flops, heads * per_head);
+}
+
+/* The cuBLAS path beyond FLASH_MAX_S: permutes, batched GEMMs, a softmax pass. */
+static void cublas_attention(mlm_predict *p, double B, double S, double H, int dh, int dropping, int backward) {
+    double nd = B * S * H * dh, sq = B * H * S * S, BH = B * H;
+    if (!backward) {
+        size_t slices[4] = {(size_t)(3 * nd * A), (size_t)(sq * F), dropping ? (size_t)(sq * A) : 0,
+                            (size_t)(nd * A)};
+        need_scratch(p, 4, slices);
+        pass(p, 3 * nd * A, 3 * nd * A);
+        gemm(p, S, S, dh, F, 0, 0, BH);
+        pass(p, sq * F, (dropping ? 2 : 1) * sq * A);
+        gemm(p, S, dh, S, A, 0, 0, BH);
+        pass(p, nd * A, nd * A);
+        return;
+    }
+    size_t slices[6] = {(size_t)(3 * nd * A), (size_t)(nd * A), (size_t)(sq * F), (size_t)(sq * A),
+                        dropping ? (size_t)(sq * A) : 0, (size_t)(3 * nd * A)};
+    need_scratch(p, 6, slices);
+    pass(p, 3 * nd * A, 3 * nd * A);
+    pass(p, nd * A, nd * A);
+    gemm(p, S, S, dh, F, 0, 0, BH);
+    pass(p, sq * F + sq * A, (dropping ? 2 : 1) * sq * A);
+    for (int k = 0; k < 3; k++) gemm(p, S, dh, S, A, 0, 0, BH);   // dv, dq, dk
+    pass(p, 3 * nd * A, 3 * nd * A);
+}
+
+static void pred_attention_fwd(mlm_backend *be, void *out, void *saved, const void *qkv, const int32_t *lengths,
+                               int B, int S, int H, int dh, const mlm_dropout *drop) {
+    if (S <= FLASH_MAX_S) flash_fwd(pred(be), B, S, H, dh);
+    else cublas_attention(pred(be), B, S, H, dh, drop && drop->threshold, 0);
+}
+
+static void pred_attention_bwd(mlm_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
+                               const void *saved, const int32_t *lengths, int B, int S, int H, int dh,
+                               const mlm_dropout *drop) {
+    if (S <= FLASH_MAX_S) flash_bwd(pred(be), B, S, H, dh);
+    else cublas_attention(pred(be), B, S, H, dh, drop && drop->threshold, 1);
+}
+
+/* ---------------------------------------------------------------- the MLM head (mlm_head.cu) */
+
+static void pred_gather_rows(mlm_backend *be, void *out, const void *in, const int32_t *rows, int M, int d) {
+    pass(pred(be), (double)M * 4 + (double)M * d * A, (double)M * d * A);
+}
+
+static void pred_scatter_rows(mlm_backend *be, void *dfull, const void *drows, const int32_t *rows, int M, int N,
+                              int d) {
+    mlm_predict *p = pred(be);
+    pass(p, 0, (double)N * d * A);   // the memset
+    pass(p, (double)M * 4 + (double)M * d * A, (double)M * d * A);
+}
+
+static void pred_decoder_fwd(mlm_backend *be, float *logits, const void *in, const void *W, const void *b, int M,
+                             int d, int V) {
+    mlm_predict *p = pred(be);
+    size_t bias = (size_t)V * F;
+    need_scratch(p, 1, &bias);
+    pass(p, (double)V * A, (double)V * F);   // the bias to fp32, for the epilogue
+    gemm(p, M, V, d, F, 0, 1, 1);
+}
+
+static void pred_decoder_bwd(mlm_backend *be, void *din, float *dW, float *db, const float *dlogits, const void *in,
+                             const void *W, int M, int d, int V) {
+    mlm_predict *p = pred(be);
+    double MV = (double)M * V;
+    size_t g = (size_t)MV * A;
+    need_scratch(p, 1, &g);
+    pass(p, MV * F, MV * A);        // dlogits to bf16
+    gemm(p, V, d, M, F, 1, 0, 1);   // dW += g^T in
+    colsum(p, M, V, MV * F, 0, 1);   // db
+    gemm(p, M, d, V, A, 0, 0, 1);   // din = g W
+}
+
+/* Two passes over each row (running max and sum, then the gradient written in place)
+ * and the statistics in one block. */
+static void pred_cross_entropy(mlm_backend *be, float *logits, const int32_t *labels, int M, int V, float scale,
+                               const mlm_live *live, float *stats) {
+    mlm_predict *p = pred(be);
+    double MV = (double)M * V;
+    size_t row_stats = (size_t)M * 8;
+    need_scratch(p, 1, &row_stats);
+    pass(p, (double)M * 4 + 2 * MV * F, MV * F + (double)M * 8);
+    pass(p, (double)M * 8, 2.0 * F * 2);
+}
+
+/* ---------------------------------------------------------------- optimizer (reduce.cu, adamw.cu) */
+
+static void pred_sum_squares(mlm_backend *be, float *out, const float *g, size_t n) {
+    mlm_predict *p = pred(be);
+    double P = fmin(SUMSQ_MAX_BLOCKS, ceil((double)n / SUMSQ_PER_BLOCK));
+    if (P < 1) P = 1;
+    need_partials(p, (size_t)P * 8);
+    pass(p, (double)n * F, P * 8);
+    pass(p, P * 8, F);
+}
+
+static void pred_adamw(mlm_backend *be, float *master, void *wgt, const float *g, float *m, float *v, size_t n,
+                       const mlm_adamw_args *a, const float *gnorm_sq) {
+    pass(pred(be), (double)n * 4 * F, (double)n * (3 * F + A));   // master, g, m, v -> master, m, v, wgt
+}
+
+/* ---------------------------------------------------------------- the table, through the wrapper */
+
+static void before(void *ctx, const char *op, unsigned flags, const char *shape, const uint64_t *args, int nargs) {
+    mlm_predict *p = ctx;
+    p->open = NULL;
+    entry *e = NULL;
+    for (int i = 0; i < p->n && !e; i++)
+        if (p->e[i].op == op && !strcmp(p->e[i].shape, shape)) e = &p->e[i];
+    if (!e && p->n < MAX_ENTRIES) {
+        e = &p->e[p->n++];
+        memset(e, 0, sizeof *e);
+        e->op = op;
+        snprintf(e->shape, sizeof e->shape, "%s", shape);
+    }
+    if (!e) mlm_die(MLM_EXIT_RUNTIME, "performance model: more than %d (op, shape) entries", MAX_ENTRIES);
+    e->v.calls++;
+    p->open = e;
+}
+
+static void after(void *ctx, const char *op) { ((mlm_predict *)ctx)->open = NULL; }
+
+static void pred_destroy(mlm_backend *be) { free(be); }  mlm_backend *mlm_predict_backend(const mlm_ceilings *c,
+                         int graphs, mlm_predict **out) {
+    mlm_predict *p = mlm_xcalloc(1, sizeof *p, "performance model");
+    p->c = *c;
+    p->graphs = graphs;
+    p->next = (uintptr_t)1 << 40;
+    mlm_backend *inner = mlm_xcalloc(1, sizeof *inner, "performance model");
+    *inner = (mlm_backend){
+        .name = "cuda (predicted)", .act_size = A, .wgt_size = A, .impl = p,
+#define MLM_OP(ret, op, ...) .op = pred_##op,
+#include "mlm/backend_ops.def"
+        .replay = NULL, .rows_align = 64,   // as the CUDA backend; every op is seen
+        .destroy = pred_destroy,
+    };
+    mlm_backend_check(inner);
+    *out = p;
+    mlm_wrap_hooks h = {.ctx = p, .before = before, .after = after};
+    return mlm_backend_wrap(inner, &h);
+}
+
+void mlm_predict_free(mlm_predict *p) { free(p); }
+
+void mlm_predict_reset(mlm_predict *p) { p->n = 0; }
+
+mlm_predicted mlm_predict_get(const mlm_predict *p, const char *op, const char *shape) {
+    mlm_predicted s = {0};
+    for (int i = 0; i < p->n; i++) {
+        const entry *e = &p->e[i];
+        if ((op && strcmp(e->op, op)) || (shape && strcmp(e->shape, shape))) continue;
+        s.calls += e->v.calls, s.launches += e->v.launches;
+        s.flops += e->v.flops, s.bytes += e->v.bytes, s.seconds += e->v.seconds;
+        s.flops_bound_s += e->v.flops_bound_s;
+    }
+    return s;
+}
+
+size_t mlm_predict_peak_bytes(const mlm_predict *p) {
+    return p->peak_allocated + p->scratch + p->partials + LT_WORKSPACE;
+}
+
+static int by_time(const void *a, const void *b) {
+    double x = ((const entry *)a)->v.seconds, y = ((const entry *)b)->v.seconds;
+    return (x < y) - (x > y);
+}
+
+/* The entries, slowest first (caller frees). */
+static entry *sorted(const mlm_predict *p) {
+    entry *s = mlm_xmalloc((p->n ? p->n : 1) * sizeof *s, "prediction table");
+    memcpy(s, p->e, p->n * sizeof *s);
+    qsort(s, p->n, sizeof *s, by_time);
+    return s;
+}
+
+void mlm_predict_print(const mlm_predict *p, FILE *f, int units, int max_rows) {
+    entry *s = sorted(p);
+    double u = units > 0 ? units : 1, total = mlm_predict_get(p, NULL, NULL).seconds;
+    fprintf(f, "%-20s %-34s %7s %9s %9s %9s %7s\n", "op", "shape", "calls", "GFLOP", "MB", "ms", "share");
+    int shown = 0;
+    for (int i = 0; i < p->n && shown < max_rows; i++) {
+        if (!s[i].v.launches) continue;   // no device work (sync, download_finish, ...)
+        fprintf(f, "%-20s %-34s %7.1f %9.2f %9.1f %9.3f %6.1f%%\n", s[i].op, s[i].shape, s[i].v.calls / u,
+                s[i].v.flops / u / 1e9, s[i].v.bytes / u / 1e6, s[i].v.seconds * 1e3 / u,
+                total > 0 ? 100 * s[i].v.seconds / total : 0.0);
+        shown++;
+    }
+    mlm_predicted all = mlm_predict_get(p, NULL, NULL);
+    fprintf(f, "%-20s %-34s %7s %9.2f %9.1f %9.3f %6.1f%%\n", "all", "", "", all.flops / u / 1e9, all.bytes / u / 1e6,
+            all.seconds * 1e3 / u, 100.0);
+    free(s);
+}
+
+void mlm_predict_json(const mlm_predict *p, FILE *f, int units) {
+    entry *s = sorted(p);
+    double u = units > 0 ? units : 1, total = mlm_predict_get(p, NULL, NULL).seconds;
+    for (int i = 0; i < p->n; i++)
+        if (s[i].v.launches)
+            fprintf(f, "{\"predict_op\":\"%s\",\"shape\":\"%s\",\"calls\":%.2f,\"gflop\":%.4f,\"mb\":%.3f,\"ms\":%.4f,"
+                    "\"share\":%.4f}\n",
+                    s[i].op, s[i].shape, s[i].v.calls / u, s[i].v.flops / u / 1e9, s[i].v.bytes / u / 1e6,
+                    s[i].v.seconds * 1e3 / u, total > 0 ? s[i].v.seconds / total : 0.0);
+    free(s);
+}
