@@ -300,7 +300,7 @@ static int predict(const options *o, const mlm_model_config *mc, const mlm_data_
            sh->name, sh->L, sh->d, sh->H, sh->I, VOCAB, o->S, o->B, nmicro, o->dropout, graphs ? "on" : "off",
            c.gemm_flops / 1e12, c.attn_flops / 1e12, c.device_bw / 1e12, STEP_SETS);
     mlm_predict_print(pred, stdout, STEP_SETS, 60);
-    mlm_predicted all = mlm_predict_get(pred, NULL, NULL);
+    mlm_op_cost all = mlm_predict_get(pred, NULL, NULL);
     double step_s = all.seconds / STEP_SETS, gbytes = all.bytes / STEP_SETS / 1e9;
     double peak_gib = mlm_predict_peak_bytes(pred) / 1073741824.0;
     double L = sh->L, d = sh->d, I = sh->I, S = o->S, V = VOCAB;

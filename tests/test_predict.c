@@ -29,7 +29,7 @@ static void teardown(void) {
 TestSuite(predict, .init = setup, .fini = teardown);
 
 static void expect_counts(const char *op, double flops, double bytes, long launches) {
-    mlm_predicted v = mlm_predict_get(pred, op, NULL);
+    mlm_op_cost v = mlm_predict_get(pred, op, NULL);
     cr_expect_eq(v.calls, 1, "%s: %ld calls", op, v.calls);
     cr_expect_eq(v.flops, flops, "%s: %.0f FLOPs, by hand %.0f", op, v.flops, flops);
     cr_expect_eq(v.bytes, bytes, "%s: %.0f bytes, by hand %.0f", op, v.bytes, bytes);
@@ -59,7 +59,7 @@ Test(predict, single_ops_by_hand) {
     be->attention_bwd(be, x, x, x, x, x, (int32_t *)x, 1, 256, 2, 64, NULL);
     expect_counts("attention_bwd", 10.0 * 2 * 256 * 256 * 64,
                   2 * (5 * 256 * 64 * 2 + 256 * 4 + 256 * 64 * 4 * 2 + 3 * 256 * 64 * 2), 1);
-    mlm_predicted all = mlm_predict_get(pred, NULL, NULL);
+    mlm_op_cost all = mlm_predict_get(pred, NULL, NULL);
     cr_expect_gt(all.seconds, 0);
     be->free(be, x);
 }
@@ -86,13 +86,13 @@ Test(predict, a_micro_batch_by_hand) {
     double N = B * S, Mp = 64;   // masked rows padded to the backend's 64
     double gemm = 6 * N * L * (4.0 * d * d + 2.0 * d * I) + 6 * Mp * ((double)d * d + (double)d * V);
     double attention = 14.0 * L * B * H * S * S * 64;   // dh 16 computed as 64 columns
-    mlm_predicted all = mlm_predict_get(pred, NULL, NULL);
+    mlm_op_cost all = mlm_predict_get(pred, NULL, NULL);
     cr_expect_eq(all.flops, gemm + attention, "%.0f FLOPs, by hand %.0f", all.flops, gemm + attention);
     mlm_optim_config o = cfg.optim;
     mlm_predict_reset(pred);
     mlm_optim_step(&m, &o, 1, 1e-3f);
     size_t n = m.lay.num_params;
-    mlm_predicted opt = mlm_predict_get(pred, NULL, NULL);
+    mlm_op_cost opt = mlm_predict_get(pred, NULL, NULL);
     // sum of squares (the gradients in, a double per block of 2048 out; the partials
     // in, the norm out), two AdamW calls, the gradients zeroed
     double P = ceil(n / 2048.0);
@@ -114,7 +114,7 @@ Test(predict, launches_cost_without_graphs) {
     char *x = be->alloc(be, 1 << 20, "test"), *y = eager->alloc(eager, 1 << 20, "test");
     be->layernorm_bwd(be, x, (float *)x, (float *)x, x, x, (float *)x, (float *)x, x, 64, 32);
     eager->layernorm_bwd(eager, y, (float *)y, (float *)y, y, y, (float *)y, (float *)y, y, 64, 32);
-    mlm_predicted on = mlm_predict_get(pred, "layernorm_bwd", NULL), eg = mlm_predict_get(off, "layernorm_bwd", NULL);
+    mlm_op_cost on = mlm_predict_get(pred, "layernorm_bwd", NULL), eg = mlm_predict_get(off, "layernorm_bwd", NULL);
     cr_expect_eq(on.launches, 3, "column sums (two passes) and the row kernel");
     cr_expect_float_eq(eg.seconds - on.seconds, 3 * c.launch_s, 1e-12);
     be->free(be, x);

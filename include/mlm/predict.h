@@ -24,6 +24,7 @@
 #include <stdio.h>
 
 #include "mlm/backend.h"
+#include "mlm/op_table.h"
 
 /* The machine the model predicts for. */
 typedef struct {
@@ -51,14 +52,9 @@ void mlm_predict_free(mlm_predict *p);
 /* Forgets the counts so far (the memory high-water mark stays). */
 void mlm_predict_reset(mlm_predict *p);
 
-/* One (op, shape) entry, or the sum over all shapes of op when shape is NULL, or
- * over everything when op is NULL too. */
-typedef struct {
-    long calls, launches;
-    double flops, bytes, seconds;
-    double flops_bound_s;   // of seconds: launches bound by their FLOPs (GEMMs, attention)
-} mlm_predicted;
-mlm_predicted mlm_predict_get(const mlm_predict *p, const char *op, const char *shape);
+/* The predicted cost of one (op, shape), or the sum over all shapes of op when shape
+ * is NULL, or over everything when op is NULL too. */
+mlm_op_cost mlm_predict_get(const mlm_predict *p, const char *op, const char *shape);
 
 /* Peak device memory: the allocations, the scratch buffers the ops grew, the
  * cuBLASLt workspace. */

@@ -16,7 +16,7 @@
 #include "mlm/backend_wrap.h"
 #include "mlm/log.h"
 
-enum { MAX_ENTRIES = 512, MAX_LIVE = 4096 };
+enum { MAX_LIVE = 4096 };
 enum { A = 2, F = 4 };   // bytes of an act/wgt element (bf16) and of an f32 one
 
 /* src/kernels constants the costs depend on */
@@ -33,18 +33,11 @@ mlm_ceilings mlm_ceilings_h100(void) {
                           .copy_s = 10e-6, .launch_s = 2e-6, .device_bytes = 80.0 * (1 << 30)};
 }
 
-typedef struct {
-    const char *op;       // a string literal of backend_ops.c
-    char shape[128];
-    mlm_predicted v;
-} entry;
-
 struct mlm_predict {
     mlm_ceilings c;
     int graphs;
-    entry e[MAX_ENTRIES];
-    int n;
-    entry *open;          // the op between the hooks' before and after
+    mlm_op_table t;
+    mlm_op_entry *open;   // the op between the hooks' before and after
     struct { uintptr_t at; size_t bytes; } live[MAX_LIVE];
     int nlive;
     uintptr_t next;       // the next address alloc hands out (never dereferenced)
@@ -57,17 +50,17 @@ static mlm_predict *pred(mlm_backend *be) { return be->impl; }
 
 /* One launch (or copy) of the open op: t = max(flops / rate, bytes / bandwidth). */
 static void launch(mlm_predict *p, double flops, double rate, double bytes) {
-    entry *e = p->open;
-    if (!e) return;   // outside the wrapper: not counted
+    if (!p->open) return;   // outside the wrapper: not counted
+    mlm_op_cost *e = &p->open->c;
     double t = bytes / p->c.device_bw;
     if (flops > 0 && flops / rate > t) {
         t = flops / rate;
-        e->v.flops_bound_s += t;
+        e->flops_bound_s += t;
     }
-    e->v.flops += flops;
-    e->v.bytes += bytes;
-    e->v.seconds += t + (p->graphs ? 0 : p->c.launch_s);
-    e->v.launches++;
+    e->flops += flops;
+    e->bytes += bytes;
+    e->seconds += t + (p->graphs ? 0 : p->c.launch_s);
+    e->launches++;
 }
 
 /* A memory-bound kernel. */
@@ -75,11 +68,11 @@ static void pass(mlm_predict *p, double read, double written) { launch(p, 0, 0, 
 
 /* A host <-> device copy from pageable memory: it goes through the host link. */
 static void copy(mlm_predict *p, double bytes) {
-    entry *e = p->open;
-    if (!e) return;
-    e->v.bytes += bytes;
-    e->v.seconds += p->c.copy_s + bytes / p->c.host_bw;
-    e->v.launches++;
+    if (!p->open) return;
+    mlm_op_cost *e = &p->open->c;
+    e->bytes += bytes;
+    e->seconds += p->c.copy_s + bytes / p->c.host_bw;
+    e->launches++;
 }
 
 /* cuda_gemm (matmul.cu): C (M, N) = op(A) (M, K) op(B) (K, N), bf16 operands, C of
@@ -189,7 +182,7 @@ static void pred_embed_bwd(mlm_backend *be, float *dwte, float *dwpe, float *dwt
                            const mlm_dropout *drop) {
     mlm_predict *p = pred(be);
     double N = (double)B * S, chunks = ceil(N / SEG_CHUNK);
-    double unique = fmin(N, 65536.0);   // table rows a segmented sum touches: at most one per token
+    double unique = N;   // table rows a segmented sum touches: at most one per token (an upper bound)
     size_t rows = (size_t)N * d * F, sort_tmp = 4096 + (size_t)N * 8;   // CUB's storage: an estimate
     size_t seg = round_up((size_t)N * 4, SCRATCH_ALIGN) * 3 + 2 * round_up((size_t)(chunks * d * F), SCRATCH_ALIGN) +
                  round_up(sort_tmp, SCRATCH_ALIGN);
@@ -397,25 +390,15 @@ static void pred_adamw(mlm_backend *be, float *master, void *wgt, const float *g
 
 static void before(void *ctx, const char *op, unsigned flags, const char *shape, const uint64_t *args, int nargs) {
     mlm_predict *p = ctx;
-    p->open = NULL;
-    entry *e = NULL;
-    for (int i = 0; i < p->n && !e; i++)
-        if (p->e[i].op == op && !strcmp(p->e[i].shape, shape)) e = &p->e[i];
-    if (!e && p->n < MAX_ENTRIES) {
-        e = &p->e[p->n++];
-        memset(e, 0, sizeof *e);
-        e->op = op;
-        snprintf(e->shape, sizeof e->shape, "%s", shape);
-    }
-    if (!e) mlm_die(MLM_EXIT_RUNTIME, "performance model: more than %d (op, shape) entries", MAX_ENTRIES);
-    e->v.calls++;
-    p->open = e;
+    p->open = mlm_op_table_entry(&p->t, op, shape);
+    p->open->c.calls++;
 }
 
 static void after(void *ctx, const char *op) { ((mlm_predict *)ctx)->open = NULL; }
 
-static void pred_destroy(mlm_backend *be) { free(be); }  mlm_backend *mlm_predict_backend(const mlm_ceilings *c,
-                         int graphs, mlm_predict **out) {
+static void pred_destroy(mlm_backend *be) { free(be); }
+
+mlm_backend *mlm_predict_backend(const mlm_ceilings *c, int graphs, mlm_predict **out) {
     mlm_predict *p = mlm_xcalloc(1, sizeof *p, "performance model");
     p->c = *c;
     p->graphs = graphs;
@@ -436,63 +419,42 @@ static void pred_destroy(mlm_backend *be) { free(be); }  mlm_backend *mlm_predic
 
 void mlm_predict_free(mlm_predict *p) { free(p); }
 
-void mlm_predict_reset(mlm_predict *p) { p->n = 0; }
+void mlm_predict_reset(mlm_predict *p) { p->t.n = 0; }
 
-mlm_predicted mlm_predict_get(const mlm_predict *p, const char *op, const char *shape) {
-    mlm_predicted s = {0};
-    for (int i = 0; i < p->n; i++) {
-        const entry *e = &p->e[i];
-        if ((op && strcmp(e->op, op)) || (shape && strcmp(e->shape, shape))) continue;
-        s.calls += e->v.calls, s.launches += e->v.launches;
-        s.flops += e->v.flops, s.bytes += e->v.bytes, s.seconds += e->v.seconds;
-        s.flops_bound_s += e->v.flops_bound_s;
-    }
-    return s;
+mlm_op_cost mlm_predict_get(const mlm_predict *p, const char *op, const char *shape) {
+    return mlm_op_table_sum(&p->t, op, shape);
 }
 
 size_t mlm_predict_peak_bytes(const mlm_predict *p) {
     return p->peak_allocated + p->scratch + p->partials + LT_WORKSPACE;
 }
 
-static int by_time(const void *a, const void *b) {
-    double x = ((const entry *)a)->v.seconds, y = ((const entry *)b)->v.seconds;
-    return (x < y) - (x > y);
-}
-
-/* The entries, slowest first (caller frees). */
-static entry *sorted(const mlm_predict *p) {
-    entry *s = mlm_xmalloc((p->n ? p->n : 1) * sizeof *s, "prediction table");
-    memcpy(s, p->e, p->n * sizeof *s);
-    qsort(s, p->n, sizeof *s, by_time);
-    return s;
-}
-
 void mlm_predict_print(const mlm_predict *p, FILE *f, int units, int max_rows) {
-    entry *s = sorted(p);
+    mlm_op_entry *s = mlm_op_table_sorted(&p->t);
     double u = units > 0 ? units : 1, total = mlm_predict_get(p, NULL, NULL).seconds;
     fprintf(f, "%-20s %-34s %7s %9s %9s %9s %7s\n", "op", "shape", "calls", "GFLOP", "MB", "ms", "share");
     int shown = 0;
-    for (int i = 0; i < p->n && shown < max_rows; i++) {
-        if (!s[i].v.launches) continue;   // no device work (sync, download_finish, ...)
-        fprintf(f, "%-20s %-34s %7.1f %9.2f %9.1f %9.3f %6.1f%%\n", s[i].op, s[i].shape, s[i].v.calls / u,
-                s[i].v.flops / u / 1e9, s[i].v.bytes / u / 1e6, s[i].v.seconds * 1e3 / u,
-                total > 0 ? 100 * s[i].v.seconds / total : 0.0);
+    for (int i = 0; i < p->t.n && shown < max_rows; i++) {
+        if (!s[i].c.launches) continue;   // no device work (sync, download_finish, ...)
+        fprintf(f, "%-20s %-34s %7.1f %9.2f %9.1f %9.3f %6.1f%%\n", s[i].op, s[i].shape, s[i].c.calls / u,
+                s[i].c.flops / u / 1e9, s[i].c.bytes / u / 1e6, s[i].c.seconds * 1e3 / u,
+                total > 0 ? 100 * s[i].c.seconds / total : 0.0);
         shown++;
     }
-    mlm_predicted all = mlm_predict_get(p, NULL, NULL);
+    mlm_op_cost all = mlm_predict_get(p, NULL, NULL);
     fprintf(f, "%-20s %-34s %7s %9.2f %9.1f %9.3f %6.1f%%\n", "all", "", "", all.flops / u / 1e9, all.bytes / u / 1e6,
             all.seconds * 1e3 / u, 100.0);
     free(s);
 }
 
 void mlm_predict_json(const mlm_predict *p, FILE *f, int units) {
-    entry *s = sorted(p);
+    mlm_op_entry *s = mlm_op_table_sorted(&p->t);
     double u = units > 0 ? units : 1, total = mlm_predict_get(p, NULL, NULL).seconds;
-    for (int i = 0; i < p->n; i++)
-        if (s[i].v.launches)
+    for (int i = 0; i < p->t.n; i++)
+        if (s[i].c.launches)
             fprintf(f, "{\"predict_op\":\"%s\",\"shape\":\"%s\",\"calls\":%.2f,\"gflop\":%.4f,\"mb\":%.3f,\"ms\":%.4f,"
                     "\"share\":%.4f}\n",
-                    s[i].op, s[i].shape, s[i].v.calls / u, s[i].v.flops / u / 1e9, s[i].v.bytes / u / 1e6,
-                    s[i].v.seconds * 1e3 / u, total > 0 ? s[i].v.seconds / total : 0.0);
+                    s[i].op, s[i].shape, s[i].c.calls / u, s[i].c.flops / u / 1e9, s[i].c.bytes / u / 1e6,
+                    s[i].c.seconds * 1e3 / u, total > 0 ? s[i].c.seconds / total : 0.0);
     free(s);
 }
