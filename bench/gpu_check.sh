@@ -194,7 +194,7 @@ bench_mlmgpu() {   # NAME DROPOUT [GRAPHS]: GRAPHS=0 launches every op (MLM_CUDA
   read -r cfg seq batch <<<"$(shape "$1")"
   [ "$graphs" = 0 ] && impl=mlmgpu_nographs
   step "$impl $1 dropout $2" 240 "$so" "${ours[@]}" "MLM_CUDA_GRAPHS=$graphs" "$build/bench/bench_step" --device cuda \
-    --config "$cfg" --seq "$seq" --batch "$batch" --dropout "$2" --steps "$steps" --warmup 3
+    --config "$cfg" --seq "$seq" --batch "$batch" --dropout "$2" --steps "$steps" --warmup 8
   record "${impl}_$1_d$2" $? "$so" "impl=$impl" "config=$cfg" "seq=$seq" "batch=$batch" "dropout=$2"
 }
 
@@ -231,7 +231,7 @@ bench_mlmgpu mini128 0.1 1
 bench_mlmgpu mini128 0.1 0
 read -r cfg seq batch <<<"$(shape "${names[0]}")"
 step "mlmgpu profile ${names[0]} (each op waited for)" 120 "$out/.profile.jsonl" "${ours[@]}" "$build/bench/bench_step" \
-  --device cuda --config "$cfg" --seq "$seq" --batch "$batch" --dropout 0.1 --steps 5 --warmup 2 --profile
+  --device cuda --config "$cfg" --seq "$seq" --batch "$batch" --dropout 0.1 --steps 5 --warmup 8 --profile
 rc=$?
 grep '^{"profile_op"' "$out/.profile.jsonl" 2>/dev/null | sed "s/^{/{\"step\":\"profile_${names[0]}\",/" >>"$results"
 [ $rc -ne 0 ] && record "profile_${names[0]}" $rc - impl=mlmgpu_profile

@@ -2,7 +2,7 @@
  * The parameter layout that src/host/train/model.c derives from its spec table: the
  * buffer is tiled by the optimizer's segments, the decayed tensors (matrices and
  * embeddings) first; the HF names cover every element once; the initialisation
- * follows each tensor's kind.
+ * follows each tensor's kind, on any number of threads.
  */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -101,4 +101,25 @@ Test(layout, initialisation_by_kind) {
     cr_expect_eq(m.lay.t[MLM_T_LN1_W].init, MLM_INIT_ONE);
     mlm_model_destroy(&m);
     be->destroy(be);
+}
+
+/* The initialisation runs on the OpenMP team; its values do not depend on its size. */
+Test(layout, initialisation_is_the_same_on_any_thread_count) {
+    mlm_model_config c = shape(2);
+    float *values[2];
+    size_t n = 0;
+    for (int k = 0; k < 2; k++) {
+        mlm_backend *be = mlm_backend_cpu(k == 0 ? 1 : 3);
+        mlm_model m;
+        mlm_model_create(&m, &c, be, 1, 8, 8, 5);
+        mlm_model_init_params(&m, 11);
+        n = m.lay.num_params;
+        values[k] = malloc(n * sizeof(float));
+        memcpy(values[k], m.master, n * sizeof(float));
+        mlm_model_destroy(&m);
+        be->destroy(be);
+    }
+    cr_expect_eq(memcmp(values[0], values[1], n * sizeof(float)), 0, "1 and 3 threads initialise differently");
+    free(values[0]);
+    free(values[1]);
 }

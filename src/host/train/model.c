@@ -367,19 +367,22 @@ static float normal01(uint32_t a, uint32_t b) {
     return sqrtf(-2.0f * logf(u1)) * cosf(6.28318530718f * u2);
 }
 
+/* Element i of a tensor is a function of (seed, tensor id, i) alone, so the threads
+ * of the OpenMP team (the CPU backend's) give the same values as one thread. */
 void mlm_model_init_params(mlm_model *m, uint64_t seed) {
     const mlm_layout *lay = &m->lay;
     float *host = mlm_xmalloc(lay->num_params * sizeof(float), "initial parameters");
     for (int id = 0; id < MLM_T_COUNT; id++) {
         const mlm_tensor_info *t = &lay->t[id];
-        float *p = host + t->offset;
+        float *p = host + t->offset, range = lay->cfg.init_range;
+        if (t->init == MLM_INIT_ZERO || t->init == MLM_INIT_ONE) {
+            for (size_t i = 0; i < t->numel; i++) p[i] = t->init == MLM_INIT_ONE ? 1.0f : 0.0f;
+            continue;
+        }
+        #pragma omp parallel for schedule(static)
         for (size_t i = 0; i < t->numel; i++) {
-            if (t->init == MLM_INIT_ZERO || t->init == MLM_INIT_ONE) {
-                p[i] = t->init == MLM_INIT_ONE ? 1.0f : 0.0f;
-            } else {
-                mlm_u32x4 r = mlm_philox((uint32_t)i, 0x40000000u + (uint32_t)id, (uint32_t)(i >> 32), 0, seed);
-                p[i] = lay->cfg.init_range * normal01(r.v[0], r.v[1]);
-            }
+            mlm_u32x4 r = mlm_philox((uint32_t)i, 0x40000000u + (uint32_t)id, (uint32_t)(i >> 32), 0, seed);
+            p[i] = range * normal01(r.v[0], r.v[1]);
         }
         if (t->init == MLM_INIT_NORMAL_PAD0) memset(p, 0, t->cols * sizeof(float));   // row 0, [PAD]
     }
