@@ -255,6 +255,19 @@ static void build_step(step_data *sd, int nmicro, const options *o, const mlm_da
     }
 }
 
+/* The first n masking sets of a run, from the seed. */
+static void build_sets(step_data *sets, int n, int nmicro, const options *o, const mlm_data_config *dc, int max_M) {
+    mlm_special_ids sp = mlm_special_ids_default(VOCAB);
+    uint64_t rng = o->seed;
+    for (int k = 0; k < n; k++) build_step(&sets[k], nmicro, o, dc, &sp, max_M, (uint32_t)(k + 1), &rng);
+}
+
+/* Training FLOPs per token, the head on the masked fraction m only (docs/PERF.md). */
+static double flops_per_token(const shape *sh, double S, double m) {
+    double L = sh->L, d = sh->d, I = sh->I, V = VOCAB;
+    return 6 * L * (4 * d * d + 2 * d * I) + 12 * L * S * d + 6 * m * (d * d + d * V);
+}
+
 static void free_step(step_data *sd, int nmicro) {
     for (int j = 0; j < nmicro; j++) mlm_microbatch_free(&sd->micro[j]);
     free(sd->micro);
@@ -287,12 +300,10 @@ static int predict(const options *o, const mlm_model_config *mc, const mlm_data_
     mlm_predict *pred;
     mlm_backend *be = mlm_predict_backend(&c, graphs, &pred);
     int nmicro = o->B / o->micro, max_M = mlm_max_masked(o->micro * o->S, dc->mask_prob);
-    mlm_special_ids sp = mlm_special_ids_default(VOCAB);
     mlm_model model;
     mlm_model_create(&model, mc, be, o->micro, o->S, max_M, o->seed);
     step_data sets[STEP_SETS];
-    uint64_t rng = o->seed;
-    for (int k = 0; k < STEP_SETS; k++) build_step(&sets[k], nmicro, o, dc, &sp, max_M, (uint32_t)(k + 1), &rng);
+    build_sets(sets, STEP_SETS, nmicro, o, dc, max_M);
     mlm_predict_reset(pred);   // the step alone: not the set-up's uploads
     long masked = 0;
     for (int t = 1; t <= STEP_SETS; t++) {
@@ -308,10 +319,8 @@ static int predict(const options *o, const mlm_model_config *mc, const mlm_data_
     mlm_op_cost all = mlm_predict_get(pred, NULL, NULL);
     double step_s = all.seconds / STEP_SETS, gbytes = all.bytes / STEP_SETS / 1e9;
     double peak_gib = mlm_predict_peak_bytes(pred) / 1073741824.0;
-    double L = sh->L, d = sh->d, I = sh->I, S = o->S, V = VOCAB;
     double m = (double)masked / ((double)STEP_SETS * o->B * o->S);
-    double flops_tok = 6 * L * (4 * d * d + 2 * d * I) + 12 * L * S * d + 6 * m * (d * d + d * V);
-    double tps = o->B * S / step_s;
+    double flops_tok = flops_per_token(sh, o->S, m), tps = (double)o->B * o->S / step_s;
     printf("\nstep %.2f ms, %.0f seq/s, %.0f tokens/s, MFU %.3f (787 TFLOP/s), %.1f GB moved, %.1f TFLOP, "
            "peak device memory %.2f GiB\n",
            step_s * 1e3, o->B / step_s, tps, flops_tok * tps / PEAK_FLOPS, gbytes, all.flops / STEP_SETS / 1e12,
@@ -384,7 +393,6 @@ int main(int argc, char **argv) {
     mlm_backend *be = dv.be;
     int nmicro = o.B / o.micro;
     int max_M = mlm_max_masked(o.micro * o.S, dc.mask_prob);
-    mlm_special_ids sp = mlm_special_ids_default(VOCAB);
     mlm_log("bench: %s L%d d%d H%d I%d, S%d, batch %d in %d micro-batch(es) of %d, dropout %g, on %s (%s)",
             sh->name, sh->L, sh->d, sh->H, sh->I, o.S, o.B, nmicro, o.micro, o.dropout, be->name, dv.name);
 
@@ -394,8 +402,7 @@ int main(int argc, char **argv) {
 
     int total = o.warmup + o.steps, nsets = total < STEP_SETS ? total : STEP_SETS;
     step_data sets[STEP_SETS];
-    uint64_t rng = o.seed;
-    for (int k = 0; k < nsets; k++) build_step(&sets[k], nmicro, &o, &dc, &sp, max_M, (uint32_t)(k + 1), &rng);
+    build_sets(sets, nsets, nmicro, &o, &dc, max_M);
 
     double t0 = mlm_now_s(), t_warm = 0;
     long masked_timed = 0;
@@ -417,9 +424,8 @@ int main(int argc, char **argv) {
     be->download(be, stats, model.stats, sizeof stats);
     double peak = peak_gib(&dv);
 
-    double L = sh->L, d = sh->d, I = sh->I, S = o.S, V = VOCAB;
     double tokens = (double)o.steps * o.B * o.S, m = masked_timed / tokens;
-    double flops_tok = 6 * L * (4 * d * d + 2 * d * I) + 12 * L * S * d + 6 * m * (d * d + d * V);
+    double flops_tok = flops_per_token(sh, o.S, m);
     double tps = tokens / dt, loss = masked_timed ? stats[0] / masked_timed : NAN;
 
     if (prof) {

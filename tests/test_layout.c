@@ -24,10 +24,15 @@ static mlm_model_config shape(int layers) {
     return cfg.model;
 }
 
-Test(layout, segments_tile_the_buffer_decayed_first) {
+static mlm_layout layout(int layers) {
+    mlm_model_config c = shape(layers);
     mlm_layout lay;
-    mlm_model_config c = shape(3);
     mlm_layout_init(&lay, &c);
+    return lay;
+}
+
+Test(layout, segments_tile_the_buffer_decayed_first) {
+    mlm_layout lay = layout(3);
     mlm_segment seg[128];
     int n = mlm_layout_segments(&lay, seg, 128);
     cr_assert_eq(n, 10 + 12 * 3, "%d segments", n);   // 10 tensors outside the layers, 12 per layer
@@ -51,9 +56,7 @@ Test(layout, segments_tile_the_buffer_decayed_first) {
 }
 
 Test(layout, hf_names_cover_every_element_once) {
-    mlm_layout lay;
-    mlm_model_config c = shape(2);
-    mlm_layout_init(&lay, &c);
+    mlm_layout lay = layout(2);
     mlm_hf_tensor hf[128];
     int n = mlm_hf_tensors(&lay, hf, 128);
     cr_assert_eq(n, 10 + 16 * 2, "%d HF tensors", n);

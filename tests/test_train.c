@@ -38,6 +38,15 @@ Test(cli, argument_errors_exit_2) {
     cr_expect(strstr(out, "--device 'tpu'") != NULL, "%s", out);
     cr_expect_eq(run("train --config ok.ini --bogus", out, sizeof out), 2);
     cr_expect(strstr(out, "unknown argument '--bogus'") != NULL, "%s", out);
+    // the integer options of every command: the option, the value and the range named
+    const char *bad[][2] = {{"eval --model m --data d --steps 0", "--steps '0': expected a whole number from 1"},
+                            {"fill-mask --model m --top-k 2x \"a [MASK]\"", "--top-k '2x'"},
+                            {"prepare --input a --vocab v --out o --seq-len 99999999999", "--seq-len '99999999999'"},
+                            {"vocab --input a --out o --vocab-size -3", "--vocab-size '-3'"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_expect_eq(run(bad[i][0], out, sizeof out), 2, "%s", bad[i][0]);
+        cr_expect(strstr(out, bad[i][1]) != NULL, "%s: %s", bad[i][0], out);
+    }
 }
 
 Test(cli, config_errors_exit_2_before_work) {

@@ -2,9 +2,8 @@
  * NCCL glue for the comm layer (src/host/train/dist.c), implemented in
  * src/kernels/dist_nccl.cu. Built with CUDA, MPI and NCCL (MLM_HAVE_NCCL). One
  * communicator per process, a communication stream beside the backend's compute
- * stream, and two events: the
- * compute work a launch must follow, and the end of the last queued communication.
- * Calls return 0, or -1 with the reason in err.
+ * stream, and two events: the compute work a launch must follow, and the end of the
+ * last queued communication. Calls return 0, or -1 with the reason in err.
  */
 #ifndef MLM_DIST_NCCL_H
 #define MLM_DIST_NCCL_H

@@ -12,10 +12,10 @@
 
 #include "mlm/checkpoint.h"
 #include "mlm/cli.h"
-#include "mlm/log.h"
-#include "mlm/safetensors.h"
 #include "mlm/eval.h"
 #include "mlm/loader.h"
+#include "mlm/log.h"
+#include "mlm/safetensors.h"
 
 static const char *EVAL_USAGE =
     "usage: mlmgpu eval --model DIR --data PATH [--steps N] [--micro-batch B] [--device auto|cpu|cuda]\n"

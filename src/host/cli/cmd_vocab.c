@@ -39,7 +39,7 @@ typedef struct {
     mlm_vocab_train_opts o;
 } vocab_args;
 
-/* Parses a whole decimal number in [min, max] or exits with a usage error. */
+/* The value after the option at argv[*i], or a usage error when there is none. */
 static const char *option_value(int argc, char **argv, int *i) {
     if (*i + 1 == argc || !strncmp(argv[*i + 1], "--", 2)) mlm_usage_error(VOCAB_USAGE, "%s needs a value", argv[*i]);
     return argv[++*i];
