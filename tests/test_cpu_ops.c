@@ -402,12 +402,20 @@ Test(cpu_ops, residual_ln_bwd) {
     residual_ctx c = {B, S, d, rand_buf(N * d, 0, 1), rand_buf(N * d, 0, 1), rand_buf(d, 1, 0.3f),
                       rand_buf(d, 0, 0.3f), fbuf(N * d), fbuf(N * d), fbuf(N), fbuf(N),
                       rand_buf(N * d, 0, 1), make_drop(0.3f, 2)};
-    float *dx = fbuf(N * d), *dres = fbuf(N * d), *dlw = fbuf(d), *dlb = fbuf(d);
+    float *dx = fbuf(N * d), *dres = fbuf(N * d), *dlw = fbuf(d), *dlb = fbuf(d), *dbias = rand_buf(d, 0, 1);
+    float dbias0[8];
+    memcpy(dbias0, dbias, sizeof dbias0);
     residual_loss(&c);
-    be->residual_ln_bwd(be, dx, dres, dlw, dlb, c.R, c.s, c.mean, c.rstd, c.lw, B, S, d, &c.drop);
+    be->residual_ln_bwd(be, dx, dres, dlw, dlb, dbias, c.R, c.s, c.mean, c.rstd, c.lw, B, S, d, &c.drop);
     grad_check checks[] = {{"residual x", c.x, dx, N * d}, {"residual res", c.res, dres, N * d},
                            {"residual ln_w", c.lw, dlw, d}, {"residual ln_b", c.lb, dlb, d}};
     check_grads(residual_loss, &c, checks, 4);
+    // dbias += the column sums of dx: the gradient of a bias added to x
+    for (int col = 0; col < d; col++) {
+        double sum = dbias0[col];
+        for (int r = 0; r < N; r++) sum += dx[r * d + col];
+        cr_expect_float_eq(dbias[col], sum, 1e-5, "dbias[%d] %g, column sum %g", col, dbias[col], sum);
+    }
 }
 
 typedef struct {

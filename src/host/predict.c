@@ -23,6 +23,7 @@ enum { A = 2, F = 4 };   // bytes of an act/wgt element (bf16) and of an f32 one
 enum {
     SCRATCH_ALIGN = 256, GROW_ROUND = 1 << 20, LT_WORKSPACE = 32 << 20,   // backend.cu, common.cuh
     COLSUM_CHUNK = 256,                                                   // reduce.cuh
+    LN_BWD_ROWS = 32,                                                     // layernorm.cu
     SUMSQ_PER_BLOCK = 256 * 8, SUMSQ_MAX_BLOCKS = 1024,                   // reduce.cu
     SEG_CHUNK = 128, SORT_PASSES = 4,                                     // embedding.cu: 31-bit keys, 8 bits a pass
     FLASH_MAX_S = 512, FLASH_BWD_BN = 128,                                // flash_kernels.cuh
@@ -235,13 +236,21 @@ static void pred_residual_ln_fwd(mlm_backend *be, void *out, void *s, float *mea
     pass(pred(be), 2 * N * d * A + 2.0 * d * A, 2 * N * d * A + 2 * N * F);
 }
 
-static void pred_residual_ln_bwd(mlm_backend *be, void *dx, void *dres, float *dln_w, float *dln_b, const void *dout,
-                                 const void *s, const float *mean, const float *rstd, const void *ln_w, int B, int S,
-                                 int d, const mlm_dropout *drop) {
-    mlm_predict *p = pred(be);
-    double N = (double)B * S;
-    colsum(p, N, d, 2 * N * d * A + 2 * N * F, 0, 2);
-    pass(p, 2 * N * d * A + 2 * N * F + d * A, (dres ? 2 : 1) * N * d * A);
+/* ln_bwd (layernorm.cu): one pass over the rows reads dout, the saved input and the
+ * statistics, writes dx (and dres) and float2 partials per block of LN_BWD_ROWS rows
+ * (a second set for the bias gradient); the finish passes add them up. */
+static void ln_bwd(mlm_predict *p, double N, double d, int outputs, int with_bias) {
+    double P = ceil(N / LN_BWD_ROWS), sets = with_bias ? 2 : 1;
+    need_partials(p, (size_t)(sets * P * d * 8));
+    pass(p, 2 * N * d * A + 2 * N * F + d * A, outputs * N * d * A + sets * P * d * 8);
+    pass(p, P * d * 8, 2 * d * F * 2);
+    if (with_bias) pass(p, P * d * 8, d * F * 2);
+}
+
+static void pred_residual_ln_bwd(mlm_backend *be, void *dx, void *dres, float *dln_w, float *dln_b, float *dbias,
+                                 const void *dout, const void *s, const float *mean, const float *rstd,
+                                 const void *ln_w, int B, int S, int d, const mlm_dropout *drop) {
+    ln_bwd(pred(be), (double)B * S, d, dres ? 2 : 1, dbias != NULL);
 }
 
 static void pred_layernorm_fwd(mlm_backend *be, void *out, float *mean, float *rstd, const void *x, const void *ln_w,
@@ -251,9 +260,7 @@ static void pred_layernorm_fwd(mlm_backend *be, void *out, float *mean, float *r
 
 static void pred_layernorm_bwd(mlm_backend *be, void *dx, float *dln_w, float *dln_b, const void *dout, const void *x,
                                const float *mean, const float *rstd, const void *ln_w, int M, int d) {
-    mlm_predict *p = pred(be);
-    colsum(p, M, d, 2.0 * M * d * A + 2.0 * M * F, 0, 2);
-    pass(p, 2.0 * M * d * A + 2.0 * M * F + d * A, (double)M * d * A);
+    ln_bwd(pred(be), M, d, 1, 0);
 }
 
 /* ---------------------------------------------------------------- attention (attention.cu) */

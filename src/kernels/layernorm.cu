@@ -1,14 +1,18 @@
 /*
  * The LayerNorm family on the GPU (twin: src/host/cpu/layernorm.c), forward and
  * backward: the post-LN residual (dropout(x) + res, LayerNorm) and the plain
- * LayerNorm of the MLM head, over the row steps of layernorm.cuh (one block per
- * row). Dropout masks come from Philox (dropout.cuh), never stored. Parameter
- * gradients are deterministic column sums (reduce.cuh).
+ * LayerNorm of the MLM head, over the row steps of layernorm.cuh. The forwards run
+ * one block per row; the backwards LN_BWD_ROWS rows per block, summing the parameter
+ * gradients (and the bias gradient of the layer before, when asked) into per-block
+ * partials on the way, so no second pass re-reads the gradients. Dropout masks come
+ * from Philox (dropout.cuh), never stored.
  */
 #include "common.cuh"
 #include "dropout.cuh"
 #include "layernorm.cuh"
 #include "reduce.cuh"
+
+enum { LN_BWD_ROWS = 32 };   // rows per backward block: predict.c mirrors it
 
 /* ---- post-LN residual ---- */
 
@@ -41,32 +45,70 @@ void cuda_residual_ln_fwd(mlm_backend *be, void *out, void *s, float *mean, floa
     launchCheck();
 }
 
-/* ds = LayerNorm backward of dout; dres = ds (when not NULL); dx = dropout(ds). */
-__global__ void residual_ln_bwd_kernel(bf16 *dx, bf16 *dres, const bf16 *dout, const bf16 *s_in,
-                                       const float *mean, const float *rstd, const bf16 *ln_w, int S, int d,
-                                       mlm_dropout drop_arg) {
+/* ---- backward, shared by both: LN_BWD_ROWS rows a block ---- */
+
+/* Rows [b LN_BWD_ROWS, (b + 1) LN_BWD_ROWS) of a LayerNorm backward, row by row:
+ * ds = dLayerNorm(dout) with x the saved input; dres = ds (when not NULL); dx =
+ * dropout(ds). Each thread sums its 8 columns' parameter gradients over the block's
+ * rows as it goes: part[b, c] = (sum dy xhat, sum dy), and part_bias[b, c] (when not
+ * NULL) = (sum dx as stored in bf16, 0). The rows a block owns depend on N alone, so
+ * the sums come out the same on every run. */
+__global__ void ln_bwd_rows_kernel(bf16 *dx, bf16 *dres, float2 *part, float2 *part_bias, const bf16 *dout,
+                                   const bf16 *x, const float *mean, const float *rstd, const bf16 *ln_w, int N,
+                                   int S, int d, mlm_dropout drop_arg) {
     const mlm_dropout drop = dropout_live(drop_arg);
     __shared__ float shared[32];
-    int r = blockIdx.x, c0 = 8 * threadIdx.x, n = cols8(c0, d);
-    size_t at = (size_t)r * d + c0;
-    float ds[8];
-    load_ln_row_bwd(ds, dout, s_in, at, n, c0, d, mean[r], rstd[r], ln_w, shared);
-    if (dres) store8(dres + at, ds, n);
-    dropout8(ds, drop, drop.seq_base + (uint32_t)(r / S), (uint32_t)(r % S * d + c0));
-    store8(dx + at, ds, n);
+    int c0 = 8 * threadIdx.x, n = cols8(c0, d);
+    int r0 = blockIdx.x * LN_BWD_ROWS, r1 = min(N, r0 + LN_BWD_ROWS);
+    float gw[8] = {0}, gb[8] = {0}, gx[8] = {0};
+    for (int r = r0; r < r1; r++) {
+        size_t at = (size_t)r * d + c0;
+        float dy[8], xv[8], ds[8], mu = mean[r], rs = rstd[r];
+        load8(dy, dout + at, n);
+        load8(xv, x + at, n);
+        ln_row_bwd(ds, dy, xv, n, c0, d, mu, rs, ln_w, shared);
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            gw[k] += dy[k] * ((xv[k] - mu) * rs);
+            gb[k] += dy[k];
+        }
+        if (dres) store8(dres + at, ds, n);
+        dropout8(ds, drop, drop.seq_base + (uint32_t)(r / S), (uint32_t)(r % S * d + c0));
+        store8(dx + at, ds, n);
+        if (part_bias) {
+            round_bf16(ds);
+#pragma unroll
+            for (int k = 0; k < 8; k++) gx[k] += ds[k];
+        }
+    }
+    size_t at = (size_t)blockIdx.x * d + c0;
+    for (int k = 0; k < n; k++) {
+        part[at + k] = make_float2(gw[k], gb[k]);
+        if (part_bias) part_bias[at + k] = make_float2(gx[k], 0.0f);
+    }
 }
 
-void cuda_residual_ln_bwd(mlm_backend *be, void *dx, void *dres, float *dln_w, float *dln_b,
+/* The backward of N rows: the rows kernel, then the partials added into dln_w and
+ * dln_b (and dbias) in block order. */
+static void ln_bwd(cuda_state *st, bf16 *dx, bf16 *dres, float *dln_w, float *dln_b, float *dbias,
+                   const bf16 *dout, const bf16 *x, const float *mean, const float *rstd, const bf16 *ln_w, int N,
+                   int S, int d, const mlm_dropout *drop) {
+    if (N == 0) return;
+    int P = (int)cdiv(N, LN_BWD_ROWS);
+    size_t one = (size_t)P * d;
+    float2 *part = (float2 *)cuda_partials(st, (dbias ? 2 : 1) * one * sizeof(float2));   // (P, d), twice
+    ln_bwd_rows_kernel<<<P, row_threads(d), 0, st->stream>>>(dx, dres, part, dbias ? part + one : nullptr, dout, x,
+                                                             mean, rstd, ln_w, N, S, d, dropout_arg(drop));
+    launchCheck();
+    colsum_finish(st, dln_w, dln_b, part, P, d);
+    if (dbias) colsum_finish(st, dbias, nullptr, part + one, P, d);
+}
+
+void cuda_residual_ln_bwd(mlm_backend *be, void *dx, void *dres, float *dln_w, float *dln_b, float *dbias,
                           const void *dout, const void *s, const float *mean, const float *rstd,
                           const void *ln_w, int B, int S, int d, const mlm_dropout *drop) {
-    cuda_state *st = cuda_st(be);
-    int N = B * S;
-    if (N == 0) return;
-    colsum(st, dln_w, dln_b, ln_param_grads<bf16>{(const bf16 *)dout, (const bf16 *)s, mean, rstd, d}, N, d);
-    residual_ln_bwd_kernel<<<N, row_threads(d), 0, st->stream>>>(
-        (bf16 *)dx, (bf16 *)dres, (const bf16 *)dout, (const bf16 *)s, mean, rstd, (const bf16 *)ln_w, S, d,
-        dropout_arg(drop));
-    launchCheck();
+    ln_bwd(cuda_st(be), (bf16 *)dx, (bf16 *)dres, dln_w, dln_b, dbias, (const bf16 *)dout, (const bf16 *)s, mean,
+           rstd, (const bf16 *)ln_w, B * S, S, d, drop);
 }
 
 /* ---- plain LayerNorm (MLM head) ---- */
@@ -92,23 +134,9 @@ void cuda_layernorm_fwd(mlm_backend *be, void *out, float *mean, float *rstd, co
     launchCheck();
 }
 
-__global__ void layernorm_bwd_kernel(bf16 *dx, const bf16 *dout, const bf16 *x, const float *mean,
-                                     const float *rstd, const bf16 *ln_w, int d) {
-    __shared__ float shared[32];
-    int r = blockIdx.x, c0 = 8 * threadIdx.x, n = cols8(c0, d);
-    size_t at = (size_t)r * d + c0;
-    float g[8];
-    load_ln_row_bwd(g, dout, x, at, n, c0, d, mean[r], rstd[r], ln_w, shared);
-    store8(dx + at, g, n);
-}
-
 void cuda_layernorm_bwd(mlm_backend *be, void *dx, float *dln_w, float *dln_b, const void *dout,
                         const void *x, const float *mean, const float *rstd, const void *ln_w,
                         int M, int d) {
-    cuda_state *st = cuda_st(be);
-    if (M == 0) return;
-    colsum(st, dln_w, dln_b, ln_param_grads<bf16>{(const bf16 *)dout, (const bf16 *)x, mean, rstd, d}, M, d);
-    layernorm_bwd_kernel<<<M, row_threads(d), 0, st->stream>>>((bf16 *)dx, (const bf16 *)dout, (const bf16 *)x,
-                                                               mean, rstd, (const bf16 *)ln_w, d);
-    launchCheck();
+    ln_bwd(cuda_st(be), (bf16 *)dx, nullptr, dln_w, dln_b, nullptr, (const bf16 *)dout, (const bf16 *)x, mean, rstd,
+           (const bf16 *)ln_w, M, M > 0 ? M : 1, d, nullptr);
 }

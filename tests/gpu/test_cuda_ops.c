@@ -325,12 +325,13 @@ Test(cuda_ops, embeddings) {
 Test(cuda_ops, residual_layernorm) {
     need_gpu();
     rng = 104;
-    const int shapes[][3] = {{3, 13, 72}, {2, 64, 768}};   // B, S, d
+    // B, S, d: one backward block of 32 rows and a part; 4 whole blocks; 6 and a part
+    const int shapes[][3] = {{3, 13, 72}, {2, 64, 768}, {5, 41, 136}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int B = shapes[s][0], S = shapes[s][1], d = shapes[s][2], N = B * S;
         for (int variant = 0; variant < 3; variant++) {
-            int dropping = variant > 0, with_dres = variant < 2;
-            CASE("B=%d S=%d d=%d dropout=%d dres=%d", B, S, d, dropping, with_dres);
+            int dropping = variant > 0, with_dres = variant < 2, with_bias = variant != 1;
+            CASE("B=%d S=%d d=%d dropout=%d dres=%d dbias=%d", B, S, d, dropping, with_dres, with_bias);
             pair x = act((size_t)N * d, rand_buf((size_t)N * d, 0, 1));
             pair res = act((size_t)N * d, rand_buf((size_t)N * d, 0.3f, 1));
             pair lw = wgt(d, rand_buf(d, 1, 0.2f)), lb = wgt(d, rand_buf(d, 0, 0.2f));
@@ -340,6 +341,8 @@ Test(cuda_ops, residual_layernorm) {
             pair dout = act((size_t)N * d, rand_buf((size_t)N * d, 0, 1));
             pair dx = act((size_t)N * d, NULL), dres = act((size_t)N * d, NULL);
             pair dlw = f32(d, dlw0), dlb = f32(d, dlb0);
+            float *dbias0 = rand_buf(d, 0, 1);
+            pair dbias = f32(d, dbias0);
             mlm_dropout drop = drop_at(dropping ? 0.1f : 0.0f, 4);
             for (mlm_backend *be = cpu;; be = gpu) {
                 int g = be == gpu;
@@ -347,7 +350,8 @@ Test(cuda_ops, residual_layernorm) {
                                     g ? rstd.g : rstd.c, g ? x.g : x.c, g ? res.g : res.c, g ? lw.g : lw.c,
                                     g ? lb.g : lb.c, B, S, d, 1e-12f, &drop);
                 be->residual_ln_bwd(be, g ? dx.g : dx.c, with_dres ? (g ? dres.g : dres.c) : NULL,
-                                    g ? dlw.g : dlw.c, g ? dlb.g : dlb.c, g ? dout.g : dout.c, g ? sv.g : sv.c,
+                                    g ? dlw.g : dlw.c, g ? dlb.g : dlb.c,
+                                    with_bias ? (g ? dbias.g : dbias.c) : NULL, g ? dout.g : dout.c, g ? sv.g : sv.c,
                                     g ? mean.g : mean.c, g ? rstd.g : rstd.c, g ? lw.g : lw.c, B, S, d, &drop);
                 if (g) break;
             }
@@ -359,6 +363,13 @@ Test(cuda_ops, residual_layernorm) {
             if (with_dres) expect_close(dres, NULL, 1e-2, "residual_ln_bwd dres");
             expect_close(dlw, dlw0, 1e-2, "residual_ln_bwd dln_w");
             expect_close(dlb, dlb0, 1e-2, "residual_ln_bwd dln_b");
+            expect_close(dbias, dbias0, 1e-2, "residual_ln_bwd dbias");
+            if (!with_bias) {   // untouched on both
+                float *bc, *bg;
+                fetch(dbias, &bc, &bg);
+                for (int c = 0; c < d; c++)
+                    cr_expect(bc[c] == dbias0[c] && bg[c] == dbias0[c], "dbias[%d] changed without dbias", c);
+            }
             size_t dropped = expect_same_zeros(dx, "residual_ln_bwd dropout mask");
             if (dropping) cr_expect(dropped > 0, "residual_ln_bwd [%s]: nothing dropped", shape);
         }

@@ -83,7 +83,7 @@ void cpu_residual_ln_fwd(mlm_backend *be, void *out_, void *s_, float *mean, flo
     }
 }
 
-void cpu_residual_ln_bwd(mlm_backend *be, void *dx_, void *dres_, float *dln_w, float *dln_b,
+void cpu_residual_ln_bwd(mlm_backend *be, void *dx_, void *dres_, float *dln_w, float *dln_b, float *dbias,
                          const void *dout_, const void *s_, const float *mean, const float *rstd,
                          const void *ln_w, int B, int S, int d, const mlm_dropout *drop) {
     float *dx = dx_, *dres = dres_;                               // (N, d)
@@ -97,6 +97,7 @@ void cpu_residual_ln_bwd(mlm_backend *be, void *dx_, void *dres_, float *dln_w, 
         if (dres) memcpy(dres + (size_t)r * d, dxr, (size_t)d * sizeof(float));
         if (cpu_dropout_on(drop)) cpu_dropout_apply(drop, r / S, (uint32_t)(r % S * d), dxr, d);
     }
+    if (dbias) cpu_colsum_add(dbias, dx, N, d);
 }
 
 /* ---- plain LayerNorm ---- */

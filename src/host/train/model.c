@@ -511,16 +511,16 @@ static void *layer_backward(mlm_model *m, const mlm_batch *b, int l, void *dy) {
     void *dx = dy == a->g_a ? a->g_b : a->g_a;
     void *d_dense = a->g_c, *d_x1 = a->g_d, *d_ctx = a->g_e;
     mlm_dropout drop = dropout_at(m, a->live, c->hidden_dropout, MLM_SITE_FFN_OUT(l));
-    be->residual_ln_bwd(be, d_dense, d_x1, G(m, MLM_T_LN2_W, l), G(m, MLM_T_LN2_B, l), dy, a->s2[l], a->m2[l],
-                        a->r2[l], W(m, MLM_T_LN2_W, l), B, S, d, &drop);
-    be->linear_bwd(be, a->g_ffn, G(m, MLM_T_FFN_OUT_W, l), G(m, MLM_T_FFN_OUT_B, l), d_dense, a->ffn_act[l],
+    be->residual_ln_bwd(be, d_dense, d_x1, G(m, MLM_T_LN2_W, l), G(m, MLM_T_LN2_B, l), G(m, MLM_T_FFN_OUT_B, l),
+                        dy, a->s2[l], a->m2[l], a->r2[l], W(m, MLM_T_LN2_W, l), B, S, d, &drop);
+    be->linear_bwd(be, a->g_ffn, G(m, MLM_T_FFN_OUT_W, l), NULL, d_dense, a->ffn_act[l],
                    W(m, MLM_T_FFN_OUT_W, l), NULL, N, I, d, MLM_ACT_NONE, 0);
     be->linear_bwd(be, d_x1, G(m, MLM_T_FFN_IN_W, l), G(m, MLM_T_FFN_IN_B, l), a->g_ffn, a->x1[l],
                    W(m, MLM_T_FFN_IN_W, l), a->ffn_pre[l], N, d, I, MLM_ACT_GELU, 1);
     drop = dropout_at(m, a->live, c->hidden_dropout, MLM_SITE_ATTN_OUT(l));
-    be->residual_ln_bwd(be, d_dense, dx, G(m, MLM_T_LN1_W, l), G(m, MLM_T_LN1_B, l), d_x1, a->s1[l], a->m1[l],
-                        a->r1[l], W(m, MLM_T_LN1_W, l), B, S, d, &drop);
-    be->linear_bwd(be, d_ctx, G(m, MLM_T_ATTN_O_W, l), G(m, MLM_T_ATTN_O_B, l), d_dense, a->ctx[l],
+    be->residual_ln_bwd(be, d_dense, dx, G(m, MLM_T_LN1_W, l), G(m, MLM_T_LN1_B, l), G(m, MLM_T_ATTN_O_B, l),
+                        d_x1, a->s1[l], a->m1[l], a->r1[l], W(m, MLM_T_LN1_W, l), B, S, d, &drop);
+    be->linear_bwd(be, d_ctx, G(m, MLM_T_ATTN_O_W, l), NULL, d_dense, a->ctx[l],
                    W(m, MLM_T_ATTN_O_W, l), NULL, N, d, d, MLM_ACT_NONE, 0);
     drop = dropout_at(m, a->live, c->attention_dropout, MLM_SITE_ATTN_PROBS(l));
     be->attention_bwd(be, a->g_qkv, d_ctx, a->qkv[l], a->ctx[l], a->att_saved[l], a->lengths, B, S,
