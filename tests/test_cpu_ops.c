@@ -269,15 +269,30 @@ Test(cpu_ops, attention_fwd) {
     }
 }
 
+/* The first V of every ldl columns of x (M rows), packed. */
+static float *packed_rows(const float *x, int M, int V, int ldl) {
+    float *p = fbuf(M * V);
+    for (int r = 0; r < M; r++) memcpy(p + r * V, x + r * ldl, V * sizeof(float));
+    return p;
+}
+
+/* The columns past V of each row still hold what they held. */
+static void expect_row_padding(const float *x, int M, int V, int ldl, float was, const char *what) {
+    for (int r = 0; r < M; r++)
+        for (int c = V; c < ldl; c++) cr_expect_eq(x[r * ldl + c], was, "%s: row %d column %d was touched", what, r, c);
+}
+
 Test(cpu_ops, decoder_and_cross_entropy_fwd) {
     rng = 16;
-    int M = 6, d = 8, V = 10;
+    int M = 6, d = 8, V = 10, ldl = 13;   // logits rows 13 apart, 3 columns of padding
     float *x = rand_buf(M * d, 0, 1), *W = rand_buf(V * d, 0, 1), *b = rand_buf(V, 0, 0.5f);
-    float *logits = fbuf(M * V);
+    float *logits = fbuf(M * ldl);
+    for (int i = 0; i < M * ldl; i++) logits[i] = 7.0f;
     double *rlog = dbuf(M * V), *rpre = dbuf(M * V);
-    be->decoder_fwd(be, logits, x, W, b, M, d, V);
+    be->decoder_fwd(be, logits, x, W, b, M, d, V, ldl);
     ref_linear(rlog, rpre, x, W, b, M, d, V, MLM_ACT_NONE);
-    expect_close(logits, rlog, M * V, 1e-5, "decoder logits");
+    expect_close(packed_rows(logits, M, V, ldl), rlog, M * V, 1e-5, "decoder logits");
+    expect_row_padding(logits, M, V, ldl, 7.0f, "decoder_fwd");
 
     int32_t *labels = rand_ints(M, V);
     double loss = 0, correct = 0, scale = 0.25, *rgrad = dbuf(M * V);
@@ -293,10 +308,27 @@ Test(cpu_ops, decoder_and_cross_entropy_fwd) {
         for (int j = 0; j < V; j++) rgrad[r * V + j] = scale * (exp(z[j] - mx) / se - (j == labels[r]));
     }
     float stats[2] = {1.0f, 2.0f};   // accumulates
-    be->cross_entropy(be, logits, labels, M, V, (float)scale, NULL, stats);
+    be->cross_entropy(be, logits, labels, M, V, ldl, (float)scale, NULL, stats);
     cr_expect(fabs(stats[0] - 1.0 - loss) < 1e-5 * loss, "loss %.8g vs %.8g", stats[0] - 1.0, loss);
     cr_expect_eq(stats[1], 2.0f + (float)correct);
-    expect_close(logits, rgrad, M * V, 1e-5, "cross-entropy gradient");
+    expect_close(packed_rows(logits, M, V, ldl), rgrad, M * V, 1e-5, "cross-entropy gradient");
+    expect_row_padding(logits, M, V, ldl, 7.0f, "cross_entropy");
+
+    // decoder backward on the strided gradient: dW += g^T x, db += column sums, din = g W
+    float *g = packed_rows(logits, M, V, ldl), *dW = fbuf(V * d), *db = fbuf(V), *din = fbuf(M * d);
+    be->decoder_bwd(be, din, dW, db, logits, x, W, M, d, V, ldl);
+    double *rdW = dbuf(V * d), *rdb = dbuf(V), *rdin = dbuf(M * d);
+    for (int r = 0; r < M; r++)
+        for (int v = 0; v < V; v++) {
+            rdb[v] += g[r * V + v];
+            for (int k = 0; k < d; k++) {
+                rdW[v * d + k] += (double)g[r * V + v] * x[r * d + k];
+                rdin[r * d + k] += (double)g[r * V + v] * W[v * d + k];
+            }
+        }
+    expect_close(dW, rdW, V * d, 1e-5, "decoder dW");
+    expect_close(db, rdb, V, 1e-5, "decoder db");
+    expect_close(din, rdin, M * d, 1e-5, "decoder din");
 }
 
 Test(cpu_ops, gather_scatter_rows) {
@@ -478,7 +510,7 @@ Test(cpu_ops, attention_dropout_bwd) {
 }
 
 typedef struct {
-    int M, d, V;
+    int M, d, V, ldl;
     float scale;
     int32_t *labels;
     float *x, *W, *b, *logits;
@@ -488,19 +520,19 @@ typedef struct {
 static double head_loss(void *p) {
     head_ctx *c = p;
     float stats[2] = {0, 0};
-    be->decoder_fwd(be, c->logits, c->x, c->W, c->b, c->M, c->d, c->V);
-    be->cross_entropy(be, c->logits, c->labels, c->M, c->V, c->scale, NULL, stats);
+    be->decoder_fwd(be, c->logits, c->x, c->W, c->b, c->M, c->d, c->V, c->ldl);
+    be->cross_entropy(be, c->logits, c->labels, c->M, c->V, c->ldl, c->scale, NULL, stats);
     return (double)stats[0] * c->scale;
 }
 
 Test(cpu_ops, decoder_cross_entropy_bwd) {
     rng = 28;
-    int M = 4, d = 6, V = 9;
-    head_ctx c = {M, d, V, 0.25f, rand_ints(M, V), rand_buf(M * d, 0, 1), rand_buf(V * d, 0, 1),
-                  rand_buf(V, 0, 1), fbuf(M * V)};
+    int M = 4, d = 6, V = 9, ldl = 12;
+    head_ctx c = {M, d, V, ldl, 0.25f, rand_ints(M, V), rand_buf(M * d, 0, 1), rand_buf(V * d, 0, 1),
+                  rand_buf(V, 0, 1), fbuf(M * ldl)};
     float *dx = fbuf(M * d), *dW = fbuf(V * d), *db = fbuf(V);
     head_loss(&c);    // logits now hold dL/dlogits
-    be->decoder_bwd(be, dx, dW, db, c.logits, c.x, c.W, M, d, V);
+    be->decoder_bwd(be, dx, dW, db, c.logits, c.x, c.W, M, d, V, ldl);
     grad_check checks[] = {{"decoder in", c.x, dx, M * d}, {"decoder W", c.W, dW, V * d},
                            {"decoder b", c.b, db, V}};
     check_grads(head_loss, &c, checks, 3);
@@ -651,7 +683,7 @@ Test(cpu_ops, cross_entropy_bad_label_exits, .exit_code = 2) {
     float logits[2 * 3] = {0};
     int32_t labels[2] = {1, 3};
     float stats[2] = {0, 0};
-    be->cross_entropy(be, logits, labels, 2, 3, 1.0f, NULL, stats);
+    be->cross_entropy(be, logits, labels, 2, 3, 3, 1.0f, NULL, stats);
 }
 
 /* The table holds every op of backend_ops.def; a table with an empty slot is named

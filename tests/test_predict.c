@@ -46,10 +46,18 @@ Test(predict, single_ops_by_hand) {
     mlm_adamw_args a = {1e-3f, 0.9f, 0.999f, 1e-6f, 0.01f, 1, 1.0f};
     be->adamw(be, (float *)x, x, (float *)x, (float *)x, (float *)x, 1000, &a, (float *)x);
     expect_counts("adamw", 0, 1000 * (4 * 4 + 3 * 4 + 2), 1);
-    // labels, the logits read twice and written once (fp32), row statistics written;
-    // then one block reads them and adds two floats
-    be->cross_entropy(be, (float *)x, (int32_t *)x, 10, 50, 1.0f, NULL, (float *)x);
-    expect_counts("cross_entropy", 0, 10 * 4 + 2 * 500 * 4 + 500 * 4 + 10 * 8 + 10 * 8 + 2 * 4 * 2, 2);
+    // labels, the bf16 logits read once and written once, row statistics written; then
+    // one block reads them and adds two floats
+    be->cross_entropy(be, x, (int32_t *)x, 10, 50, 128, 1.0f, NULL, (float *)x);
+    expect_counts("cross_entropy", 0, 10 * 4 + 500 * 2 + 500 * 2 + 10 * 8 + 10 * 8 + 2 * 4 * 2, 2);
+    // tied decoder backward, M 64 d 32 V 100: the dW GEMM (g, in, dW read and written in
+    // fp32), the bias column sum (g in, one chunk of float2 partials; the partials in,
+    // db read and written), the din GEMM
+    be->decoder_bwd(be, x, (float *)x, (float *)x, x, x, x, 64, 32, 100, 128);
+    expect_counts("decoder_bwd", 2 * (2.0 * 100 * 32 * 64),
+                  ((100 * 64 + 64 * 32) * 2 + 100 * 32 * 4 * 2) + (64 * 100 * 2 + 100 * 8) + (100 * 8 + 100 * 4 * 2) +
+                      ((64 * 100 + 100 * 32) * 2 + 64 * 32 * 2),
+                  4);
     // flash forward, B 2 S 32 H 2 dh 16 (computed as 64 columns): q, k, v read, out and
     // the log-sum-exp written, four heads
     be->attention_fwd(be, x, x, x, (int32_t *)x, 2, 32, 2, 16, NULL);

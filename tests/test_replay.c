@@ -268,7 +268,7 @@ Test(replay, padding_rows_in_the_ops) {
     float logits[2 * V] = {1, 2, 3, 4, 5, 5, 4, 3, 2, 1}, stats[2] = {0, 0};
     int32_t labels[2] = {-1, 0};
     mlm_live live = {0, 0, 0.5f, 0};
-    be->cross_entropy(be, logits, labels, 2, V, 123.0f, &live, stats);
+    be->cross_entropy(be, logits, labels, 2, V, V, 123.0f, &live, stats);
     double z = 0;
     for (int j = 0; j < V; j++) z += exp(5.0 - j - 5.0);
     for (int j = 0; j < V; j++) {

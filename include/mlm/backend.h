@@ -83,6 +83,9 @@ struct mlm_backend {
     /* Padding rows (label -1) make the masked-row count of a micro-batch a multiple
      * of this, so that few keys cover every micro-batch; 1 = no padding. */
     int rows_align;
+    /* The model pads every logits row to a multiple of this many columns (the
+     * decoder GEMMs' leading dimensions stay aligned); 1 = no padding. */
+    int logits_align;
 
     void (*destroy)(mlm_backend *be);
 };

@@ -167,7 +167,8 @@ mlm_backend *mlm_backend_wrap(mlm_backend *inner, const mlm_wrap_hooks *hooks) {
 #define MLM_OP(ret, op, ...) .op = w_##op,
 #include "mlm/backend_ops.def"
         .replay = hooks->replay ? w_replay : NULL,
-        .rows_align = hooks->rows_align ? hooks->rows_align : inner->rows_align, .destroy = w_destroy,
+        .rows_align = hooks->rows_align ? hooks->rows_align : inner->rows_align,
+        .logits_align = inner->logits_align, .destroy = w_destroy,
     };
     mlm_backend_check(be);
     return be;

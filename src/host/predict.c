@@ -24,6 +24,7 @@ enum {
     SCRATCH_ALIGN = 256, GROW_ROUND = 1 << 20, LT_WORKSPACE = 32 << 20,   // backend.cu, common.cuh
     COLSUM_CHUNK = 256,                                                   // reduce.cuh
     LN_BWD_ROWS = 32,                                                     // layernorm.cu
+    CE_THREADS = 512,                                                     // mlm_head.cu
     SUMSQ_PER_BLOCK = 256 * 8, SUMSQ_MAX_BLOCKS = 1024,                   // reduce.cu
     SEG_CHUNK = 128, SORT_PASSES = 4,                                     // embedding.cu: 31-bit keys, 8 bits a pass
     FLASH_MAX_S = 512, FLASH_BWD_BN = 128,                                // flash_kernels.cuh
@@ -344,36 +345,30 @@ static void pred_scatter_rows(mlm_backend *be, void *dfull, const void *drows, c
     pass(p, (double)M * 4 + (double)M * d * A, (double)M * d * A);
 }
 
-static void pred_decoder_fwd(mlm_backend *be, float *logits, const void *in, const void *W, const void *b, int M,
-                             int d, int V) {
-    mlm_predict *p = pred(be);
-    size_t bias = (size_t)V * F;
-    need_scratch(p, 1, &bias);
-    pass(p, (double)V * A, (double)V * F);   // the bias to fp32, for the epilogue
-    gemm(p, M, V, d, F, 0, 1, 1);
+/* bf16 logits rows ldl apart; the GEMMs and passes touch the V columns of each. */
+static void pred_decoder_fwd(mlm_backend *be, void *logits, const void *in, const void *W, const void *b, int M,
+                             int d, int V, int ldl) {
+    gemm(pred(be), M, V, d, A, 0, 1, 1);   // the bf16 bias in the epilogue
 }
 
-static void pred_decoder_bwd(mlm_backend *be, void *din, float *dW, float *db, const float *dlogits, const void *in,
-                             const void *W, int M, int d, int V) {
+static void pred_decoder_bwd(mlm_backend *be, void *din, float *dW, float *db, const void *dlogits, const void *in,
+                             const void *W, int M, int d, int V, int ldl) {
     mlm_predict *p = pred(be);
-    double MV = (double)M * V;
-    size_t g = (size_t)MV * A;
-    need_scratch(p, 1, &g);
-    pass(p, MV * F, MV * A);        // dlogits to bf16
-    gemm(p, V, d, M, F, 1, 0, 1);   // dW += g^T in
-    colsum(p, M, V, MV * F, 0, 1);   // db
-    gemm(p, M, d, V, A, 0, 0, 1);   // din = g W
+    gemm(p, V, d, M, F, 1, 0, 1);              // dW += g^T in
+    colsum(p, M, V, (double)M * V * A, 0, 1);   // db
+    gemm(p, M, d, V, A, 0, 0, 1);              // din = g W
 }
 
-/* Two passes over each row (running max and sum, then the gradient written in place)
+/* One sweep over each row held in registers (read once, the gradient written once)
  * and the statistics in one block. */
-static void pred_cross_entropy(mlm_backend *be, float *logits, const int32_t *labels, int M, int V, float scale,
-                               const mlm_live *live, float *stats) {
+static void pred_cross_entropy(mlm_backend *be, void *logits, const int32_t *labels, int M, int V, int ldl,
+                               float scale, const mlm_live *live, float *stats) {
     mlm_predict *p = pred(be);
     double MV = (double)M * V;
     size_t row_stats = (size_t)M * 8;
     need_scratch(p, 1, &row_stats);
-    pass(p, (double)M * 4 + 2 * MV * F, MV * F + (double)M * 8);
+    if (V > 16 * 8 * CE_THREADS) pass(p, (double)M * 4 + 2 * MV * A, MV * A + (double)M * 8);   // re-read
+    else pass(p, (double)M * 4 + MV * A, MV * A + (double)M * 8);
     pass(p, (double)M * 8, 2.0 * F * 2);
 }
 
@@ -415,7 +410,7 @@ mlm_backend *mlm_predict_backend(const mlm_ceilings *c, int graphs, mlm_predict 
         .name = "cuda (predicted)", .act_size = A, .wgt_size = A, .impl = p,
 #define MLM_OP(ret, op, ...) .op = pred_##op,
 #include "mlm/backend_ops.def"
-        .replay = NULL, .rows_align = 64,   // as the CUDA backend; every op is seen
+        .replay = NULL, .rows_align = 64, .logits_align = 128,   // as the CUDA backend
         .destroy = pred_destroy,
     };
     mlm_backend_check(inner);

@@ -333,6 +333,7 @@ extern "C" mlm_backend *mlm_backend_cuda(int device, char *err, size_t err_len) 
 #include "mlm/backend_ops.def"
     be->replay = cuda_replay;
     be->rows_align = 64;   // a few graphs cover every masked-row count, at most 63 rows of padding
+    be->logits_align = 128;   // bf16 logits rows 256-byte aligned: the decoder GEMMs' fast kernels
     const char *graphs = getenv("MLM_CUDA_GRAPHS");
     st->graphs_off = graphs && strcmp(graphs, "0") == 0;
     be->destroy = cuda_destroy;

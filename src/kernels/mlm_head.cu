@@ -1,12 +1,17 @@
 /*
  * The MLM head's ops on the GPU (twin: src/host/cpu/mlm_head.c): gather of the M
  * masked rows of the encoder output, scatter of their gradient back (zeros
- * elsewhere), the tied decoder (cuda_gemm with fp32 logits, the bias in the
- * epilogue), and the fused softmax cross-entropy over fp32 logits. One block per logits row: a single
- * pass keeps a running max, the sum of exp rescaled to it, and the first index of
- * the max; a second pass overwrites the row with scale * (softmax - onehot(label)).
- * Probabilities are never stored. Row losses and hits go to scratch and one block
- * adds them in row order (in double), so the statistics are deterministic.
+ * elsewhere), the tied decoder (cuda_gemm, bf16 logits, the bias in the epilogue),
+ * and the fused softmax cross-entropy in place on the logits. Logits rows are ldl
+ * columns apart (V rounded up to logits_align = 128), so every decoder GEMM sees
+ * 256-byte aligned leading dimensions; the columns past V are never touched.
+ * Cross-entropy: one block per row, each thread holding its 8-column runs in
+ * registers; one sweep keeps a running max, the sum of exp rescaled to it and the
+ * first index of the max, then the held values become scale * (softmax -
+ * onehot(label)) in bf16: the row is read once and written once. Probabilities are
+ * never stored. Row losses and hits go to scratch and one block adds them in row
+ * order (in double), so the statistics are deterministic. The bias gradient is a
+ * column sum of the bf16 gradient, as the GEMMs see it.
  * Label -1 marks a padding row (row index -1 too): zero gradient, no loss, no hit;
  * gather writes zeros for it and scatter skips it. Any other label outside [0, V)
  * makes the row's loss NaN (the CPU backend exits instead; the device cannot
@@ -55,32 +60,23 @@ void cuda_scatter_rows(mlm_backend *be, void *dfull, const void *drows, const in
     copy_rows(st, (bf16 *)dfull, (const bf16 *)drows, rows, M, d, true);
 }
 
-/* ---- tied decoder: logits (M, V) = in (M, d) W^T (V, d) + b, fp32 out ---- */
+/* ---- tied decoder: logits (M, V of ldl) = in (M, d) W^T (V, d) + b, bf16 ---- */
 
-void cuda_decoder_fwd(mlm_backend *be, float *logits, const void *in, const void *W,
-                      const void *b, int M, int d, int V) {
-    cuda_state *st = cuda_st(be);
-    size_t bytes = (size_t)V * sizeof(float);
-    void *bias;   // f32 (V): the BIAS epilogue takes the bias in D's type
-    cuda_scratch_slices(st, 1, &bytes, &bias);
-    convert_bf16_to_f32(st, (float *)bias, (const bf16 *)b, V);
-    cuda_gemm(st, {.M = M, .N = V, .K = d, .A = in, .lda = d, .B = W, .ldb = d, .tb = true, .C = logits,
-                   .ldc = V, .ctype = CUDA_R_32F, .bias = bias});
+void cuda_decoder_fwd(mlm_backend *be, void *logits, const void *in, const void *W, const void *b, int M, int d,
+                      int V, int ldl) {
+    cuda_gemm(cuda_st(be), {.M = M, .N = V, .K = d, .A = in, .lda = d, .B = W, .ldb = d, .tb = true, .C = logits,
+                            .ldc = ldl, .bias = b});
 }
 
-void cuda_decoder_bwd(mlm_backend *be, void *din, float *dW, float *db, const float *dlogits,
-                      const void *in, const void *W, int M, int d, int V) {
+void cuda_decoder_bwd(mlm_backend *be, void *din, float *dW, float *db, const void *dlogits, const void *in,
+                      const void *W, int M, int d, int V, int ldl) {
     cuda_state *st = cuda_st(be);
-    size_t bytes = (size_t)M * V * sizeof(bf16);
-    void *g;   // bf16 (M, V): dlogits as a tensor-core operand
-    cuda_scratch_slices(st, 1, &bytes, &g);
-    convert_f32_to_bf16(st, (bf16 *)g, dlogits, (size_t)M * V);
     // dW (V, d) += g^T (V, M) in (M, d)
-    cuda_gemm(st, {.M = V, .N = d, .K = M, .A = g, .lda = V, .ta = true, .B = in, .ldb = d, .C = dW,
+    cuda_gemm(st, {.M = V, .N = d, .K = M, .A = dlogits, .lda = ldl, .ta = true, .B = in, .ldb = d, .C = dW,
                    .ldc = d, .ctype = CUDA_R_32F, .beta = 1.0f});
-    colsum(st, db, nullptr, colsum_of<float>{dlogits, V}, M, V);
+    colsum(st, db, nullptr, colsum_of<bf16>{(const bf16 *)dlogits, ldl}, M, V);
     // din (M, d) = g (M, V) W (V, d)
-    cuda_gemm(st, {.M = M, .N = d, .K = V, .A = g, .lda = V, .B = W, .ldb = d, .C = din, .ldc = d});
+    cuda_gemm(st, {.M = M, .N = d, .K = V, .A = dlogits, .lda = ldl, .B = W, .ldb = d, .C = din, .ldc = d});
 }
 
 /* ---- fused softmax cross-entropy ---- */
@@ -122,36 +118,75 @@ __device__ softmax_run block_merge(softmax_run v) {
     return v;
 }
 
-/* Row r of logits (V): row_stats[r] = (loss, label == argmax); the row becomes
- * scale * (softmax - onehot(label)). */
-__global__ void cross_entropy_kernel(float *logits, float2 *row_stats, const int32_t *labels, int V, float scale,
-                                     const mlm_live *live) {
+/* 8 bf16 logits from p, the n < 8 of a short run padded with zeros. */
+__device__ __forceinline__ uint4 load_run(const bf16 *p, int n) {
+    if (n == 8) return *reinterpret_cast<const uint4 *>(p);
+    uint4 raw = make_uint4(0, 0, 0, 0);
+    bf16 *h = reinterpret_cast<bf16 *>(&raw);
+    for (int k = 0; k < n; k++) h[k] = p[k];
+    return raw;
+}
+
+__device__ __forceinline__ void unpack_run(float v[8], uint4 raw) {
+    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&raw);
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        float2 f = __bfloat1622float2(h[k]);
+        v[2 * k] = f.x;
+        v[2 * k + 1] = f.y;
+    }
+}
+
+/* Row r of logits (V of ld, bf16): row_stats[r] = (loss, label == argmax); the row
+ * becomes scale * (softmax - onehot(label)). Thread t owns the 8-column runs t,
+ * t + blockDim.x, ...; with R > 0 it holds its R runs in registers (R 8 blockDim.x >=
+ * V), so the row is read once and written once. R = 0 is for wider rows: it reads
+ * them again for the gradient. */
+template <int R>
+__global__ void cross_entropy_kernel(bf16 *logits, float2 *row_stats, const int32_t *labels, int V, size_t ld,
+                                     float scale, const mlm_live *live) {
     int r = blockIdx.x, label = labels[r];
-    float *x = logits + (size_t)r * V;
+    bf16 *x = logits + (size_t)r * ld;
     if (live) scale = live->loss_scale;
     if (label == -1) {   // padding row
-        for (int j = threadIdx.x; j < V; j += blockDim.x) x[j] = 0.0f;
+        float zero[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int c = 8 * threadIdx.x; c < V; c += 8 * blockDim.x) store8(x + c, zero, min(8, V - c));
         if (threadIdx.x == 0) row_stats[r] = make_float2(0.0f, 0.0f);
         return;
     }
     bool valid = label >= 0 && label < V;
-    float x_label = valid ? x[label] : NAN;
+    float x_label = valid ? __bfloat162float(x[label]) : NAN;   // before the barrier: the row is rewritten after
     softmax_run run = {-INFINITY, 0.0f, INT_MAX};
-    for (int j = threadIdx.x; j < V; j += blockDim.x) {
-        float v = x[j];
-        if (v > run.max) {
-            run.sum = run.sum * expf(run.max - v) + 1.0f;
-            run.max = v;
-            run.argmax = j;
-        } else {
-            run.sum += expf(v - run.max);
+    uint4 held[R > 0 ? R : 1];
+    for (int k = 0; R > 0 ? k < R : 8 * (int)(threadIdx.x + k * blockDim.x) < V; k++) {
+        int c = 8 * (threadIdx.x + k * blockDim.x), n = c < V ? min(8, V - c) : 0;
+        uint4 raw = load_run(x + c, n);
+        if (R > 0) held[R > 0 ? k : 0] = raw;
+        float v[8];
+        unpack_run(v, raw);
+        for (int j = 0; j < n; j++) {
+            if (v[j] > run.max) {
+                run.sum = run.sum * expf(run.max - v[j]) + 1.0f;
+                run.max = v[j];
+                run.argmax = c + j;
+            } else {
+                run.sum += expf(v[j] - run.max);
+            }
         }
     }
-    run = block_merge(run);   // its barrier also orders the reads of x before the writes
+    run = block_merge(run);   // its barrier also orders every read of the row before the writes
     float inv = 1.0f / run.sum;
-    for (int j = threadIdx.x; j < V; j += blockDim.x) {
-        float p = expf(x[j] - run.max) * inv;
-        x[j] = scale * (j == label ? p - 1.0f : p);
+    for (int k = 0; R > 0 ? k < R : 8 * (int)(threadIdx.x + k * blockDim.x) < V; k++) {
+        int c = 8 * (threadIdx.x + k * blockDim.x), n = c < V ? min(8, V - c) : 0;
+        if (!n) continue;
+        float v[8];
+        unpack_run(v, R > 0 ? held[R > 0 ? k : 0] : load_run(x + c, n));
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            float p = expf(v[j] - run.max) * inv;
+            v[j] = scale * (c + j == label ? p - 1.0f : p);
+        }
+        store8(x + c, v, n);
     }
     if (threadIdx.x == 0)
         row_stats[r] = make_float2(logf(run.sum) + run.max - x_label, valid && run.argmax == label ? 1.0f : 0.0f);
@@ -173,15 +208,38 @@ __global__ void ce_stats_kernel(float *stats, const float2 *row_stats, int M) {
     }
 }
 
-void cuda_cross_entropy(mlm_backend *be, float *logits, const int32_t *labels, int M, int V,
+struct ce_args {
+    bf16 *logits;
+    float2 *row_stats;
+    const int32_t *labels;
+    int V;
+    size_t ld;
+    float scale;
+    const mlm_live *live;
+};
+
+template <int R> static void ce_launch(cuda_state *st, int M, const ce_args &a) {
+    cross_entropy_kernel<R><<<M, CE_THREADS, 0, st->stream>>>(a.logits, a.row_stats, a.labels, a.V, a.ld, a.scale,
+                                                              a.live);
+}
+
+void cuda_cross_entropy(mlm_backend *be, void *logits, const int32_t *labels, int M, int V, int ldl,
                         float scale, const mlm_live *live, float *stats) {
     cuda_state *st = cuda_st(be);
     if (M == 0) return;
+    if (ldl % 8)
+        mlm_die(MLM_EXIT_RUNTIME, "cuda backend: logits rows of %d columns are not a multiple of 8", ldl);
     size_t bytes = (size_t)M * sizeof(float2);
     void *row_stats;   // f32 (M, 2) loss, hit
     cuda_scratch_slices(st, 1, &bytes, &row_stats);
-    cross_entropy_kernel<<<M, CE_THREADS, 0, st->stream>>>(logits, (float2 *)row_stats, labels, V, scale,
-                                                                    live);
+    int per_thread = (int)cdiv(cdiv(V, 8), CE_THREADS);   // 8-column runs a thread holds
+    ce_args a = {(bf16 *)logits, (float2 *)row_stats, labels, V, (size_t)ldl, scale, live};
+    if (per_thread <= 1) ce_launch<1>(st, M, a);
+    else if (per_thread <= 2) ce_launch<2>(st, M, a);
+    else if (per_thread <= 4) ce_launch<4>(st, M, a);
+    else if (per_thread <= 8) ce_launch<8>(st, M, a);
+    else if (per_thread <= 16) ce_launch<16>(st, M, a);
+    else ce_launch<0>(st, M, a);
     launchCheck();
     ce_stats_kernel<<<1, STATS_THREADS, 0, st->stream>>>(stats, (const float2 *)row_stats, M);
     launchCheck();

@@ -163,12 +163,54 @@ static double rel_l2(const float *c, const float *g, const float *base, size_t n
     return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
+/* ||got - ref|| / ||ref|| over columns [c0, c1) of (rows, cols) tensors. */
+static void expect_close_cols(const float *ref, const float *got, size_t rows, int cols, int c0, int c1,
+                              double tol, const char *what) {
+    double num = 0, den = 0;
+    int finite = 1;
+    for (size_t r = 0; r < rows; r++)
+        for (int c = c0; c < c1; c++) {
+            double x = ref[r * cols + c], y = got[r * cols + c];
+            finite &= isfinite(y) != 0;
+            num += (y - x) * (y - x);
+            den += x * x;
+        }
+    double e = !finite ? NAN : den > 0 ? sqrt(num / den) : sqrt(num);
+    cr_expect(e < tol, "%s [%s]: ||got - ref|| / ||ref|| = %.3g, limit %.3g", what, shape, e, tol);
+}
+
 static void expect_close(pair p, const float *base, double tol, const char *what) {
     float *c, *g;
     fetch(p, &c, &g);
     double e = rel_l2(c, g, base, p.n);
     cr_expect(e < tol, "%s [%s]: ||gpu - cpu|| / ||cpu|| = %.3g, limit %.3g", what, shape, e, tol);
 }
+
+/* Logits rows of V columns, ldl apart, on both backends. */
+static size_t logits_ld(int V) { return ((size_t)V + 127) / 128 * 128; }
+
+/* A logits pair: the first V columns of each row as values gives them (bf16-exact),
+ * the rest NaN, which no op may read or write. */
+static pair logits_pair(int M, int V, const float *values) {
+    size_t ld = logits_ld(V);
+    float *x = hf((size_t)M * ld);
+    for (size_t i = 0; i < (size_t)M * ld; i++) x[i] = NAN;
+    if (values)
+        for (int r = 0; r < M; r++) memcpy(x + r * ld, values + (size_t)r * V, (size_t)V * sizeof(float));
+    return act((size_t)M * ld, x);
+}
+
+/* The V columns as expect_close, and the padding columns still NaN on both. */
+static void expect_logits(pair p, int M, int V, double tol, const char *what) {
+    size_t ld = logits_ld(V), touched = 0;
+    float *c, *g;
+    fetch(p, &c, &g);
+    expect_close_cols(c, g, M, (int)ld, 0, V, tol, what);
+    for (int r = 0; r < M; r++)
+        for (size_t j = V; j < ld; j++) touched += !isnan(c[r * ld + j]) + !isnan(g[r * ld + j]);
+    cr_expect(touched == 0, "%s [%s]: %zu padding columns written", what, shape, touched);
+}
+
 
 /* The elements that are exactly 0 must be the same on both; returns how many. */
 static size_t expect_same_zeros(pair p, const char *what) {
@@ -245,25 +287,25 @@ Test(cuda_ops, linear) {
 Test(cuda_ops, decoder) {
     need_gpu();
     rng = 102;
-    const int shapes[][3] = {{5, 72, 997}, {37, 72, 1000}, {64, 128, 4096}};   // M, d, V
+    // M, d, V: odd and even vocabularies, BERT's 30522 (rows padded to 30592)
+    const int shapes[][3] = {{5, 72, 997}, {37, 72, 1000}, {64, 128, 4096}, {13, 64, 30522}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-        int M = shapes[s][0], d = shapes[s][1], V = shapes[s][2];
+        int M = shapes[s][0], d = shapes[s][1], V = shapes[s][2], ldl = (int)logits_ld(V);
         CASE("M=%d d=%d V=%d", M, d, V);
         pair in = act((size_t)M * d, rand_buf((size_t)M * d, 0, 1));
         pair W = wgt((size_t)V * d, rand_buf((size_t)V * d, 0, 0.2f));
         pair b = wgt(V, rand_buf(V, 0, 0.5f));
-        pair logits = f32((size_t)M * V, NULL);
-        cpu->decoder_fwd(cpu, logits.c, in.c, W.c, b.c, M, d, V);
-        gpu->decoder_fwd(gpu, logits.g, in.g, W.g, b.g, M, d, V);
-        expect_close(logits, NULL, 1e-2, "decoder_fwd logits");
+        pair logits = logits_pair(M, V, NULL);
+        cpu->decoder_fwd(cpu, logits.c, in.c, W.c, b.c, M, d, V, ldl);
+        gpu->decoder_fwd(gpu, logits.g, in.g, W.g, b.g, M, d, V, ldl);
+        expect_logits(logits, M, V, 1e-2, "decoder_fwd logits");
 
         float *dW0 = rand_buf((size_t)V * d, 0, 1), *db0 = rand_buf(V, 0, 1);
-        float *dl = hf((size_t)M * V);
-        for (size_t i = 0; i < (size_t)M * V; i++) dl[i] = 0.01f * lcg_uniform(&rng);   // fp32, not rounded
-        pair dlogits = f32((size_t)M * V, dl), dW = f32((size_t)V * d, dW0), db = f32(V, db0);
-        pair din = act((size_t)M * d, NULL);
-        cpu->decoder_bwd(cpu, din.c, dW.c, db.c, dlogits.c, in.c, W.c, M, d, V);
-        gpu->decoder_bwd(gpu, din.g, dW.g, db.g, dlogits.g, in.g, W.g, M, d, V);
+        // the gradient as the cross-entropy leaves it: bf16, NaN past V (never read)
+        pair dlogits = logits_pair(M, V, rand_buf((size_t)M * V, 0, 0.01f));
+        pair dW = f32((size_t)V * d, dW0), db = f32(V, db0), din = act((size_t)M * d, NULL);
+        cpu->decoder_bwd(cpu, din.c, dW.c, db.c, dlogits.c, in.c, W.c, M, d, V, ldl);
+        gpu->decoder_bwd(gpu, din.g, dW.g, db.g, dlogits.g, in.g, W.g, M, d, V, ldl);
         expect_close(din, NULL, 1e-2, "decoder_bwd din");
         expect_close(dW, dW0, 1e-2, "decoder_bwd dW");
         expect_close(db, db0, 1e-5, "decoder_bwd db (fp32 column sums)");
@@ -460,21 +502,24 @@ Test(cuda_ops, masked_rows) {
     rows_case(rows_h, 7, 39, 72);
 }
 
+/* Logits are bf16 on the GPU: both backends get the same bf16-exact values; the
+ * gradient comes back in bf16 (1e-2), the statistics in fp32 (1e-5). V = 997 and
+ * 1000 hold one 8-column run a thread, 30522 eight, 70001 the re-reading path. */
 Test(cuda_ops, cross_entropy) {
     need_gpu();
     rng = 108;
-    const int shapes[][2] = {{1, 997}, {37, 997}, {13, 30522}};   // M, V
+    const int shapes[][2] = {{1, 997}, {37, 1000}, {13, 30522}, {3, 70001}};   // M, V
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-        int M = shapes[s][0], V = shapes[s][1];
+        int M = shapes[s][0], V = shapes[s][1], ldl = (int)logits_ld(V);
         for (int eval = 0; eval < 2; eval++) {
             CASE("M=%d V=%d scale=%s", M, V, eval ? "0" : "1/M");
-            float *x = hf((size_t)M * V), stats0[2] = {1.5f, 2.0f};
-            for (size_t i = 0; i < (size_t)M * V; i++) x[i] = 3.0f * lcg_uniform(&rng);   // fp32 logits
-            pair logits = f32((size_t)M * V, x), labels = i32(M, rand_ints(M, V)), stats = f32(2, stats0);
+            float stats0[2] = {1.5f, 2.0f};
+            pair logits = logits_pair(M, V, rand_buf((size_t)M * V, 0, 6.0f));
+            pair labels = i32(M, rand_ints(M, V)), stats = f32(2, stats0);
             float scale = eval ? 0.0f : 1.0f / M;
-            cpu->cross_entropy(cpu, logits.c, labels.c, M, V, scale, NULL, stats.c);
-            gpu->cross_entropy(gpu, logits.g, labels.g, M, V, scale, NULL, stats.g);
-            expect_close(logits, NULL, 1e-5, "cross_entropy dlogits");
+            cpu->cross_entropy(cpu, logits.c, labels.c, M, V, ldl, scale, NULL, stats.c);
+            gpu->cross_entropy(gpu, logits.g, labels.g, M, V, ldl, scale, NULL, stats.g);
+            expect_logits(logits, M, V, eval ? 1e-5 : 1e-2, "cross_entropy dlogits");
             expect_close(stats, stats0, 1e-5, "cross_entropy stats");
         }
     }
@@ -677,22 +722,6 @@ static void expect_finite(const float *x, size_t n, const char *what) {
     cr_expect(bad == 0, "%s [%s]: %zu of %zu elements not finite (unwritten?)", what, shape, bad, n);
 }
 
-/* ||got - ref|| / ||ref|| over columns [c0, c1) of (rows, cols) tensors. */
-static void expect_close_cols(const float *ref, const float *got, size_t rows, int cols, int c0, int c1,
-                              double tol, const char *what) {
-    double num = 0, den = 0;
-    int finite = 1;
-    for (size_t r = 0; r < rows; r++)
-        for (int c = c0; c < c1; c++) {
-            double x = ref[r * cols + c], y = got[r * cols + c];
-            finite &= isfinite(y) != 0;
-            num += (y - x) * (y - x);
-            den += x * x;
-        }
-    double e = !finite ? NAN : den > 0 ? sqrt(num / den) : sqrt(num);
-    cr_expect(e < tol, "%s [%s]: ||got - ref|| / ||ref|| = %.3g, limit %.3g", what, shape, e, tol);
-}
-
 /* One shape: CPU, flash and cuBLAS on the same inputs, compared as said above. */
 static void flash_case(int B, int S, int H, int dh, const int32_t *lengths_h, float p) {
     int N = B * S, d = H * dh;
@@ -886,17 +915,17 @@ Test(cuda_ops, padding_rows_and_live_loss_scale) {
     int32_t rows_h[] = {3, -1, 0, 19, -1, -1}, labels_h[] = {5, -1, 996, 0, -1, -1};
     rows_case(rows_h, M, 20, 72);
     pair labels = i32(M, labels_h);
-    float *x = hf((size_t)M * V), stats0[2] = {0, 0};
-    for (size_t i = 0; i < (size_t)M * V; i++) x[i] = 3.0f * lcg_uniform(&rng);
-    pair logits = f32((size_t)M * V, x), stats = f32(2, stats0);
+    float stats0[2] = {0, 0};
+    pair logits = logits_pair(M, V, rand_buf((size_t)M * V, 0, 6.0f)), stats = f32(2, stats0);
     mlm_live live_h = {0, 0, 1.0f / 3, 0};
     mlm_live *live_g = raw_alloc(gpu, sizeof live_h);
     gpu->upload(gpu, live_g, &live_h, sizeof live_h);
-    cpu->cross_entropy(cpu, logits.c, labels.c, M, V, 1.0f / 3, NULL, stats.c);
-    gpu->cross_entropy(gpu, logits.g, labels.g, M, V, 42.0f, live_g, stats.g);
-    expect_close(logits, NULL, 1e-5, "cross_entropy dlogits with padding and live scale");
+    int ldl = (int)logits_ld(V);
+    cpu->cross_entropy(cpu, logits.c, labels.c, M, V, ldl, 1.0f / 3, NULL, stats.c);
+    gpu->cross_entropy(gpu, logits.g, labels.g, M, V, ldl, 42.0f, live_g, stats.g);
+    expect_logits(logits, M, V, 1e-2, "cross_entropy dlogits with padding and live scale");
     expect_close(stats, stats0, 1e-5, "cross_entropy stats with padding");
-    float *lg = hf((size_t)M * V);
-    gpu->download(gpu, lg, logits.g, (size_t)M * V * sizeof(float));
-    for (int j = 0; j < V; j++) cr_expect_eq(lg[V + j], 0.0f, "padding row 1 has a gradient at %d", j);
+    float *lc, *lg;
+    fetch(logits, &lc, &lg);
+    for (int j = 0; j < V; j++) cr_expect_eq(lg[ldl + j], 0.0f, "padding row 1 has a gradient at %d", j);
 }

@@ -93,7 +93,7 @@ mlm_backend *mlm_backend_cpu(int threads) {
         .name = "cpu", .act_size = sizeof(float), .wgt_size = sizeof(float), .impl = st,
 #define MLM_OP(ret, op, ...) .op = cpu_##op,
 #include "mlm/backend_ops.def"
-        .replay = NULL, .rows_align = 1,   // calls cost nothing to repeat here
+        .replay = NULL, .rows_align = 1, .logits_align = 1,   // calls cost nothing to repeat here
         .destroy = cpu_destroy,
     };
     mlm_backend_check(be);

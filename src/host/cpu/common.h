@@ -31,9 +31,10 @@ float *cpu_scratch(mlm_backend *be, size_t n);
 void cpu_gemm(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
               const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
-/* acc[c] += sum over rows r of x[r, c] for x (M, n); columns split over threads,
- * rows summed in order, so the result does not depend on the thread count (reduce.c). */
-void cpu_colsum_add(float *acc, const float *x, int M, int n);
+/* acc[c] += sum over rows r of x[r, c] for x (M, n) with rows ld apart; columns split
+ * over threads, rows summed in order, so the result does not depend on the thread
+ * count (reduce.c). */
+void cpu_colsum_add(float *acc, const float *x, int M, int n, size_t ld);
 
 static inline int cpu_dropout_on(const mlm_dropout *drop) { return drop && drop->threshold; }
 /* x[k] *= keep(e0 + k) ? scale : 0 for k < n: the mask of sequence b, elements e0..

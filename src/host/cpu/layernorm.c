@@ -97,7 +97,7 @@ void cpu_residual_ln_bwd(mlm_backend *be, void *dx_, void *dres_, float *dln_w, 
         if (dres) memcpy(dres + (size_t)r * d, dxr, (size_t)d * sizeof(float));
         if (cpu_dropout_on(drop)) cpu_dropout_apply(drop, r / S, (uint32_t)(r % S * d), dxr, d);
     }
-    if (dbias) cpu_colsum_add(dbias, dx, N, d);
+    if (dbias) cpu_colsum_add(dbias, dx, N, d, d);
 }
 
 /* ---- plain LayerNorm ---- */

@@ -41,7 +41,7 @@ void cpu_linear_grads(float *din, float *dW, float *db, const float *dout, const
                       int I, int O, int din_accumulate) {
     // dout (N, O), in (N, I), W (O, I), dW (O, I), din (N, I)
     cpu_gemm(CblasTrans, CblasNoTrans, O, I, N, 1.0f, dout, O, in, I, 1.0f, dW, I);
-    if (db) cpu_colsum_add(db, dout, N, O);
+    if (db) cpu_colsum_add(db, dout, N, O, O);
     if (din)
         cpu_gemm(CblasNoTrans, CblasNoTrans, N, I, O, 1.0f, dout, O, W, I,
                  din_accumulate ? 1.0f : 0.0f, din, I);

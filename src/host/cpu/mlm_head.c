@@ -1,8 +1,8 @@
 /*
  * The MLM head's ops on the CPU (twin: src/kernels/mlm_head.cu): the gather of the
  * masked rows of the encoder output and the scatter of their gradient, the tied
- * decoder (the linear layer's matmul with fp32 logits), and the fused softmax
- * cross-entropy that overwrites the logits with their gradient.
+ * decoder (the linear layer's matmuls, on logits rows ldl apart), and the fused
+ * softmax cross-entropy that overwrites the logits with their gradient.
  */
 #include <math.h>
 #include <string.h>
@@ -34,16 +34,25 @@ void cpu_scatter_rows(mlm_backend *be, void *dfull_, const void *drows_, const i
         if (rows[i] >= 0) memcpy(dfull + (size_t)rows[i] * d, drows + (size_t)i * d, (size_t)d * sizeof(float));
 }
 
-/* ---- tied decoder: logits (M, V) = in (M, d) W^T (V, d) + b ---- */
+/* ---- tied decoder: logits (M, V of ldl) = in (M, d) W^T (V, d) + b ---- */
 
-void cpu_decoder_fwd(mlm_backend *be, float *logits, const void *in, const void *W,
-                     const void *b, int M, int d, int V) {
-    cpu_linear_fwd(be, logits, NULL, in, W, b, M, d, V, MLM_ACT_NONE);
+/* As cpu_linear_fwd, on rows ldl apart: the bias written into every row, the matmul
+ * accumulated onto it. */
+void cpu_decoder_fwd(mlm_backend *be, void *logits_, const void *in, const void *W, const void *b, int M, int d,
+                     int V, int ldl) {
+    float *y = logits_;
+    #pragma omp parallel for schedule(static)
+    for (int r = 0; r < M; r++) memcpy(y + (size_t)r * ldl, b, (size_t)V * sizeof(float));
+    cpu_gemm(CblasNoTrans, CblasTrans, M, V, d, 1.0f, in, d, W, d, 1.0f, y, ldl);
 }
 
-void cpu_decoder_bwd(mlm_backend *be, void *din, float *dW, float *db, const float *dlogits,
-                     const void *in, const void *W, int M, int d, int V) {
-    cpu_linear_grads(din, dW, db, dlogits, in, W, M, d, V, 0);
+/* As cpu_linear_grads: dW += g^T in, db += column sums of g, din = g W. */
+void cpu_decoder_bwd(mlm_backend *be, void *din, float *dW, float *db, const void *dlogits_, const void *in,
+                     const void *W, int M, int d, int V, int ldl) {
+    const float *g = dlogits_;
+    cpu_gemm(CblasTrans, CblasNoTrans, V, d, M, 1.0f, g, ldl, in, d, 1.0f, dW, d);
+    cpu_colsum_add(db, g, M, V, ldl);
+    cpu_gemm(CblasNoTrans, CblasNoTrans, M, d, V, 1.0f, g, ldl, W, d, 0.0f, din, d);
 }
 
 /* ---- fused softmax cross-entropy ---- */
@@ -70,8 +79,9 @@ CPU_VECTOR_CLONES static float ce_row(float *x, int label, int V, float scale, f
     return (float)(log(sum) + mx - x_label);
 }
 
-void cpu_cross_entropy(mlm_backend *be, float *logits, const int32_t *labels, int M, int V,
+void cpu_cross_entropy(mlm_backend *be, void *logits_, const int32_t *labels, int M, int V, int ldl,
                        float scale, const mlm_live *live, float *stats) {
+    float *logits = logits_;
     for (int r = 0; r < M; r++)
         if (labels[r] < -1 || labels[r] >= V)
             mlm_die(MLM_EXIT_INPUT, "cross_entropy: row %d has label %d, outside [0, %d)", r,
@@ -80,7 +90,7 @@ void cpu_cross_entropy(mlm_backend *be, float *logits, const int32_t *labels, in
     float *loss = cpu_scratch(be, 2 * (size_t)M), *correct = loss + M;  // (M) (M)
     #pragma omp parallel for schedule(static)
     for (int r = 0; r < M; r++) {
-        float *row = logits + (size_t)r * V;
+        float *row = logits + (size_t)r * ldl;
         if (labels[r] < 0) {   // a padding row
             memset(row, 0, (size_t)V * sizeof(float));
             loss[r] = correct[r] = 0;

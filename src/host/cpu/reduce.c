@@ -8,14 +8,14 @@
 
 enum { COLSUM_BLOCK = 64 };
 
-void cpu_colsum_add(float *acc, const float *x, int M, int n) {
+void cpu_colsum_add(float *acc, const float *x, int M, int n, size_t ld) {
     int blocks = (n + COLSUM_BLOCK - 1) / COLSUM_BLOCK;
     #pragma omp parallel for schedule(static)
     for (int blk = 0; blk < blocks; blk++) {
         int c0 = blk * COLSUM_BLOCK, w = n - c0 < COLSUM_BLOCK ? n - c0 : COLSUM_BLOCK;
         double sum[COLSUM_BLOCK] = {0};
         for (int r = 0; r < M; r++) {
-            const float *row = x + (size_t)r * n + c0;
+            const float *row = x + (size_t)r * ld + c0;
             for (int c = 0; c < w; c++) sum[c] += row[c];
         }
         for (int c = 0; c < w; c++) acc[c0 + c] += (float)sum[c];

@@ -181,7 +181,8 @@ struct mlm_acts {
     void **ffn_pre, **ffn_act;      // act L x (N, I)
     void *h_in, *h_pre, *h_act, *h_ln;  // act (M, d)
     float *h_mean, *h_rstd;         // f32 (M)
-    float *logits;                  // f32 (M, V)
+    void *logits;                   // act (M, ldl): ldl = V rounded up to the backend's logits_align
+    int ldl;
     void *g_a, *g_b, *g_c, *g_d, *g_e;  // act (N, d) backward scratch
     void *g_ffn;                    // act (N, I)
     void *g_qkv;                    // act (N, 3d)
@@ -232,7 +233,9 @@ static void carve_acts(mlm_acts *a, carver *c, const mlm_layout *lay, const mlm_
     a->h_ln = carve(c, M * d * A);
     a->h_mean = carve(c, M * F);
     a->h_rstd = carve(c, M * F);
-    a->logits = carve(c, (size_t)M * cfg->vocab_size * F);
+    int align = be->logits_align > 1 ? be->logits_align : 1;
+    a->ldl = (cfg->vocab_size + align - 1) / align * align;
+    a->logits = carve(c, (size_t)M * a->ldl * A);
     a->g_a = carve(c, N * d * A);
     a->g_b = carve(c, N * d * A);
     a->g_c = carve(c, N * d * A);
@@ -481,7 +484,8 @@ static void head_forward(mlm_model *m, const mlm_batch *b) {
                    MLM_ACT_GELU);
     be->layernorm_fwd(be, a->h_ln, a->h_mean, a->h_rstd, a->h_act, W(m, MLM_T_HEAD_LN_W, 0),
                       W(m, MLM_T_HEAD_LN_B, 0), M, d, c->layer_norm_eps);
-    be->decoder_fwd(be, a->logits, a->h_ln, W(m, MLM_T_WTE, 0), W(m, MLM_T_DEC_B, 0), M, d, c->vocab_size);
+    be->decoder_fwd(be, a->logits, a->h_ln, W(m, MLM_T_WTE, 0), W(m, MLM_T_DEC_B, 0), M, d, c->vocab_size,
+                    a->ldl);
 }
 
 /* ---------------------------------------------------------------- backward */
@@ -493,7 +497,7 @@ static void *head_backward(mlm_model *m, const mlm_batch *b) {
     const mlm_model_config *c = &m->lay.cfg;
     int M = b->M, N = b->B * b->S, d = c->hidden_size;
     be->decoder_bwd(be, a->g_h1, G(m, MLM_T_WTE, 0), G(m, MLM_T_DEC_B, 0), a->logits, a->h_ln,
-                    W(m, MLM_T_WTE, 0), M, d, c->vocab_size);
+                    W(m, MLM_T_WTE, 0), M, d, c->vocab_size, a->ldl);
     be->layernorm_bwd(be, a->g_h2, G(m, MLM_T_HEAD_LN_W, 0), G(m, MLM_T_HEAD_LN_B, 0), a->g_h1, a->h_act,
                       a->h_mean, a->h_rstd, W(m, MLM_T_HEAD_LN_W, 0), M, d);
     be->linear_bwd(be, a->g_h1, G(m, MLM_T_HEAD_W, 0), G(m, MLM_T_HEAD_B, 0), a->g_h2, a->h_in,
@@ -542,7 +546,7 @@ static void micro_ops(void *ctx) {
     const mlm_model_config *c = &m->lay.cfg;
     encoder_forward(m, b, a->live);
     head_forward(m, b);
-    be->cross_entropy(be, a->logits, a->labels, b->M, c->vocab_size, 0.0f, a->live, m->stats);
+    be->cross_entropy(be, a->logits, a->labels, b->M, c->vocab_size, a->ldl, 0.0f, a->live, m->stats);
     void *dy = head_backward(m, b);
     if (m->grad_hook) m->grad_hook(m->grad_hook_ctx, c->num_layers);
     for (int l = c->num_layers - 1; l >= 0; l--) {
@@ -585,9 +589,17 @@ void mlm_model_forward(mlm_model *m, const mlm_batch *b, float *logits_out) {
     upload_batch(m, b, b->M);
     encoder_forward(m, b, NULL);
     head_forward(m, b);
-    if (logits_out)
-        be->download(be, logits_out, a->logits, (size_t)b->M * c->vocab_size * sizeof(float));
-    be->cross_entropy(be, a->logits, a->labels, b->M, c->vocab_size, 0.0f, NULL, m->stats);
+    if (logits_out) {   // (M, V) fp32 from act rows ldl apart
+        int V = c->vocab_size;
+        float *rows = a->ldl == V ? logits_out : mlm_xmalloc((size_t)b->M * a->ldl * sizeof(float), "logits");
+        be->download_act_as_f32(be, rows, a->logits, (size_t)b->M * a->ldl);
+        if (rows != logits_out) {
+            for (int i = 0; i < b->M; i++)
+                memcpy(logits_out + (size_t)i * V, rows + (size_t)i * a->ldl, (size_t)V * sizeof(float));
+            free(rows);
+        }
+    }
+    be->cross_entropy(be, a->logits, a->labels, b->M, c->vocab_size, a->ldl, 0.0f, NULL, m->stats);
 }
 
 /* ---------------------------------------------------------------- statistics */
