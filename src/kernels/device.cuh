@@ -15,18 +15,22 @@
 
 typedef __nv_bfloat16 bf16;
 
+/* The 8 bf16 of raw (16 bytes) as floats. */
+__device__ __forceinline__ void unpack8(float v[8], uint4 raw) {
+    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&raw);
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        float2 f = __bfloat1622float2(h[k]);
+        v[2 * k] = f.x;
+        v[2 * k + 1] = f.y;
+    }
+}
+
 /* v[k] = p[k] for k < n (n <= 8), 0 beyond: one 16-byte load when n == 8 and p is
  * 16-byte aligned, element loads otherwise. */
 __device__ __forceinline__ void load8(float v[8], const bf16 *p, int n) {
     if (n == 8 && ((uintptr_t)p & 15) == 0) {
-        uint4 raw = *reinterpret_cast<const uint4 *>(p);
-        const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&raw);
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-            float2 f = __bfloat1622float2(h[k]);
-            v[2 * k] = f.x;
-            v[2 * k + 1] = f.y;
-        }
+        unpack8(v, *reinterpret_cast<const uint4 *>(p));
     } else {
 #pragma unroll
         for (int k = 0; k < 8; k++) v[k] = k < n ? __bfloat162float(p[k]) : 0.0f;

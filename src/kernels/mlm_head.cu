@@ -127,16 +127,6 @@ __device__ __forceinline__ uint4 load_run(const bf16 *p, int n) {
     return raw;
 }
 
-__device__ __forceinline__ void unpack_run(float v[8], uint4 raw) {
-    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&raw);
-#pragma unroll
-    for (int k = 0; k < 4; k++) {
-        float2 f = __bfloat1622float2(h[k]);
-        v[2 * k] = f.x;
-        v[2 * k + 1] = f.y;
-    }
-}
-
 /* Row r of logits (V of ld, bf16): row_stats[r] = (loss, label == argmax); the row
  * becomes scale * (softmax - onehot(label)). Thread t owns the 8-column runs t,
  * t + blockDim.x, ...; with R > 0 it holds its R runs in registers (R 8 blockDim.x >=
@@ -163,7 +153,7 @@ __global__ void cross_entropy_kernel(bf16 *logits, float2 *row_stats, const int3
         uint4 raw = load_run(x + c, n);
         if (R > 0) held[R > 0 ? k : 0] = raw;
         float v[8];
-        unpack_run(v, raw);
+        unpack8(v, raw);
         for (int j = 0; j < n; j++) {
             if (v[j] > run.max) {
                 run.sum = run.sum * expf(run.max - v[j]) + 1.0f;
@@ -180,7 +170,7 @@ __global__ void cross_entropy_kernel(bf16 *logits, float2 *row_stats, const int3
         int c = 8 * (threadIdx.x + k * blockDim.x), n = c < V ? min(8, V - c) : 0;
         if (!n) continue;
         float v[8];
-        unpack_run(v, R > 0 ? held[R > 0 ? k : 0] : load_run(x + c, n));
+        unpack8(v, R > 0 ? held[R > 0 ? k : 0] : load_run(x + c, n));
 #pragma unroll
         for (int j = 0; j < 8; j++) {
             float p = expf(v[j] - run.max) * inv;
