@@ -48,7 +48,18 @@ void cuda_free(mlm_backend *be, void *p) {
 }
 
 void cuda_upload(mlm_backend *be, void *dst, const void *host_src, size_t bytes) {
-    cudaCheck(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, cuda_st(be)->stream));
+    cuda_state *st = cuda_st(be);
+    if (bytes == 0) return;
+    if (bytes > UPLOAD_SLOT_BYTES || st->capturing) {   // pageable: the driver stages it, the host waits
+        cudaCheck(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, st->stream));
+        return;
+    }
+    unsigned slot = st->next_slot++ % UPLOAD_SLOTS;
+    char *staged = (char *)st->slots + (size_t)slot * UPLOAD_SLOT_BYTES;
+    cudaCheck(cudaEventSynchronize(st->slot_done[slot]));   // its previous copy has left it
+    memcpy(staged, host_src, bytes);
+    cudaCheck(cudaMemcpyAsync(dst, staged, bytes, cudaMemcpyHostToDevice, st->stream));
+    cudaCheck(cudaEventRecord(st->slot_done[slot], st->stream));
 }
 
 void cuda_download(mlm_backend *be, void *host_dst, const void *src, size_t bytes) {
@@ -280,6 +291,8 @@ static void cuda_destroy(mlm_backend *be) {
     graphs_drop(st);
     cudaCheck(cudaEventDestroy(st->copied));
     cudaCheck(cudaFreeHost(st->pinned));
+    for (int i = 0; i < UPLOAD_SLOTS; i++) cudaCheck(cudaEventDestroy(st->slot_done[i]));
+    cudaCheck(cudaFreeHost(st->slots));
     cudaCheck(cudaFree(st->scratch));
     cudaCheck(cudaFree(st->partials));
     cudaCheck(cudaFree(st->lt_workspace));
@@ -323,6 +336,9 @@ extern "C" mlm_backend *mlm_backend_cuda(int device, char *err, size_t err_len) 
     cudaCheck(cudaMalloc(&st->lt_workspace, LT_WORKSPACE_BYTES));
     cudaCheck(cudaMallocHost(&st->pinned, PINNED_BYTES));
     cudaCheck(cudaEventCreateWithFlags(&st->copied, cudaEventDisableTiming));
+    cudaCheck(cudaMallocHost(&st->slots, (size_t)UPLOAD_SLOTS * UPLOAD_SLOT_BYTES));
+    for (int i = 0; i < UPLOAD_SLOTS; i++)
+        cudaCheck(cudaEventCreateWithFlags(&st->slot_done[i], cudaEventDisableTiming));
     st->gemms = gemm_cache_new();
     mlm_backend *be = (mlm_backend *)mlm_xcalloc(1, sizeof *be, "cuda backend");
     be->name = "cuda";

@@ -31,6 +31,12 @@ struct cuda_graph {
 
 enum { CUDA_GRAPHS_MAX = 64 };
 
+/* Uploads up to UPLOAD_SLOT_BYTES (a micro-batch's ids, lengths, rows, labels and
+ * live values) go through a ring of pinned slots: the host copies into a slot and
+ * returns while the device copies from it; a slot is reused once its last copy is
+ * done. Larger uploads (parameters, optimizer state) copy from pageable memory. */
+enum { UPLOAD_SLOTS = 8, UPLOAD_SLOT_BYTES = 1 << 20 };
+
 struct cuda_state {
     int device;
     cudaStream_t stream;        // every op is queued here, in order
@@ -49,12 +55,16 @@ struct cuda_state {
     int cublas_attention;       // mlm_cuda_use_cublas_attention: the cuBLAS path for every S
     uint64_t replays;           // replay calls so far
     void *pinned;               // page-locked host memory for download_start (PINNED_BYTES)
+    void *slots;                // page-locked staging for uploads: UPLOAD_SLOTS x UPLOAD_SLOT_BYTES
+    cudaEvent_t slot_done[UPLOAD_SLOTS];   // recorded behind each slot's copy
+    unsigned next_slot;
     cudaEvent_t copied;         // recorded behind download_start's copy
     void *pending_dst;          // download_start's destination, until download_finish
     size_t pending_bytes;
 };
 
 enum { PINNED_BYTES = 256 };
+
 
 enum { LT_WORKSPACE_BYTES = 32 << 20 };
 

@@ -34,7 +34,7 @@ typedef struct {
     kind k;
 } pair;
 
-enum { MAX_PAIRS = 512, MAX_HOST = 4096, MAX_RAW = 8 };
+enum { MAX_PAIRS = 512, MAX_HOST = 4096, MAX_RAW = 32 };
 static pair pairs[MAX_PAIRS];
 static int npairs;
 static void *host[MAX_HOST];
@@ -523,6 +523,37 @@ Test(cuda_ops, cross_entropy) {
             expect_close(stats, stats0, 1e-5, "cross_entropy stats");
         }
     }
+}
+
+/* Small uploads go through a ring of pinned slots and return before the device has
+ * copied: the host buffer is rewritten right after each call, more calls than slots,
+ * and every destination must still get what the buffer held at its call; an upload
+ * over the slot size takes the pageable path. */
+Test(cuda_ops, uploads_keep_what_the_host_held_at_the_call) {
+    need_gpu();
+    enum { CALLS = 20, BIG = 3 << 20 };
+    int32_t *host_buf = hbuf(BIG), *back = hbuf(BIG);
+    int32_t *dst[CALLS];
+    for (int i = 0; i < CALLS; i++) {
+        size_t n = 1000 + 517 * (size_t)i;
+        dst[i] = raw_alloc(gpu, n * sizeof(int32_t));
+        for (size_t k = 0; k < n; k++) host_buf[k] = (int32_t)(i * 1000003 + k);
+        gpu->upload(gpu, dst[i], host_buf, n * sizeof(int32_t));
+    }
+    for (size_t k = 0; k < BIG / 4; k++) host_buf[k] = (int32_t)(7 * k + 1);
+    int32_t *big = raw_alloc(gpu, BIG);
+    gpu->upload(gpu, big, host_buf, BIG);
+    memset(host_buf, 0, BIG);
+    for (int i = 0; i < CALLS; i++) {
+        size_t n = 1000 + 517 * (size_t)i, wrong = 0;
+        gpu->download(gpu, back, dst[i], n * sizeof(int32_t));
+        for (size_t k = 0; k < n; k++) wrong += back[k] != (int32_t)(i * 1000003 + k);
+        cr_expect_eq(wrong, 0, "upload %d: %zu of %zu values are not what the host held", i, wrong, n);
+    }
+    gpu->download(gpu, back, big, BIG);
+    size_t wrong = 0;
+    for (size_t k = 0; k < BIG / 4; k++) wrong += back[k] != (int32_t)(7 * k + 1);
+    cr_expect_eq(wrong, 0, "the %d-byte upload: %zu values wrong", BIG, wrong);
 }
 
 Test(cuda_ops, sum_squares) {
