@@ -473,7 +473,7 @@ static void encoder_forward(mlm_model *m, const mlm_batch *b, const mlm_live *li
     }
 }
 
-/* MLM head on the masked rows: a->logits (M, V) before the loss. */
+/* MLM head on the masked rows: a->logits (M rows of ldl) before the loss. */
 static void head_forward(mlm_model *m, const mlm_batch *b) {
     mlm_backend *be = m->be;
     mlm_acts *a = m->acts;
