@@ -152,13 +152,13 @@ template <class D, class S> __global__ void convert_kernel(D *dst, const S *src,
     store8(dst + i, v, cnt);
 }
 
-void convert_f32_to_bf16(cuda_state *st, bf16 *dst, const float *src, size_t n) {
+static void convert_f32_to_bf16(cuda_state *st, bf16 *dst, const float *src, size_t n) {
     if (!n) return;
     convert_kernel<<<cdiv(cdiv(n, 8), CONVERT_THREADS), CONVERT_THREADS, 0, st->stream>>>(dst, src, n);
     launchCheck();
 }
 
-void convert_bf16_to_f32(cuda_state *st, float *dst, const bf16 *src, size_t n) {
+static void convert_bf16_to_f32(cuda_state *st, float *dst, const bf16 *src, size_t n) {
     if (!n) return;
     convert_kernel<<<cdiv(cdiv(n, 8), CONVERT_THREADS), CONVERT_THREADS, 0, st->stream>>>(dst, src, n);
     launchCheck();

@@ -1,7 +1,7 @@
 /*
  * What the CUDA backend's files share (twin: src/host/cpu/common.h): the backend
- * state (stream, cuBLASLt handle and workspace, scratch buffers), the row-major GEMM
- * interface over cuBLASLt (matmul.cu), f32 <-> bf16 conversions, 16-byte bf16/fp32
+ * state (stream, cuBLASLt handle and workspace, scratch buffers, pinned upload
+ * slots), the row-major GEMM interface over cuBLASLt (matmul.cu), 16-byte bf16/fp32
  * vector loads and stores and block sums (device.cuh), and the declarations of the
  * ops backend.cu puts into the table, one cuda_OP per op of
  * include/mlm/backend_ops.def. act and wgt buffers are bf16 here; f32 buffers are
@@ -80,10 +80,6 @@ static inline unsigned cdiv(size_t a, size_t b) { return (unsigned)((a + b - 1) 
  * partials from a second buffer the same way, so an op can call them. */
 void cuda_scratch_slices(cuda_state *st, int count, const size_t *bytes, void **out);
 void *cuda_partials(cuda_state *st, size_t bytes);
-
-/* ---- conversions (backend.cu) ---- */
-void convert_f32_to_bf16(cuda_state *st, bf16 *dst, const float *src, size_t n);
-void convert_bf16_to_f32(cuda_state *st, float *dst, const bf16 *src, size_t n);
 
 /* ---- GEMM (matmul.cu) ----
  * Row-major C (M, N) = alpha op(A) op(B) + beta C (+ bias broadcast over rows),
