@@ -51,10 +51,14 @@ void cpu_ln_row_bwd(float *dx, const float *dy, const float *x, float mean, floa
 void cpu_ln_param_grads(float *dln_w, float *dln_b, const float *dy, const float *x, const float *mean,
                         const float *rstd, int M, int d);
 
-/* dW += dout^T in; db += column sums of dout; din = (or +=) dout W (linear.c; the
- * decoder's backward too). */
-void cpu_linear_grads(float *din, float *dW, float *db, const float *dout, const float *in, const float *W, int N,
-                      int I, int O, int din_accumulate);
+/* y (N, O), rows ldy apart, = in (N, I) W^T (O, I) + b (linear.c; the decoder's
+ * forward too). */
+void cpu_affine(float *y, int ldy, const float *in, const float *W, const float *b, int N, int I, int O);
+
+/* dW += dout^T in; db += column sums of dout; din = (or +=) dout W, dout (N, O) with
+ * rows ldo apart (linear.c; the decoder's backward too). */
+void cpu_linear_grads(float *din, float *dW, float *db, const float *dout, int ldo, const float *in, const float *W,
+                      int N, int I, int O, int din_accumulate);
 
 /* ---- the ops of include/mlm/backend_ops.def, cpu_OP each: memory in backend.c, the
  * rest in the file of their family ---- */

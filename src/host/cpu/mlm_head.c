@@ -36,23 +36,14 @@ void cpu_scatter_rows(mlm_backend *be, void *dfull_, const void *drows_, const i
 
 /* ---- tied decoder: logits (M, V of ldl) = in (M, d) W^T (V, d) + b ---- */
 
-/* As cpu_linear_fwd, on rows ldl apart: the bias written into every row, the matmul
- * accumulated onto it. */
-void cpu_decoder_fwd(mlm_backend *be, void *logits_, const void *in, const void *W, const void *b, int M, int d,
+void cpu_decoder_fwd(mlm_backend *be, void *logits, const void *in, const void *W, const void *b, int M, int d,
                      int V, int ldl) {
-    float *y = logits_;
-    #pragma omp parallel for schedule(static)
-    for (int r = 0; r < M; r++) memcpy(y + (size_t)r * ldl, b, (size_t)V * sizeof(float));
-    cpu_gemm(CblasNoTrans, CblasTrans, M, V, d, 1.0f, in, d, W, d, 1.0f, y, ldl);
+    cpu_affine(logits, ldl, in, W, b, M, d, V);
 }
 
-/* As cpu_linear_grads: dW += g^T in, db += column sums of g, din = g W. */
-void cpu_decoder_bwd(mlm_backend *be, void *din, float *dW, float *db, const void *dlogits_, const void *in,
+void cpu_decoder_bwd(mlm_backend *be, void *din, float *dW, float *db, const void *dlogits, const void *in,
                      const void *W, int M, int d, int V, int ldl) {
-    const float *g = dlogits_;
-    cpu_gemm(CblasTrans, CblasNoTrans, V, d, M, 1.0f, g, ldl, in, d, 1.0f, dW, d);
-    cpu_colsum_add(db, g, M, V, ldl);
-    cpu_gemm(CblasNoTrans, CblasNoTrans, M, d, V, 1.0f, g, ldl, W, d, 0.0f, din, d);
+    cpu_linear_grads(din, dW, db, dlogits, ldl, in, W, M, d, V, 0);
 }
 
 /* ---- fused softmax cross-entropy ---- */
