@@ -24,7 +24,7 @@ enum {
     SCRATCH_ALIGN = 256, GROW_ROUND = 1 << 20, LT_WORKSPACE = 32 << 20,   // backend.cu, common.cuh
     COLSUM_CHUNK = 256,                                                   // reduce.cuh
     LN_BWD_ROWS = 32,                                                     // layernorm.cu
-    CE_THREADS = 512,                                                     // mlm_head.cu
+    CE_THREADS = 512, CE_HELD_RUNS = 16,                                  // mlm_head.cu
     SUMSQ_PER_BLOCK = 256 * 8, SUMSQ_MAX_BLOCKS = 1024,                   // reduce.cu
     SEG_CHUNK = 128, SORT_PASSES = 4,                                     // embedding.cu: 31-bit keys, 8 bits a pass
     FLASH_MAX_S = 512, FLASH_BWD_BN = 128,                                // flash_kernels.cuh
@@ -367,7 +367,7 @@ static void pred_cross_entropy(mlm_backend *be, void *logits, const int32_t *lab
     double MV = (double)M * V;
     size_t row_stats = (size_t)M * 8;
     need_scratch(p, 1, &row_stats);
-    if (V > 16 * 8 * CE_THREADS) pass(p, (double)M * 4 + 2 * MV * A, MV * A + (double)M * 8);   // re-read
+    if (V > CE_HELD_RUNS * 8 * CE_THREADS) pass(p, (double)M * 4 + 2 * MV * A, MV * A + (double)M * 8);   // re-read
     else pass(p, (double)M * 4 + MV * A, MV * A + (double)M * 8);
     pass(p, (double)M * 8, 2.0 * F * 2);
 }

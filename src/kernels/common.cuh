@@ -55,16 +55,15 @@ struct cuda_state {
     int cublas_attention;       // mlm_cuda_use_cublas_attention: the cuBLAS path for every S
     uint64_t replays;           // replay calls so far
     void *pinned;               // page-locked host memory for download_start (PINNED_BYTES)
-    void *slots;                // page-locked staging for uploads: UPLOAD_SLOTS x UPLOAD_SLOT_BYTES
-    cudaEvent_t slot_done[UPLOAD_SLOTS];   // recorded behind each slot's copy
-    unsigned next_slot;
     cudaEvent_t copied;         // recorded behind download_start's copy
     void *pending_dst;          // download_start's destination, until download_finish
     size_t pending_bytes;
+    void *slots;                // page-locked staging for uploads: UPLOAD_SLOTS x UPLOAD_SLOT_BYTES
+    cudaEvent_t slot_done[UPLOAD_SLOTS];   // recorded behind each slot's copy
+    unsigned next_slot;
 };
 
 enum { PINNED_BYTES = 256 };
-
 
 enum { LT_WORKSPACE_BYTES = 32 << 20 };
 

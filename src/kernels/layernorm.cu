@@ -138,5 +138,5 @@ void cuda_layernorm_bwd(mlm_backend *be, void *dx, float *dln_w, float *dln_b, c
                         const void *x, const float *mean, const float *rstd, const void *ln_w,
                         int M, int d) {
     ln_bwd(cuda_st(be), (bf16 *)dx, nullptr, dln_w, dln_b, nullptr, (const bf16 *)dout, (const bf16 *)x, mean, rstd,
-           (const bf16 *)ln_w, M, M > 0 ? M : 1, d, nullptr);
+           (const bf16 *)ln_w, M, M, d, nullptr);
 }

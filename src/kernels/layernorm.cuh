@@ -93,14 +93,4 @@ __device__ __forceinline__ void save_and_normalize(float v[8], bf16 *saved, int 
     ln_row_fwd(v, n, c0, d, eps, ln_w, ln_b, mu, rs, shared);
 }
 
-/* ds = the LayerNorm backward of a bf16 row: dout and the saved input x at `at`. */
-__device__ __forceinline__ void load_ln_row_bwd(float ds[8], const bf16 *dout, const bf16 *x, size_t at, int n,
-                                                int c0, int d, float mu, float rs, const bf16 *ln_w,
-                                                float *shared) {
-    float dy[8], xv[8];
-    load8(dy, dout + at, n);
-    load8(xv, x + at, n);
-    ln_row_bwd(ds, dy, xv, n, c0, d, mu, rs, ln_w, shared);
-}
-
 #endif

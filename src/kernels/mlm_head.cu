@@ -24,7 +24,9 @@
 #include "common.cuh"
 #include "reduce.cuh"
 
-enum { ROWS_THREADS = 256, CE_THREADS = 512, STATS_THREADS = 256 };
+/* CE_HELD_RUNS: the most 8-column runs a cross-entropy thread holds in registers
+ * (predict.c mirrors it and CE_THREADS). */
+enum { ROWS_THREADS = 256, CE_THREADS = 512, CE_HELD_RUNS = 16, STATS_THREADS = 256 };
 
 /* ---- masked rows: 8 columns per thread ---- */
 
@@ -228,7 +230,7 @@ void cuda_cross_entropy(mlm_backend *be, void *logits, const int32_t *labels, in
     else if (per_thread <= 2) ce_launch<2>(st, M, a);
     else if (per_thread <= 4) ce_launch<4>(st, M, a);
     else if (per_thread <= 8) ce_launch<8>(st, M, a);
-    else if (per_thread <= 16) ce_launch<16>(st, M, a);
+    else if (per_thread <= CE_HELD_RUNS) ce_launch<CE_HELD_RUNS>(st, M, a);
     else ce_launch<0>(st, M, a);
     launchCheck();
     ce_stats_kernel<<<1, STATS_THREADS, 0, st->stream>>>(stats, (const float2 *)row_stats, M);
