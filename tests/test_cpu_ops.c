@@ -663,8 +663,10 @@ Test(cpu_ops, adamw_matches_torch_with_clipping) {
         float *g = rand_buf(n, 0, step == 3 ? 0.001f : 1.0f);   // step 3: below the clip
         a.step = step;
         be->sum_squares(be, &gnorm_sq, g, n);
-        be->adamw(be, p, p, g, m, v, n, &a, &gnorm_sq);
         ref_adamw(rp, rm, rv, g, n, &a);
+        be->adamw(be, p, p, g, m, v, n, &a, &gnorm_sq);
+        for (size_t i = 0; i < n; i++)   // read, then zeroed for the next step's accumulation
+            cr_assert(g[i] == 0.0f, "step %d: gradient %zu not zeroed: %g", step, i, g[i]);
     }
     expect_close(m, rm, n, 1e-5, "adamw m");
     expect_close(v, rv, n, 1e-5, "adamw v");

@@ -42,10 +42,10 @@ Test(predict, single_ops_by_hand) {
     // pre and writes out
     be->linear_fwd(be, x, x, x, x, x, 64, 16, 32, MLM_ACT_GELU);
     expect_counts("linear_fwd", 2.0 * 64 * 32 * 16, (64 * 16 + 32 * 16) * 2 + 64 * 32 * 2 + 32 * 2 + 2 * 64 * 32 * 2, 2);
-    // master, g, m, v read; master, m, v written in fp32 and the bf16 copy
+    // master, g, m, v read; master, g (zeroed), m, v written in fp32 and the bf16 copy
     mlm_adamw_args a = {1e-3f, 0.9f, 0.999f, 1e-6f, 0.01f, 1, 1.0f};
     be->adamw(be, (float *)x, x, (float *)x, (float *)x, (float *)x, 1000, &a, (float *)x);
-    expect_counts("adamw", 0, 1000 * (4 * 4 + 3 * 4 + 2), 1);
+    expect_counts("adamw", 0, 1000 * (4 * 4 + 4 * 4 + 2), 1);
     // labels, the bf16 logits read once and written once, row statistics written; then
     // one block reads them and adds two floats
     be->cross_entropy(be, x, (int32_t *)x, 10, 50, 128, 1.0f, NULL, (float *)x);
@@ -111,11 +111,14 @@ Test(predict, a_micro_batch_by_hand) {
     size_t n = m.lay.num_params;
     mlm_op_cost opt = mlm_predict_get(pred, NULL, NULL);
     // sum of squares (the gradients in, a double per block of 2048 out; the partials
-    // in, the norm out), two AdamW calls, the gradients zeroed
+    // in, the norm out), two AdamW calls that zero the gradients they read, and no
+    // separate zeroing pass
     double P = ceil(n / 2048.0);
-    double bytes = (n * 4.0 + P * 8) + (P * 8 + 4) + n * (4 * 4 + 3 * 4 + 2.0) + n * 4.0;
+    double bytes = (n * 4.0 + P * 8) + (P * 8 + 4) + n * (4 * 4 + 4 * 4 + 2.0);
     cr_expect_eq(opt.bytes, bytes, "optimizer: %.0f bytes, by hand %.0f", opt.bytes, bytes);
     cr_expect_eq(mlm_predict_get(pred, "adamw", NULL).calls, 2);
+    cr_expect_eq(mlm_predict_get(pred, "zero", NULL).calls, 0);
+    cr_expect_eq(opt.launches, 4, "sum of squares (2 kernels) and AdamW (2 calls): %d launches", (int)opt.launches);
     // what the model allocated, the cuBLASLt workspace, and scratch and partials
     // buffers of one MiB each (every op of this size needs less)
     size_t state = n * (2 + 4 + 4 + 4 + 4) + 4 * sizeof(float);

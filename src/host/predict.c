@@ -383,9 +383,9 @@ static void pred_sum_squares(mlm_backend *be, float *out, const float *g, size_t
     pass(p, P * 8, F);
 }
 
-static void pred_adamw(mlm_backend *be, float *master, void *wgt, const float *g, float *m, float *v, size_t n,
+static void pred_adamw(mlm_backend *be, float *master, void *wgt, float *g, float *m, float *v, size_t n,
                        const mlm_adamw_args *a, const float *gnorm_sq) {
-    pass(pred(be), (double)n * 4 * F, (double)n * (3 * F + A));   // master, g, m, v -> master, m, v, wgt
+    pass(pred(be), (double)n * 4 * F, (double)n * (4 * F + A));   // master, g, m, v -> master, g = 0, m, v, wgt
 }
 
 /* ---------------------------------------------------------------- the table, through the wrapper */

@@ -3,9 +3,11 @@
  * torch's _single_tensor_adamw as the CPU backend writes it (decay, lerp of m,
  * addcmul of v, addcdiv), with clip_grad_norm_'s factor min(1, clip / (sqrt(gnorm_sq)
  * + 1e-6)) read from the device, so the optimizer step needs no host sync. Each
- * thread updates 8 consecutive elements with 16-byte loads and refreshes the bf16
- * weight copy in the same pass. The _rn intrinsics keep nvcc from contracting into
- * FMAs: the update then rounds exactly as the CPU backend's.
+ * thread updates 8 consecutive elements with 16-byte loads, refreshes the bf16
+ * weight copy and zeroes the gradient in the same pass (the next step accumulates
+ * from zero; a separate zeroing pass would write the same bytes in one more
+ * launch). The _rn intrinsics keep nvcc from contracting into FMAs: the update then
+ * rounds exactly as the CPU backend's.
  */
 #include <math.h>
 
@@ -30,7 +32,7 @@ __device__ __forceinline__ float clip_factor(const adamw_scalars &k, const float
     return coef < 1.0f ? coef : 1.0f;
 }
 
-__global__ void adamw_kernel(float *master, bf16 *wgt, const float *g, float *m, float *v, size_t n,
+__global__ void adamw_kernel(float *master, bf16 *wgt, float *g, float *m, float *v, size_t n,
                              adamw_scalars k, const float *gnorm_sq) {
     size_t i = 8 * ((size_t)blockIdx.x * blockDim.x + threadIdx.x);
     int cnt = run8(i, n);
@@ -55,9 +57,11 @@ __global__ void adamw_kernel(float *master, bf16 *wgt, const float *g, float *m,
     store8(m + i, mm, cnt);
     store8(v + i, vv, cnt);
     store8(wgt + i, p, cnt);
+    float zero[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    store8(g + i, zero, cnt);
 }
 
-void cuda_adamw(mlm_backend *be, float *master, void *wgt, const float *g, float *m, float *v,
+void cuda_adamw(mlm_backend *be, float *master, void *wgt, float *g, float *m, float *v,
                 size_t n, const mlm_adamw_args *a, const float *gnorm_sq) {
     cuda_state *st = cuda_st(be);
     if (n == 0) return;

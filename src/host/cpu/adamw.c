@@ -1,7 +1,8 @@
 /*
  * AdamW on the CPU (twin: src/kernels/adamw.cu), written as torch.optim.AdamW
  * (foreach=False) computes it, with torch.nn.utils.clip_grad_norm_'s clipping folded
- * in. The caller (src/host/train/optimizer.c) passes the squared global norm.
+ * in. The caller (src/host/train/optimizer.c) passes the squared global norm. The
+ * gradient is zeroed as it is read, so the step needs no separate zeroing pass.
  */
 #include <math.h>
 
@@ -16,7 +17,7 @@ static float clip_coef(const mlm_adamw_args *a, const float *gnorm_sq) {
 
 /* The scalar arithmetic (double, then cast to fp32) and the element order of
  * torch's _single_tensor_adamw: decay, lerp of m, addcmul of v, addcdiv. */
-void cpu_adamw(mlm_backend *be, float *master, void *wgt, const float *g, float *m, float *v,
+void cpu_adamw(mlm_backend *be, float *master, void *wgt, float *g, float *m, float *v,
                size_t n, const mlm_adamw_args *a, const float *gnorm_sq) {
     float clip = clip_coef(a, gnorm_sq);
     double bc1 = 1.0 - pow(a->beta1, a->step), bc2 = 1.0 - pow(a->beta2, a->step);
@@ -32,6 +33,7 @@ void cpu_adamw(mlm_backend *be, float *master, void *wgt, const float *g, float 
         master[i] = master[i] * decay + neg_step * mi / denom;
         m[i] = mi;
         v[i] = vi;
+        g[i] = 0.0f;
     }
     be->copy_master_to_wgt(be, wgt, master, n);
 }

@@ -3,7 +3,10 @@
  * global grad norm, clipping and AdamW through the backend's sum_squares and adamw
  * ops (src/host/cpu/adamw.c, src/kernels/adamw.cu). Everything stays on the backend:
  * the grad norm is reduced into m->stats[2] and AdamW reads the clip factor from
- * there, so a step needs no host round trip.
+ * there, so a step needs no host round trip. Two passes over the gradients, the least
+ * the clipping allows (the norm must see every gradient before the first update):
+ * the sum of squares, then AdamW, which also zeroes each gradient it has read. The
+ * segments cover the whole gradient buffer, so nothing is left for a zeroing pass.
  */
 #include "mlm/optimizer.h"
 
@@ -35,5 +38,4 @@ void mlm_optim_step(mlm_model *m, const mlm_optim_config *o, int step, float lr)
         be->adamw(be, m->master + at, wgt + at * be->wgt_size, m->grads + at, m->m + at, m->v + at, count, &a,
                   gnorm_sq);
     }
-    be->zero(be, m->grads, n * sizeof(float));
 }
