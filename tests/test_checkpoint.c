@@ -205,11 +205,16 @@ static void make_hf_dir(const char *dir, int legacy) {
     mlm_st_close(&f);
 }
 
-/* dir: a path, absolute or under tmpdir. */
-static void expect_hf_logits(const char *dir) {
+#define ROBERTA_FIXTURE MLM_SOURCE_ROOT "/tests/fixtures/hf_tiny_roberta.safetensors"
+#define ROBERTA_DIR MLM_SOURCE_ROOT "/tests/fixtures/hf_tiny_roberta_model"
+#define BERT_DIR MLM_SOURCE_ROOT "/tests/fixtures/hf_tiny_model"
+
+/* dir: a path, absolute or under tmpdir, holding the model of fixture, an
+ * architecture model. */
+static void expect_arch_logits(const char *dir, const char *fixture, mlm_arch arch) {
     char err[1024], path[256];
     mlm_st_file f;
-    cr_assert_eq(mlm_st_open(&f, FIXTURE, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(mlm_st_open(&f, fixture, err, sizeof err), 0, "%s", err);
     const mlm_st_tensor *ids = mlm_st_find(&f, "batch.ids"), *rows = mlm_st_find(&f, "batch.rows");
     int B = (int)ids->shape[0], S = (int)ids->shape[1], M = (int)rows->numel;
     int32_t *id = malloc(B * S * 4), *len = malloc(B * 4), *row = malloc(M * 4), *lab = malloc(M * 4);
@@ -219,6 +224,7 @@ static void expect_hf_logits(const char *dir) {
     mlm_st_read_i32(&f, "batch.labels", lab, M, err, sizeof err);
     mlm_model_config base = {0};
     base.init_range = 0.02f;
+    base.architecture = arch;
     mlm_backend *be = mlm_backend_cpu(2);
     mlm_model m;
     if (dir[0] == '/') snprintf(path, sizeof path, "%s", dir);
@@ -237,6 +243,8 @@ static void expect_hf_logits(const char *dir) {
     free(logits), free(ref), free(id), free(len), free(row), free(lab);
     mlm_st_close(&f);
 }
+
+static void expect_hf_logits(const char *dir) { expect_arch_logits(dir, FIXTURE, MLM_ARCH_BERT); }
 
 TestSuite(import, .init = make_tmpdir, .fini = rm_tmpdir);
 
@@ -294,6 +302,154 @@ Test(import, bad_directories_are_named) {
     cr_expect_eq(mlm_model_load_dir(&m, path, &base, be, 1, 8, 8, 1, err, sizeof err), -1);
     cr_expect(strstr(err, "not a JSON object"), "%s", err);
     be->destroy(be);
+}
+
+/* A RobertaForMaskedLM directory as save_pretrained wrote it: roberta. / lm_head.
+ * names, positions from 2; its logits are HF's. */
+Test(import, roberta_directory_matches_hf_logits) {
+    expect_arch_logits(ROBERTA_DIR, ROBERTA_FIXTURE, MLM_ARCH_ROBERTA);
+    mlm_model_config mc = {0};
+    char err[1024];
+    cr_assert_eq(mlm_hf_read_config(ROBERTA_DIR, &mc, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(mc.architecture, MLM_ARCH_ROBERTA);
+    cr_expect_eq(mc.type_vocab_size, 1);
+    cr_expect_eq(mc.max_position, 40);
+}
+
+/* Copies a file of the source tree into tmpdir/dir/name. */
+static void copy_in(const char *from, const char *dir, const char *name) {
+    char *text, err[512], path[256];
+    size_t n;
+    cr_assert_eq(mlm_read_file(from, &text, &n, err, sizeof err), 0, "%s", err);
+    tmp_path(path, sizeof path, dir);
+    cr_assert_eq(mlm_mkdir_p(path), 0);
+    snprintf(path + strlen(path), sizeof path - strlen(path), "/%s", name);
+    FILE *f = fopen(path, "wb");
+    cr_assert(f && fwrite(text, 1, n, f) == n);
+    fclose(f);
+    free(text);
+}
+
+/* An architecture that does not match the directory, either way, and a config.json
+ * that names one family over the other's tensors: named, nothing loaded. */
+Test(import, architecture_mismatches_are_named) {
+    char err[1024], path[256];
+    mlm_backend *be = mlm_backend_cpu(1);
+    mlm_model m;
+    mlm_model_config bert = {.architecture = MLM_ARCH_BERT, .init_range = 0.02f}, roberta = bert;
+    roberta.architecture = MLM_ARCH_ROBERTA;
+    cr_expect_eq(mlm_model_load_dir(&m, ROBERTA_DIR, &bert, be, 1, 8, 8, 1, err, sizeof err), -1);
+    cr_expect(strstr(err, "config.json: a RoBERTa model (model_type \"roberta\"), but model.architecture is bert"),
+              "%s", err);
+    cr_expect_eq(mlm_model_load_dir(&m, BERT_DIR, &roberta, be, 1, 8, 8, 1, err, sizeof err), -1);
+    cr_expect(strstr(err, "config.json: a BERT model (model_type \"bert\"), but model.architecture is roberta"),
+              "%s", err);
+    // RoBERTa's config.json over BERT's tensors, and the other way round
+    copy_in(ROBERTA_DIR "/config.json", "mixed", "config.json");
+    copy_in(BERT_DIR "/model.safetensors", "mixed", "model.safetensors");
+    tmp_path(path, sizeof path, "mixed");
+    cr_expect_eq(mlm_model_load_dir(&m, path, &roberta, be, 1, 8, 8, 1, err, sizeof err), -1);
+    cr_expect(strstr(err, "model.safetensors: holds BERT tensors (bert.embeddings.word_embeddings.weight) but "
+                          "config.json names a roberta model"), "%s", err);
+    copy_in(BERT_DIR "/config.json", "mixed2", "config.json");
+    copy_in(ROBERTA_DIR "/model.safetensors", "mixed2", "model.safetensors");
+    tmp_path(path, sizeof path, "mixed2");
+    cr_expect_eq(mlm_model_load_dir(&m, path, &bert, be, 1, 8, 8, 1, err, sizeof err), -1);
+    cr_expect(strstr(err, "holds RoBERTa tensors (roberta.embeddings.word_embeddings.weight) but config.json names "
+                          "a bert model"), "%s", err);
+    // model_type and architectures that disagree; a model type mlmgpu does not have
+    write_file("mixed/config.json", "{\"model_type\": \"bert\", \"architectures\": [\"RobertaForMaskedLM\"], "
+               "\"vocab_size\": 128}");
+    cr_expect_eq(mlm_model_load_dir(&m, path, &bert, be, 1, 8, 8, 1, err, sizeof err), -1);
+    tmp_path(path, sizeof path, "mixed");
+    cr_expect_eq(mlm_model_load_dir(&m, path, &bert, be, 1, 8, 8, 1, err, sizeof err), -1);
+    cr_expect(strstr(err, "model_type \"bert\" but architectures [\"RobertaForMaskedLM\"]"), "%s", err);
+    write_file("mixed/config.json", "{\"model_type\": \"gpt2\", \"vocab_size\": 128}");
+    cr_expect_eq(mlm_model_load_dir(&m, path, &bert, be, 1, 8, 8, 1, err, sizeof err), -1);
+    cr_expect(strstr(err, "model_type \"gpt2\": mlmgpu implements \"bert\" and \"roberta\""), "%s", err);
+    // RoBERTa numbers positions from 2: 40 rows hold 38 tokens
+    cr_expect_eq(mlm_model_load_dir(&m, ROBERTA_DIR, &roberta, be, 1, 39, 8, 1, err, sizeof err), -1);
+    cr_expect(strstr(err, "max_position_embeddings 40 is shorter than seq_len 39 + 2"), "%s", err);
+    cr_assert_eq(mlm_model_load_dir(&m, ROBERTA_DIR, &roberta, be, 1, 38, 8, 1, err, sizeof err), 0, "%s", err);
+    mlm_model_destroy(&m);
+    be->destroy(be);
+}
+
+/* A RoBERTa model's checkpoint (roberta. / lm_head. names, RobertaConfig, the BPE
+ * vocabulary's vocab.json + merges.txt and a RobertaTokenizer config) loads with
+ * AutoModelForMaskedLM and AutoTokenizer as RobertaForMaskedLM and
+ * RobertaTokenizerFast, and HF's logits and loss on a batch are ours to 1e-4
+ * (tests/reference/hf_roundtrip.py; skipped without transformers). */
+Test(checkpoint, roberta_checkpoint_loads_in_transformers) {
+    mlm_config cfg;
+    mlm_config_defaults(&cfg);
+    cfg.model = (mlm_model_config){.architecture = MLM_ARCH_ROBERTA, .vocab_size = 300, .hidden_size = 32,
+                                   .num_layers = 2, .num_heads = 4, .intermediate_size = 64, .max_position = 34,
+                                   .type_vocab_size = 1, .layer_norm_eps = 1e-5f, .init_range = 0.2f};
+    snprintf(cfg.data.vocab, sizeof cfg.data.vocab, "%s", MLM_SOURCE_ROOT "/tests/fixtures/roberta_bpe");
+    cfg.data.seq_len = 32;
+    tmp_path(cfg.train.out_dir, sizeof cfg.train.out_dir, "run");
+    enum { B = 2, S = 32, M = 6 };
+    // <s> words </s> <pad>...; <mask> = 4
+    int32_t ids[B * S], lengths[B] = {32, 20}, rows[M] = {1, 7, 30, 32 + 3, 32 + 10, 32 + 18}, labels[M];
+    for (int r = 0; r < B * S; r++) {
+        int s = r % S, n = lengths[r / S];
+        ids[r] = s >= n ? 1 : s == 0 ? 0 : s == n - 1 ? 2 : 5 + (r * 37) % 295;
+    }
+    for (int i = 0; i < M; i++) labels[i] = ids[rows[i]], ids[rows[i]] = 4;
+    mlm_backend *be = mlm_backend_cpu(2);
+    mlm_model m;
+    mlm_model_create(&m, &cfg.model, be, B, S, M, 5);
+    mlm_model_init_params(&m, 5);
+    float logits[M * 300], stats[3];
+    mlm_batch b = {B, S, M, ids, NULL, lengths, rows, labels, 0, 1};
+    mlm_model_forward(&m, &b, logits);
+    mlm_model_take_stats(&m, stats);
+    float loss = stats[0] / M;
+    char err[1024];
+    cr_assert_eq(mlm_checkpoint_save(&m, &cfg, 1, err, sizeof err), 0, "%s", err);
+    mlm_model_destroy(&m);
+    be->destroy(be);
+    const char *files[] = {"model.safetensors", "config.json", "vocab.json", "merges.txt", "tokenizer_config.json",
+                           "special_tokens_map.json", "optimizer.safetensors", "trainer_state.json", "mlmgpu.ini"};
+    for (int i = 0; i < 9; i++) {
+        char p[256];
+        snprintf(p, sizeof p, "%s/run/checkpoints/latest/%s", tmpdir, files[i]);
+        cr_expect_eq(access(p, R_OK), 0, "missing %s", files[i]);
+    }
+    char path[256];
+    tmp_path(path, sizeof path, "run/checkpoints/latest/model.safetensors");
+    mlm_st_file f;
+    cr_assert_eq(mlm_st_open(&f, path, err, sizeof err), 0, "%s", err);
+    cr_expect_not_null(mlm_st_find(&f, "roberta.encoder.layer.1.attention.self.query.weight"));
+    cr_expect_not_null(mlm_st_find(&f, "lm_head.layer_norm.weight"));
+    cr_expect_not_null(mlm_st_find(&f, "lm_head.bias"));
+    cr_expect_null(mlm_st_find(&f, "bert.embeddings.word_embeddings.weight"));
+    mlm_st_close(&f);
+    mlm_st_out dump[6] = {
+        {"batch.ids", MLM_ST_I32, 2, {B, S}, ids},       {"batch.lengths", MLM_ST_I32, 1, {B}, lengths},
+        {"batch.rows", MLM_ST_I32, 1, {M}, rows},        {"batch.labels", MLM_ST_I32, 1, {M}, labels},
+        {"loss", MLM_ST_F32, 1, {1}, &loss},             {"logits", MLM_ST_F32, 2, {M, 300}, logits},
+    };
+    tmp_path(path, sizeof path, "batch.st");
+    cr_assert_eq(mlm_st_write(path, dump, 6, NULL, NULL, 0, err, sizeof err), 0, "%s", err);
+    // mlmgpu reads its own checkpoint back: config.json names roberta, the weights match
+    mlm_model_config mc = {0};
+    tmp_path(path, sizeof path, "run/checkpoints/latest");
+    cr_assert_eq(mlm_hf_read_config(path, &mc, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(mc.architecture, MLM_ARCH_ROBERTA);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "cd %s && python3 %s/tests/reference/hf_roundtrip.py run/checkpoints/latest batch.st "
+             "> roundtrip.log 2>&1", tmpdir, MLM_SOURCE_ROOT);
+    int py = system(cmd);
+    py = WIFEXITED(py) ? WEXITSTATUS(py) : -1;
+    if (py == 77 || py == 127) cr_skip_test("transformers is not installed: pip install torch transformers");
+    char log[256], *text;
+    size_t n;
+    tmp_path(log, sizeof log, "roundtrip.log");
+    cr_assert_eq(mlm_read_file(log, &text, &n, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(py, 0, "HF round trip failed: %s", text);
+    free(text);
 }
 
 /* ---- fill-mask and eval on a trained checkpoint ---- */

@@ -394,11 +394,46 @@ Test(config, written_file_lists_every_section_readably) {
     mlm_config_write(&cfg, f);
     fclose(f);
     cr_assert_eq(text[0], ';', "first line is a comment");
-    cr_assert(strstr(text, "\n[model]\nvocab_size = 30522\n"));
+    cr_assert(strstr(text, "\n[model]\narchitecture = bert\nvocab_size = 30522\n"));
     cr_assert(strstr(text, "\nhidden_dropout = 0.1\n"), "floats print short when exact");
     cr_assert(strstr(text, "\nlayer_norm_eps = 1e-12\n"));
     cr_assert(strstr(text, "\n[data]\ntrain = \n"));
     cr_assert(strstr(text, "\nschedule = linear\n"));
     cr_assert(strstr(text, "\n[optim]\n"));
     free(text);
+}
+
+/* model.architecture: bert (the default) or roberta, whose positions start at 2, so
+ * seq_len may be at most max_position - 2; the roberta configs load with HF's
+ * RobertaConfig shapes and read back. */
+Test(config, architecture_and_the_roberta_configs) {
+    mlm_config cfg;
+    char err[ERR_LEN] = "";
+    cr_assert_eq(mlm_config_load(&cfg, NULL, NULL, 0, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(cfg.model.architecture, MLM_ARCH_BERT);
+    const char *bad[] = {"model.architecture=gpt2"};
+    expect_set_error(bad, 1, 0, "model.architecture", "unknown architecture \"gpt2\" (expected bert or roberta)");
+    const char *too_long[] = {"model.architecture=roberta", "data.seq_len=511"};
+    expect_set_error(too_long, 2, 1, "data.seq_len", "seq_len 511 exceeds model.max_position 512 - 2");
+    const char *fits[] = {"model.architecture=roberta", "data.seq_len=510"};
+    cr_assert_eq(mlm_config_load(&cfg, NULL, fits, 2, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(cfg.model.architecture, MLM_ARCH_ROBERTA);
+    assert_round_trip(&cfg);
+    static const struct { const char *file; int layers, hidden, vocab, positions; } want[] = {
+        {"roberta-tiny.ini", 2, 128, 8192, 130},
+        {"roberta-base.ini", 12, 768, 50265, 514},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/configs/%s", MLM_SOURCE_ROOT, want[i].file);
+        cr_assert_eq(mlm_config_load(&cfg, path, NULL, 0, err, sizeof err), 0, "%s", err);
+        cr_expect_eq(cfg.model.architecture, MLM_ARCH_ROBERTA, "%s", want[i].file);
+        cr_expect_eq(cfg.model.num_layers, want[i].layers, "%s", want[i].file);
+        cr_expect_eq(cfg.model.hidden_size, want[i].hidden, "%s", want[i].file);
+        cr_expect_eq(cfg.model.vocab_size, want[i].vocab, "%s", want[i].file);
+        cr_expect_eq(cfg.model.max_position, want[i].positions, "%s", want[i].file);
+        cr_expect_eq(cfg.model.type_vocab_size, 1, "%s", want[i].file);
+        cr_expect_eq(cfg.model.layer_norm_eps, 1e-5f, "%s", want[i].file);
+        assert_round_trip(&cfg);
+    }
 }

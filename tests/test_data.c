@@ -274,7 +274,9 @@ Test(vocab, bad_files) {
 
 TestSuite(microbatch, .init = make_tmpdir, .fini = rm_tmpdir);
 
-Test(microbatch, independent_of_split) {
+/* Masks sequences 0..7 of an 8 x 32 shard as one micro-batch of 8 and as two of 4
+ * (table: word starts, NULL for per-token masking): the same ids, rows and labels. */
+static void expect_split_invariant(const uint8_t *table) {
     write_shard("d.shard", 8, 32, 2, 0, 1000);
     mlm_shards sh;
     char err[512];
@@ -282,14 +284,15 @@ Test(microbatch, independent_of_split) {
     mlm_special_ids sp = mlm_special_ids_default(30522);
     mlm_data_config dc = data_cfg(0.3f, 0.8f, 0.1f);
     dc.seq_len = 32;
+    dc.whole_word_mask = table != NULL;
     mlm_microbatch whole, half;
     mlm_microbatch_init(&whole, 8, 32, 8 * 32);
     mlm_microbatch_init(&half, 4, 32, 4 * 32);
     uint64_t idx[8] = {0, 1, 2, 3, 4, 5, 6, 7};
-    mlm_microbatch_fill(&whole, &sh, idx, &dc, &sp, 11, 3, 0);
+    mlm_microbatch_fill(&whole, &sh, idx, &dc, &sp, table, 11, 3, 0);
     int m = 0;
     for (int k = 0; k < 2; k++) {
-        mlm_microbatch_fill(&half, &sh, idx + 4 * k, &dc, &sp, 11, 3, 4 * k);
+        mlm_microbatch_fill(&half, &sh, idx + 4 * k, &dc, &sp, table, 11, 3, 4 * k);
         cr_assert_eq(memcmp(half.ids, whole.ids + 4 * k * 32, 4 * 32 * sizeof(int32_t)), 0);
         for (int i = 0; i < half.batch.M; i++, m++) {
             cr_assert_eq(half.rows[i] + 4 * k * 32, whole.rows[m]);
@@ -302,6 +305,8 @@ Test(microbatch, independent_of_split) {
     mlm_microbatch_free(&half);
     mlm_shards_close(&sh);
 }
+
+Test(microbatch, independent_of_split) { expect_split_invariant(NULL); }
 
 /* ---- loader: shuffle, rank slices, resume, prefetch ---- */
 
@@ -352,8 +357,8 @@ Test(loader, ranks_split_the_global_batch) {
     mlm_config one = loader_cfg(8, 16), two = loader_cfg(4, 16);
     mlm_loader a, b[2];
     int max_M = 8 * 32;
-    mlm_loader_start(&a, &sh, &one, &sp, 0, 1, 1, 6, max_M);
-    for (int r = 0; r < 2; r++) mlm_loader_start(&b[r], &sh, &two, &sp, r, 2, 1, 6, max_M);
+    mlm_loader_start(&a, &sh, &one, &sp, NULL, 0, 1, 1, 6, max_M);
+    for (int r = 0; r < 2; r++) mlm_loader_start(&b[r], &sh, &two, &sp, NULL, r, 2, 1, 6, max_M);
     for (int step = 1; step <= 6; step++) {   // 96 samples: wraps into a second epoch
         mlm_step_data *d = mlm_loader_next(&a);
         cr_assert_eq(d->step, step);
@@ -397,8 +402,8 @@ Test(loader, resume_at_a_step_gives_the_same_data) {
     mlm_special_ids sp = mlm_special_ids_default(30522);
     mlm_config c = loader_cfg(4, 8);
     mlm_loader full, resumed;
-    mlm_loader_start(&full, &sh, &c, &sp, 0, 1, 1, 7, 4 * 32);
-    mlm_loader_start(&resumed, &sh, &c, &sp, 0, 1, 5, 7, 4 * 32);
+    mlm_loader_start(&full, &sh, &c, &sp, NULL, 0, 1, 1, 7, 4 * 32);
+    mlm_loader_start(&resumed, &sh, &c, &sp, NULL, 0, 1, 5, 7, 4 * 32);
     for (int step = 1; step <= 7; step++) {
         mlm_step_data *d = mlm_loader_next(&full);
         if (step >= 5) {
@@ -416,4 +421,338 @@ Test(loader, resume_at_a_step_gives_the_same_data) {
     mlm_loader_stop(&full);
     mlm_loader_stop(&resumed);
     mlm_shards_close(&sh);
+}
+
+/* ---- shard version 2: the pad id ---- */
+
+static void read_header(const char *name, mlm_shard_header *h) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fread(h, sizeof *h, 1, f), 1);
+    fclose(f);
+}
+
+/* RoBERTa pads with 1 and begins with <s> = 0: the length is the index after the
+ * last id that is not 1, and a 0 inside counts as a token. */
+Test(shards, version_2_records_the_pad_id) {
+    int32_t ids[3 * 6] = {0, 50, 0, 60, 2, 1,    // an inner <s> = 0, one pad
+                          0, 70, 2, 1, 1, 1,     //
+                          0, 2, 0, 1, 1, 1};     // a trailing 0 is a token, not padding
+    char path[256], err[512];
+    snprintf(path, sizeof path, "%s/r.shard", tmpdir);
+    cr_assert_eq(mlm_shard_write_padded(path, ids, 3, 6, 2, 9, 1, err, sizeof err), 0, "%s", err);
+    mlm_shard_header h;
+    read_header("r.shard", &h);
+    cr_expect_eq(h.version, 2);
+    cr_expect_eq(h.pad_id, 1);
+    mlm_shards sh;
+    cr_assert_eq(mlm_shards_open(&sh, path, 6, 9, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(sh.pad_id, 1);
+    int32_t got[6], want_len[3] = {5, 3, 3};
+    for (int i = 0; i < 3; i++) {
+        cr_expect_eq(mlm_shards_get(&sh, i, got, 100, err, sizeof err), want_len[i], "sequence %d", i);
+        cr_expect_eq(memcmp(got, ids + 6 * i, sizeof got), 0);
+    }
+    mlm_shards_close(&sh);
+    // pad 0 still writes version 1, which reads as before
+    write_shard("v1.shard", 2, 6, 2, 9, 10);
+    read_header("v1.shard", &h);
+    cr_expect_eq(h.version, 1);
+    // a directory mixing the two pads is refused, naming the file
+    expect_open_fails("", 6, 9, "pad id");
+    // version 1 with its reserved word set is corrupt
+    uint32_t v = 7;
+    patch("v1.shard", 20, &v, 4);
+    expect_open_fails("v1.shard", 6, 9, "reserved");
+}
+
+Test(special_ids, architecture_defaults) {
+    // roberta-base's vocabulary: <s>=0 <pad>=1 </s>=2 <unk>=3 ... <mask>=50264 of 50265
+    mlm_special_ids r = mlm_special_ids_arch(MLM_ARCH_ROBERTA, 50265);
+    cr_expect(r.cls == 0 && r.pad == 1 && r.sep == 2 && r.unk == 3 && r.mask == 50264 && r.vocab_size == 50265);
+    mlm_special_ids b = mlm_special_ids_arch(MLM_ARCH_BERT, 30522);
+    cr_expect(b.pad == 0 && b.unk == 100 && b.cls == 101 && b.sep == 102 && b.mask == 103);
+}
+
+/* ---- whole-word masking ---- */
+
+/* A fixture line of tests/fixtures/wwm_words.*: ids, the rule's word starts, HF 5's. */
+typedef struct {
+    int plain, n;
+    int32_t ids[512];
+    int rule[512], hf[512];
+} wwm_line;
+
+static int read_wwm_lines(const char *kind, wwm_line *lines, int max) {
+    char path[512];
+    snprintf(path, sizeof path, MLM_SOURCE_ROOT "/tests/fixtures/wwm_words.%s", kind);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "%s", path);
+    static char buf[1 << 16];
+    int n = 0;
+    while (n < max && fgets(buf, sizeof buf, f)) {
+        wwm_line *l = &lines[n++];
+        char *p = buf;
+        int used;
+        cr_assert_eq(sscanf(p, "%d%n", &l->plain, &used), 1);
+        p += used;
+        l->n = 0;
+        int id, a, b;
+        while (sscanf(p, " %d:%d:%d%n", &id, &a, &b, &used) == 3) {
+            cr_assert_lt(l->n, 512);
+            l->ids[l->n] = id;
+            l->rule[l->n] = a;
+            l->hf[l->n++] = b;
+            p += used;
+        }
+    }
+    fclose(f);
+    return n;
+}
+
+/* The vocabulary of a fixture kind, its special ids and word-start table. */
+static mlm_tokenizer *wwm_vocab(const char *kind, mlm_special_ids *sp, uint8_t **table) {
+    char err[1024];
+    const char *path = strcmp(kind, "bpe") == 0 ? MLM_SOURCE_ROOT "/tests/fixtures/bpe_vocab" : SAMPLE "/vocab.txt";
+    mlm_tokenizer *t = mlm_tokenizer_open(path, 0, err, sizeof err);
+    cr_assert_not_null(t, "%s", err);
+    *sp = mlm_tokenizer_special(t);
+    *table = mlm_word_starts(t);
+    return t;
+}
+
+/* The words mlm_mask_words forms on each fixture line, found from its masks alone:
+ * over 48 keys with mask_prob 0.5, positions of one word are always masked
+ * together, and two words differ under some key (a 2^-48 chance that they do not).
+ * They must start where the rule of the fixture (from HF's token strings) does. */
+static void check_boundaries(const char *kind) {
+    static wwm_line lines[128];
+    int nl = read_wwm_lines(kind, lines, 128);
+    cr_assert_gt(nl, 90);
+    mlm_special_ids sp;
+    uint8_t *table;
+    mlm_tokenizer *t = wwm_vocab(kind, &sp, &table);
+    mlm_data_config dc = data_cfg(0.5f, 1.0f, 0.0f);
+    int starts = 0, plain_lines = 0;
+    for (int li = 0; li < nl; li++) {
+        wwm_line *l = &lines[li];
+        int n = l->n, together[512], ever[512];
+        for (int s = 0; s < n; s++) together[s] = 1, ever[s] = 0;
+        for (uint32_t key = 0; key < 48; key++) {
+            int32_t ids[512], rows[512], labels[512];
+            uint8_t masked[512] = {0};
+            memcpy(ids, l->ids, n * sizeof(int32_t));
+            int dropped = 0;
+            int m = mlm_mask_words(ids, n, &dc, &sp, table, 5, key, (uint32_t)li, 0, n, rows, labels, &dropped);
+            for (int i = 0; i < m; i++) masked[rows[i]] = 1;
+            for (int s = 0; s < n; s++) {
+                ever[s] |= masked[s];
+                if (s > 0 && masked[s] != masked[s - 1]) together[s] = 0;
+            }
+        }
+        for (int s = 0; s < n; s++) {
+            int structural = l->ids[s] == sp.pad || l->ids[s] == sp.cls || l->ids[s] == sp.sep || l->ids[s] == sp.mask;
+            cr_expect_eq(ever[s], !structural, "%s line %d position %d (id %d): masked %d", kind, li + 1, s,
+                         l->ids[s], ever[s]);
+            if (structural) continue;
+            int begins = s == 0 || !together[s] || !ever[s - 1];
+            cr_expect_eq(begins, l->rule[s], "%s line %d position %d (id %d): word start %d, the rule says %d", kind,
+                         li + 1, s, l->ids[s], begins, l->rule[s]);
+            starts += begins;
+        }
+        // on plain ASCII text the BPE rule is HF 5's collator's, token for token
+        if (strcmp(kind, "bpe") == 0 && l->plain) {
+            plain_lines++;
+            for (int s = 0; s < n; s++)
+                cr_expect_eq(l->rule[s], l->hf[s], "bpe line %d position %d: HF 5 differs", li + 1, s);
+        }
+    }
+    cr_expect_gt(starts, 500);
+    if (strcmp(kind, "bpe") == 0) cr_expect_gt(plain_lines, 20);
+    free(table);
+    mlm_tokenizer_free(t);
+}
+
+Test(wwm, wordpiece_words_are_hash_hash_pieces) { check_boundaries("wordpiece"); }
+Test(wwm, bpe_words_begin_at_the_space_marker) { check_boundaries("bpe"); }
+
+/* All pieces of a chosen word share one decision: all [MASK], or none; a random
+ * replacement draws per piece. The masked share stays mask_prob. */
+Test(wwm, one_decision_per_word_and_the_masked_share) {
+    static wwm_line lines[128];
+    int nl = read_wwm_lines("wordpiece", lines, 128);
+    mlm_special_ids sp;
+    uint8_t *table;
+    mlm_tokenizer *t = wwm_vocab("wordpiece", &sp, &table);
+    mlm_data_config dc = data_cfg(0.15f, 0.8f, 0.1f);
+    long maskable = 0, masked = 0, words = 0, to_mask = 0, mixed = 0, random_multi = 0, random_multi_differs = 0;
+    for (uint32_t step = 0; step < 200; step++)
+        for (int li = 0; li < nl; li++) {
+            wwm_line *l = &lines[li];
+            int32_t ids[512], rows[512], labels[512];
+            memcpy(ids, l->ids, l->n * sizeof(int32_t));
+            int dropped = 0;
+            int m = mlm_mask_words(ids, l->n, &dc, &sp, table, 77, step, (uint32_t)li, 0, l->n, rows, labels, &dropped);
+            masked += m;
+            for (int s = 0; s < l->n; s++)
+                maskable += l->ids[s] != sp.pad && l->ids[s] != sp.cls && l->ids[s] != sp.sep && l->ids[s] != sp.mask;
+            for (int i = 0; i < m;) {   // rows ascend; a word is a start and the pieces after it
+                int j = i + 1;
+                while (j < m && rows[j] == rows[j - 1] + 1 && !l->rule[rows[j]]) j++;
+                cr_assert(l->rule[rows[i]], "line %d: a masked word starts at continuation %d", li, rows[i]);
+                cr_assert(j == m || l->rule[rows[j]] || rows[j] != rows[j - 1] + 1);
+                int as_mask = 0, same = 0;
+                for (int k = i; k < j; k++) {
+                    as_mask += ids[rows[k]] == sp.mask;
+                    same += ids[rows[k]] == labels[k];
+                    cr_assert_eq(labels[k], l->ids[rows[k]]);
+                }
+                mixed += as_mask != 0 && as_mask != j - i;
+                to_mask += as_mask == j - i;
+                if (!as_mask && same < j - i && j - i > 1) {
+                    random_multi++;
+                    random_multi_differs += same == 0;
+                }
+                words++;
+                i = j;
+            }
+        }
+    cr_expect_eq(mixed, 0, "%ld words partly [MASK]", mixed);
+    double share = (double)masked / maskable, wm = (double)to_mask / words;
+    cr_expect(fabs(share - 0.15) < 0.005, "masked share %f of %ld", share, maskable);
+    cr_expect(fabs(wm - 0.8) < 0.02, "words to [MASK] %f of %ld", wm, words);
+    cr_expect_gt(random_multi, 50, "multi-piece random words %ld", random_multi);
+    cr_expect_gt(random_multi_differs, random_multi * 9 / 10, "random words keep pieces: %ld of %ld",
+                 random_multi_differs, random_multi);
+    free(table);
+    mlm_tokenizer_free(t);
+}
+
+/* Where every token begins a word, whole-word masking is token masking, draw for draw. */
+Test(wwm, single_piece_words_mask_as_tokens) {
+    mlm_special_ids sp = mlm_special_ids_default(30522);
+    uint8_t *table = malloc(30522);
+    memset(table, 1, 30522);
+    mlm_data_config dc = data_cfg(0.3f, 0.8f, 0.1f);
+    for (uint32_t seq = 0; seq < 50; seq++) {
+        int32_t a[64], b[64], ra[64], rb[64], la[64], lb[64];
+        a[0] = sp.cls;
+        for (int s = 1; s < 63; s++) a[s] = 1000 + (int)(seq * 31 + s) % 5000;
+        a[63] = sp.sep;
+        memcpy(b, a, sizeof a);
+        int dropped = 0;
+        int na = mlm_mask_sequence(a, 64, &dc, &sp, 3, 4, seq, 7, ra, la);
+        int nb = mlm_mask_words(b, 64, &dc, &sp, table, 3, 4, seq, 7, 64, rb, lb, &dropped);
+        cr_assert_eq(na, nb);
+        cr_assert_eq(memcmp(a, b, sizeof a), 0);
+        cr_assert_eq(memcmp(ra, rb, na * sizeof(int32_t)), 0);
+        cr_assert_eq(memcmp(la, lb, na * sizeof(int32_t)), 0);
+    }
+    free(table);
+}
+
+/* Shard sequences with continuation pieces (ids divisible by 3 continue a word). */
+static uint8_t *third_table(int V) {
+    uint8_t *t = malloc(V);
+    for (int id = 0; id < V; id++) t[id] = id % 3 != 0;
+    return t;
+}
+
+Test(microbatch, whole_words_independent_of_split) {
+    uint8_t *table = third_table(30522);
+    expect_split_invariant(table);
+    free(table);
+}
+
+/* At the static bound a word is dropped whole: inputs of dropped tokens are left as
+ * they were, so nothing is masked that is not scored. */
+Test(microbatch, the_bound_drops_whole_words) {
+    write_shard("d.shard", 8, 32, 2, 0, 1000);
+    mlm_shards sh;
+    char err[512];
+    cr_assert_eq(mlm_shards_open(&sh, tmpdir, 32, 0, err, sizeof err), 0, "%s", err);
+    mlm_special_ids sp = mlm_special_ids_default(30522);
+    uint8_t *table = third_table(30522);
+    uint64_t idx[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    for (int wwm = 0; wwm < 2; wwm++) {
+        mlm_data_config dc = data_cfg(0.5f, 1.0f, 0.0f);
+        dc.seq_len = 32;
+        dc.whole_word_mask = wwm;
+        mlm_microbatch full, tight;
+        mlm_microbatch_init(&full, 8, 32, 8 * 32);
+        mlm_microbatch_init(&tight, 8, 32, 20);
+        mlm_microbatch_fill(&full, &sh, idx, &dc, &sp, table, 2, 1, 0);
+        mlm_microbatch_fill(&tight, &sh, idx, &dc, &sp, table, 2, 1, 0);
+        cr_assert_gt(full.batch.M, 40);
+        cr_expect_leq(tight.batch.M, 20);
+        cr_expect_geq(tight.batch.M, 20 - 2 * wwm, "the bound left room: %d", tight.batch.M);
+        uint8_t scored[8 * 32] = {0};
+        int32_t orig[8 * 32];
+        memcpy(orig, full.ids, sizeof orig);
+        for (int i = 0; i < full.batch.M; i++) orig[full.rows[i]] = full.labels[i];
+        for (int i = 0; i < tight.batch.M; i++) scored[tight.rows[i]] = 1;
+        for (int p = 0; p < 8 * 32; p++) {
+            if (!scored[p]) cr_assert_eq(tight.ids[p], orig[p], "wwm %d: position %d masked but not scored", wwm, p);
+            else cr_assert_eq(tight.ids[p], sp.mask);
+            // whole words: a scored continuation piece has the piece before it scored
+            if (wwm && scored[p] && p % 32 && !table[orig[p]])
+                cr_assert(scored[p - 1], "piece %d scored without the word's start", p);
+        }
+        mlm_microbatch_free(&full);
+        mlm_microbatch_free(&tight);
+    }
+    free(table);
+    mlm_shards_close(&sh);
+}
+
+/* ---- whole-word masking needs its vocabulary: errors before any work ---- */
+
+TestSuite(wwm_errors, .init = make_tmpdir, .fini = rm_tmpdir);
+
+Test(wwm_errors, no_vocabulary_names_both_keys) {
+    mlm_config c;
+    char err[1024];
+    const char *sets[] = {"data.whole_word_mask=1"};
+    cr_assert_eq(mlm_config_load(&c, NULL, sets, 1, err, sizeof err), -1);
+    cr_expect(strstr(err, "data.whole_word_mask") && strstr(err, "data.vocab"), "%s", err);
+    const char *ok[] = {"data.whole_word_mask=1", "data.vocab=v.txt"};
+    cr_expect_eq(mlm_config_load(&c, NULL, ok, 2, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(c.data.whole_word_mask, 1);
+}
+
+/* A run whose shards cannot say their vocabulary, or whose architecture does not
+ * match the vocabulary, stops at once with exit 2 and writes nothing. */
+Test(wwm_errors, train_refuses_before_any_work) {
+    static char out[1 << 14];
+    int32_t ids[4 * 16];
+    for (int i = 0; i < 4 * 16; i++) ids[i] = 1000 + i;
+    char path[256], err[512];
+    snprintf(path, sizeof path, "%s/anon.shard", tmpdir);
+    cr_assert_eq(mlm_shard_write(path, ids, 4, 16, 2, 0, err, sizeof err), 0, "%s", err);
+    write_file("t.ini", "[model]\nhidden_size = 32\nnum_heads = 2\nintermediate_size = 64\n"
+               "[data]\ntrain = anon.shard\nseq_len = 16\n[train]\nmicro_batch = 4\nbatch = 4\nsteps = 1\n"
+               "out_dir = run\n");
+    char args[1024];
+    snprintf(args, sizeof args, "train --config t.ini --device cpu --set data.whole_word_mask=1 --set data.vocab=%s",
+             SAMPLE "/vocab.txt");
+    cr_expect_eq(run_mlmgpu("", args, out, sizeof out), 2, "%s", out);
+    cr_expect(strstr(out, "anon.shard") && strstr(out, "whole_word_mask"), "%s", out);
+    // roberta with a vocab.txt, bert with a vocab.json: both keys named
+    snprintf(args, sizeof args, "train --config t.ini --device cpu --set model.architecture=roberta --set data.vocab=%s",
+             SAMPLE "/vocab.txt");
+    cr_expect_eq(run_mlmgpu("", args, out, sizeof out), 2, "%s", out);
+    cr_expect(strstr(out, "model.architecture") && strstr(out, "data.vocab"), "%s", out);
+    snprintf(args, sizeof args, "train --config t.ini --device cpu --set data.vocab=%s",
+             MLM_SOURCE_ROOT "/tests/fixtures/bpe_vocab/vocab.json");
+    cr_expect_eq(run_mlmgpu("", args, out, sizeof out), 2, "%s", out);
+    cr_expect(strstr(out, "model.architecture") && strstr(out, "data.vocab") && strstr(out, "vocab.json"), "%s", out);
+    // RoBERTa's standard vocabulary pads with 1: shards padded with 0 do not fit it
+    cr_expect_eq(run_mlmgpu("", "train --config t.ini --device cpu --set model.architecture=roberta", out, sizeof out),
+                 2, "%s", out);
+    cr_expect(strstr(out, "anon.shard") && strstr(out, "pad"), "%s", out);
+    char run[256];
+    tmp_path(run, sizeof run, "run");
+    cr_expect_neq(access(run, F_OK), 0, "a refused run created its out_dir");
 }

@@ -1,7 +1,9 @@
 /*
- * The CPU backend against HF transformers BertForMaskedLM: one batch's logits at
- * the masked positions, the loss, every parameter gradient, and the losses of ten
- * AdamW steps with clipping. Fixture: tests/fixtures/hf_tiny.safetensors, made by
+ * The CPU backend against HF transformers BertForMaskedLM and RobertaForMaskedLM:
+ * one batch's logits at the masked positions, the loss, every parameter gradient,
+ * and the losses of ten AdamW steps with clipping. Fixtures:
+ * tests/fixtures/hf_tiny.safetensors (BERT) and hf_tiny_roberta.safetensors
+ * (RoBERTa: positions from padding_idx + 1, <pad> = 1), made by
  * tests/reference/make_fixtures.py.
  */
 #include <cjson/cJSON.h>
@@ -16,6 +18,7 @@
 #include "mlm/safetensors.h"
 
 #define FIXTURE MLM_SOURCE_ROOT "/tests/fixtures/hf_tiny.safetensors"
+#define ROBERTA_FIXTURE MLM_SOURCE_ROOT "/tests/fixtures/hf_tiny_roberta.safetensors"
 #define MAX_HF 512
 
 typedef struct {
@@ -45,6 +48,8 @@ static void read_config(parity *p) {
     cJSON *j = cJSON_Parse(c->valuestring);
     cr_assert_not_null(j);
     mlm_model_config *g = &p->cfg;
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "model_type");
+    g->architecture = cJSON_IsString(type) && !strcmp(type->valuestring, "roberta") ? MLM_ARCH_ROBERTA : MLM_ARCH_BERT;
     g->vocab_size = json_int(j, "vocab_size");
     g->hidden_size = json_int(j, "hidden_size");
     g->num_layers = json_int(j, "num_hidden_layers");
@@ -65,10 +70,10 @@ static int32_t *read_i32(parity *p, const char *name, size_t n) {
     return out;
 }
 
-static void setup(parity *p) {
+static void setup(parity *p, const char *fixture) {
     memset(p, 0, sizeof *p);
     char err[1024];
-    cr_assert_eq(mlm_st_open(&p->f, FIXTURE, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(mlm_st_open(&p->f, fixture, err, sizeof err), 0, "%s", err);
     read_config(p);
     const mlm_st_tensor *ids = mlm_st_find(&p->f, "batch.ids"), *rows = mlm_st_find(&p->f, "batch.rows");
     cr_assert(ids && rows && ids->ndim == 2);
@@ -119,9 +124,9 @@ static float *read_ref(parity *p, const char *name, size_t n) {
     return out;
 }
 
-Test(hf_parity, logits_and_loss) {
+static void logits_and_loss(const char *fixture) {
     parity p;
-    setup(&p);
+    setup(&p, fixture);
     size_t n = (size_t)p.M * p.cfg.vocab_size;
     float *logits = malloc(n * sizeof(float)), *ref = read_ref(&p, "ref.logits", n);
     mlm_model_forward(&p.model, &p.batch, logits);
@@ -135,9 +140,9 @@ Test(hf_parity, logits_and_loss) {
     teardown(&p);
 }
 
-Test(hf_parity, every_gradient) {
+static void every_gradient(const char *fixture) {
     parity p;
-    setup(&p);
+    setup(&p, fixture);
     mlm_model_step_micro(&p.model, &p.batch, 1.0f / (float)p.M);
     float loss = take_loss(&p), ref_loss = *read_ref(&p, "ref.loss", 1);
     cr_expect_lt(fabs(loss - ref_loss) / ref_loss, 1e-5, "training loss %.8f, HF %.8f", loss, ref_loss);
@@ -175,9 +180,9 @@ Test(hf_parity, every_gradient) {
     teardown(&p);
 }
 
-Test(hf_parity, ten_adamw_steps) {
+static void ten_adamw_steps(const char *fixture) {
     parity p;
-    setup(&p);
+    setup(&p, fixture);
     mlm_optim_config o = {.lr = 1e-3f, .warmup_steps = 0, .schedule = MLM_SCHED_CONSTANT, .weight_decay = 0.01f,
                           .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-6f, .grad_clip = 1.0f};
     float *ref = read_ref(&p, "ref.adamw_losses", 10);
@@ -191,3 +196,11 @@ Test(hf_parity, ten_adamw_steps) {
     free(ref);
     teardown(&p);
 }
+
+Test(hf_parity, logits_and_loss) { logits_and_loss(FIXTURE); }
+Test(hf_parity, every_gradient) { every_gradient(FIXTURE); }
+Test(hf_parity, ten_adamw_steps) { ten_adamw_steps(FIXTURE); }
+
+Test(hf_parity, roberta_logits_and_loss) { logits_and_loss(ROBERTA_FIXTURE); }
+Test(hf_parity, roberta_every_gradient) { every_gradient(ROBERTA_FIXTURE); }
+Test(hf_parity, roberta_ten_adamw_steps) { ten_adamw_steps(ROBERTA_FIXTURE); }

@@ -239,4 +239,80 @@ Test(prepare, shards_train) {
                "[data]\ntrain = data/train\nval = data/val\nvocab = data/vocab.txt\nseq_len = 64\n"
                "[train]\nmicro_batch = 4\nbatch = 4\nsteps = 3\nlog_every = 1\nout_dir = run\n");
     cr_expect_eq(run_mlmgpu("", "train --config t.ini --device cpu", out, sizeof out), 0, "%s", out);
+    // whole-word masking on the same shards: the word starts come from data.vocab
+    cr_expect_eq(run_mlmgpu("", "train --config t.ini --device cpu --set data.whole_word_mask=1 --set train.out_dir=wwm",
+                            out, sizeof out), 0, "%s", out);
+    cr_expect(strstr(out, "step      3/3"), "%s", out);
+}
+
+/* A byte-level BPE vocabulary (the committed RoBERTa-style fixture): recognised
+ * from its files, sequences framed <s> ... </s>, padded with <pad> = 1 in version 2
+ * shards, the same packing rules. The ids are RobertaTokenizerFast's over
+ * tests/fixtures/bpe_vocab: "Hello world" = 1552 1672 (bpe_cases.txt, line 1),
+ * "The capital of France." = 1861 604 84 301 281 308 511 86 1068 18. */
+Test(prepare, bpe_vocabulary) {
+    write_file("a.txt", "Hello world");
+    write_file("b.txt", "The capital of France.");
+    char a[256], b[256], err[1024];
+    tmp_path(a, sizeof a, "a.txt");
+    tmp_path(b, sizeof b, "b.txt");
+    const char *in[] = {a, b};
+    mlm_prepare_stats st;
+    mlm_prepare_opts o = opts(in, 2, 8, "dir");
+    o.vocab = MLM_SOURCE_ROOT "/tests/fixtures/bpe_vocab";   // a directory
+    cr_assert_eq(mlm_prepare(&o, &st, err, sizeof err), 0, "%s", err);
+    int32_t want[] = {0, 1552, 1672, 2, 1861, 604, 84, 2,       // </s> between the documents
+                      0, 301, 281, 308, 511, 86, 1068, 2,
+                      0, 18, 2, 1, 1, 1, 1, 1};               // padded with <pad> = 1
+    char path[256];
+    snprintf(path, sizeof path, "%s/dir/train", tmpdir);
+    mlm_shards sh;
+    cr_assert_eq(mlm_shards_open(&sh, path, 8, 0, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(sh.total, 3);
+    cr_expect_eq(sh.pad_id, 1);
+    int32_t seq[8], want_len[3] = {8, 8, 3};
+    for (int i = 0; i < 3; i++) {
+        cr_expect_eq(mlm_shards_get(&sh, i, seq, 5000, err, sizeof err), want_len[i], "sequence %d", i);
+        for (int s = 0; s < 8; s++) cr_expect_eq(seq[s], want[8 * i + s], "sequence %d position %d: %d", i, s, seq[s]);
+    }
+    uint64_t vhash = sh.vocab_hash;
+    mlm_shards_close(&sh);
+    // the hash covers both files, and is what mlm_vocab_hash finds for the directory
+    const char *files[2] = {MLM_SOURCE_ROOT "/tests/fixtures/bpe_vocab/vocab.json",
+                            MLM_SOURCE_ROOT "/tests/fixtures/bpe_vocab/merges.txt"};
+    cr_expect_eq(vhash, mlm_vocab_hash_files(files, 2, err, sizeof err));
+    cr_expect_neq(vhash, mlm_vocab_hash_files(files, 1, err, sizeof err));
+    cr_expect_eq(vhash, mlm_vocab_hash(MLM_SOURCE_ROOT "/tests/fixtures/bpe_vocab", err, sizeof err));
+    // named by its vocab.json: the same bytes
+    o = opts(in, 2, 8, "json");
+    o.vocab = files[0];
+    cr_assert_eq(mlm_prepare(&o, &st, err, sizeof err), 0, "%s", err);
+    const char *same[] = {"train/train-00000.shard", "vocab.json", "merges.txt"};
+    for (int i = 0; i < 3; i++) {
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "cmp %s/dir/%s %s/json/%s", tmpdir, same[i], tmpdir, same[i]);
+        cr_expect_eq(run_shell(cmd, out, sizeof out), 0, "%s: %s", same[i], out);
+    }
+    char *manifest;
+    size_t n;
+    snprintf(path, sizeof path, "%s/dir/manifest.json", tmpdir);
+    cr_assert_eq(mlm_read_file(path, &manifest, &n, err, sizeof err), 0, "%s", err);
+    cr_expect(strstr(manifest, "\"tokenizer\":\t\"bpe\"") && strstr(manifest, "\"pad_id\":\t1") &&
+              strstr(manifest, "mlmgpu-shards-2"), "%s", manifest);
+    free(manifest);
+    snprintf(path, sizeof path, "%s/dir/vocab.txt", tmpdir);
+    cr_expect_neq(access(path, F_OK), 0, "a BPE output holds a vocab.txt");
+    // the CLI: the same, and a vocab.json without its merges.txt is named
+    cr_expect_eq(run_mlmgpu("", "prepare --input a.txt b.txt --vocab " MLM_SOURCE_ROOT
+                            "/tests/fixtures/bpe_vocab/vocab.json --seq-len 8 --out cli --val-fraction 0", out,
+                            sizeof out), 0, "%s", out);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "cmp %s/dir/train/train-00000.shard %s/cli/train/train-00000.shard", tmpdir, tmpdir);
+    cr_expect_eq(run_shell(cmd, out, sizeof out), 0, "%s", out);
+    snprintf(cmd, sizeof cmd, "cd %s && mkdir lone && cp %s/tests/fixtures/bpe_vocab/vocab.json lone/", tmpdir,
+             MLM_SOURCE_ROOT);
+    cr_assert_eq(run_shell(cmd, out, sizeof out), 0, "%s", out);
+    cr_expect_eq(run_mlmgpu("", "prepare --input a.txt --vocab lone/vocab.json --seq-len 8 --out o", out, sizeof out),
+                 2, "%s", out);
+    cr_expect(strstr(out, "merges.txt"), "%s", out);
 }

@@ -3,9 +3,9 @@
  * checkpoints (docs/FORMATS.md has the directory layout).
  *
  * <out_dir>/checkpoints/step_NNNNNNN/
- *   model.safetensors        fp32, HF BertForMaskedLM names, [out, in] layouts
- *   config.json              HF BertConfig, architectures ["BertForMaskedLM"]
- *   vocab.txt, tokenizer_config.json, special_tokens_map.json
+ *   model.safetensors        fp32, HF BertForMaskedLM (RobertaForMaskedLM) names, [out, in] layouts
+ *   config.json              HF BertConfig (RobertaConfig), architectures ["BertForMaskedLM"] (["RobertaForMaskedLM"])
+ *   vocab.txt (RoBERTa: vocab.json, merges.txt), tokenizer_config.json, special_tokens_map.json
  *   optimizer.safetensors    AdamW moments in our buffer layout
  *   trainer_state.json       step, seed, world size, vocab hash, loader position
  *   mlmgpu.ini               the resolved run configuration
@@ -22,7 +22,8 @@
 #include "mlm/config.h"
 #include "mlm/model.h"
 
-/* Reads the shape fields of an HF config.json in dir into mc (other fields kept). */
+/* Reads the shape fields and the architecture (model_type, architectures; BERT when
+ * it names neither) of an HF config.json in dir into mc (other fields kept). */
 int mlm_hf_read_config(const char *dir, mlm_model_config *mc, char *err, size_t err_len);
 
 /* Whether dir's tokenizer is cased: do_lower_case false in tokenizer_config.json
@@ -30,7 +31,9 @@ int mlm_hf_read_config(const char *dir, mlm_model_config *mc, char *err, size_t 
 int mlm_hf_read_cased(const char *dir, int *cased, char *err, size_t err_len);
 
 /* Loads an HF directory (config.json + model.safetensors) into a fresh model on be
- * with room for max_B x S and max_M masked rows; cfg gives what config.json lacks. */
+ * with room for max_B x S and max_M masked rows; base gives what config.json lacks.
+ * The directory's architecture must be base->architecture: callers that take it
+ * from the directory read it first with mlm_hf_read_config. */
 int mlm_model_load_dir(mlm_model *m, const char *dir, const mlm_model_config *base, mlm_backend *be, int max_B,
                        int S, int max_M, uint64_t seed, char *err, size_t err_len);
 

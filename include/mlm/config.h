@@ -16,7 +16,12 @@
 
 typedef enum { MLM_SCHED_LINEAR, MLM_SCHED_COSINE, MLM_SCHED_CONSTANT } mlm_schedule;
 
+/* The model family: HF BertForMaskedLM, or RobertaForMaskedLM (positions counted from
+ * padding_idx + 1, one token type, the roberta. / lm_head. names). */
+typedef enum { MLM_ARCH_BERT = 0, MLM_ARCH_ROBERTA = 1 } mlm_arch;
+
 typedef struct {
+    mlm_arch architecture;   // bert | roberta
     int vocab_size;          // V, rows of the word embedding (and decoder)
     int hidden_size;         // d
     int num_layers;          // L
@@ -40,6 +45,7 @@ typedef struct {
     float mask_prob;
     float mask_token_prob;
     float random_token_prob;   // mask_token_prob + random_token_prob <= 1
+    int whole_word_mask;       // 1: mask whole words (every piece of a chosen word); needs vocab
 } mlm_data_config;
 
 typedef struct {
@@ -95,5 +101,7 @@ void mlm_config_write(const mlm_config *cfg, FILE *f);
 
 /* Name of a schedule ("linear", ...). */
 const char *mlm_schedule_name(mlm_schedule s);
+/* Name of an architecture ("bert", "roberta"). */
+const char *mlm_arch_name(mlm_arch a);
 
 #endif

@@ -9,18 +9,21 @@
 #include "mlm/config.h"
 #include "mlm/data.h"
 #include "mlm/model.h"
+#include "mlm/tokenizer.h"
 
 /* Mean masked-LM loss and accuracy over n micro-batches of sh from the start, with
- * fixed masking (step 0), no dropout. In a job of several ranks (dist.h) every rank
- * must call it: each evaluates every world-th micro-batch and the sums are reduced. */
+ * fixed masking (step 0), no dropout; whole-word masking (cfg->data.whole_word_mask)
+ * reads word_start (mlm_word_starts; NULL otherwise). In a job of several ranks
+ * (dist.h) every rank must call it: each evaluates every world-th micro-batch and the
+ * sums are reduced. */
 typedef struct { double loss, acc; long tokens; } mlm_eval_result;
 mlm_eval_result mlm_evaluate(mlm_model *m, const mlm_shards *sh, const mlm_config *cfg,
-                             const mlm_special_ids *sp, int n);
+                             const mlm_special_ids *sp, const uint8_t *word_start, int n);
 
 /* Prints on stdout what the model predicts for up to max_shown masked tokens of the
  * first sequence of val (every scored token shown as [MASK]), with their context and
- * the truth, the tokens spelled by vocab. */
+ * the truth, the tokens spelled by tok (either kind) and masked as in evaluation. */
 void mlm_print_predictions(mlm_model *m, const mlm_shards *val, const mlm_config *cfg, const mlm_special_ids *sp,
-                           const mlm_vocab *vocab, int max_shown);
+                           const mlm_tokenizer *tok, const uint8_t *word_start, int max_shown);
 
 #endif

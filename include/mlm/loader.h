@@ -8,7 +8,9 @@
  * that keys masking and dropout is the position in the global batch, so a step is
  * the same whatever the world size and micro-batching. Resuming at step t needs
  * nothing but t. A background thread prepares (reads and masks) the next steps.
- * Micro-batches are built here for evaluation too (eval.h).
+ * Micro-batches are built here for evaluation too (eval.h). Masking is token by
+ * token, or with data.whole_word_mask word by word, the word starts read from a
+ * table made from the vocabulary at start-up (mlm_word_starts): shards hold ids only.
  */
 #ifndef MLM_LOADER_H
 #define MLM_LOADER_H
@@ -19,6 +21,7 @@
 #include "mlm/config.h"
 #include "mlm/data.h"
 #include "mlm/model.h"
+#include "mlm/tokenizer.h"
 
 /* Host-side micro-batch builder: reads sequences, masks them, fills an mlm_batch. */
 typedef struct {
@@ -30,10 +33,17 @@ typedef struct {
 void mlm_microbatch_init(mlm_microbatch *mb, int B, int S, int max_M);
 void mlm_microbatch_free(mlm_microbatch *mb);
 /* Fills mb with the B sequences seq_idx[0..B) of sh, masked with (seed, step) and
- * global-batch positions seq_base + b. Dies naming the shard on a bad token id. */
+ * global-batch positions seq_base + b: token by token, or with dc->whole_word_mask
+ * word by word (word_start: mlm_word_starts; may be NULL otherwise). Dies naming the
+ * shard on a bad token id. Masked tokens past mb->max_M (the static bound) are
+ * dropped with a warning, their inputs restored: neither masked nor scored. */
 void mlm_microbatch_fill(mlm_microbatch *mb, const mlm_shards *sh, const uint64_t *seq_idx,
-                         const mlm_data_config *dc, const mlm_special_ids *sp, uint64_t seed, uint32_t step,
-                         uint32_t seq_base);
+                         const mlm_data_config *dc, const mlm_special_ids *sp, const uint8_t *word_start,
+                         uint64_t seed, uint32_t step, uint32_t seq_base);
+
+/* The word-start table of whole-word masking: mlm_tokenizer_size(t) bytes, 1 where
+ * the id can begin a word (mlm_tokenizer_word_start). Free with free(). */
+uint8_t *mlm_word_starts(const mlm_tokenizer *t);
 
 /* perm(x) for x < n: a bijection of [0, n) keyed by (seed, epoch). */
 uint64_t mlm_shuffle_index(uint64_t x, uint64_t n, uint64_t seed, uint32_t epoch);
@@ -50,6 +60,7 @@ typedef struct {
     const mlm_shards *sh;
     const mlm_config *cfg;
     mlm_special_ids sp;
+    const uint8_t *word_start;   // whole-word masking's table (the caller's); NULL without it
     int rank, world, nmicro;     // nmicro = batch / world / micro_batch
     int next_step;               // next step the thread prepares
     int last_step;               // stop after this step
@@ -68,7 +79,7 @@ typedef struct {
  * (`step S rank R pos P sample I` per sequence: position in the global batch,
  * global sample), for the tests of the data order. */
 void mlm_loader_start(mlm_loader *ld, const mlm_shards *sh, const mlm_config *cfg, const mlm_special_ids *sp,
-                      int rank, int world, int first_step, int last_step, int max_M);
+                      const uint8_t *word_start, int rank, int world, int first_step, int last_step, int max_M);
 /* Waits for the next step's data (in step order); valid until mlm_loader_release. */
 mlm_step_data *mlm_loader_next(mlm_loader *ld);
 void mlm_loader_release(mlm_loader *ld);

@@ -1,7 +1,8 @@
 /*
  * BERT encoder + masked-LM head with HF BertForMaskedLM semantics (post-LN,
  * erf GELU, learned absolute positions, token types, decoder tied to the word
- * embeddings). Parameters live in one contiguous buffer in the fixed tensor order
+ * embeddings), or with model.architecture = roberta HF RobertaForMaskedLM's (the same
+ * network: positions start at padding_idx + 1, roberta. / lm_head. names). Parameters live in one contiguous buffer in the fixed tensor order
  * below, each per-layer tensor stacked over layers; gradients, fp32 master weights
  * and AdamW moments use the same layout. What is known of each tensor (its name,
  * shape, HF name, weight decay, initialisation, and the part of the model it
@@ -53,8 +54,9 @@ typedef enum {
  * the order head, layers L-1 .. 0, embeddings: the data-parallel buckets (dist.h). */
 typedef enum { MLM_PART_EMBEDDINGS, MLM_PART_LAYER, MLM_PART_HEAD } mlm_part;
 
-/* HF's initialisation: N(0, init_range); that with the [PAD] row (id 0) zeroed, as
- * HF's padding_idx does; zeros (biases); ones (LayerNorm weights). */
+/* HF's initialisation: N(0, init_range); that with the padding row zeroed, as HF's
+ * padding_idx does ([PAD] = 0 for BERT, <pad> = 1 for RoBERTa, whose position
+ * embeddings get it too); zeros (biases); ones (LayerNorm weights). */
 typedef enum { MLM_INIT_NORMAL, MLM_INIT_NORMAL_PAD0, MLM_INIT_ZERO, MLM_INIT_ONE } mlm_init;
 
 typedef struct {
@@ -75,6 +77,14 @@ typedef struct {
 } mlm_layout;
 
 void mlm_layout_init(mlm_layout *lay, const mlm_model_config *cfg);
+
+/* RoBERTa's padding_idx: HF RobertaConfig's pad_token_id, <pad> of its vocabulary
+ * (<s> 0, <pad> 1, </s> 2, <unk> 3). The position table is indexed from it. */
+#define MLM_ROBERTA_PAD_ID 1
+/* The position row of a sequence's first token: 0 (BERT), padding_idx + 1 (RoBERTa). */
+int mlm_position_offset(const mlm_model_config *cfg);
+/* The longest sequence the position table holds: max_position - that offset. */
+int mlm_max_seq_len(const mlm_model_config *cfg);
 /* Element offset of tensor id, layer l. */
 size_t mlm_offset(const mlm_layout *lay, mlm_tensor_id id, int l);
 
@@ -89,11 +99,11 @@ typedef struct {
 /* The segments in buffer order, at most max of them into out; returns the count. */
 int mlm_layout_segments(const mlm_layout *lay, mlm_segment *out, int max);
 
-/* The HF BertForMaskedLM parameter names, each a contiguous range of our buffer
+/* The HF BertForMaskedLM (RobertaForMaskedLM) parameter names, each a contiguous range of our buffer
  * (query/key/value are row blocks of qkv), in the order of the checkpoint's
  * model.safetensors. The tied decoder weight is not listed. */
 typedef struct {
-    char name[96];        // e.g. "bert.encoder.layer.3.attention.self.key.weight"
+    char name[96];        // e.g. "bert.encoder.layer.3.attention.self.key.weight", "lm_head.bias"
     mlm_tensor_id id;     // the tensor of ours it is (a part of)
     size_t offset;        // element offset in the buffer
     size_t rows, cols;    // cols == 0 for 1-D tensors

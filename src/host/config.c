@@ -28,7 +28,7 @@
 
 /* ---- the table ---- */
 
-typedef enum { T_INT, T_U64, T_FLOAT, T_PATH, T_SCHED } field_type;
+typedef enum { T_INT, T_U64, T_FLOAT, T_PATH, T_SCHED, T_ARCH } field_type;
 
 enum { OPEN_LO = 1, OPEN_HI = 2 };  // range bounds that are excluded
 
@@ -50,6 +50,7 @@ typedef struct {
 #define UNIT_BELOW_1 0, 1, OPEN_HI // [0, 1)
 
 static const field FIELDS[] = {
+    {AT(model, architecture), T_ARCH, "bert", ANY},
     {AT(model, vocab_size), T_INT, "30522", AT_LEAST(1)},
     {AT(model, hidden_size), T_INT, "128", AT_LEAST(1)},
     {AT(model, num_layers), T_INT, "2", AT_LEAST(1)},
@@ -71,6 +72,7 @@ static const field FIELDS[] = {
     {AT(data, mask_prob), T_FLOAT, "0.15", UNIT},
     {AT(data, mask_token_prob), T_FLOAT, "0.8", UNIT},
     {AT(data, random_token_prob), T_FLOAT, "0.1", UNIT},
+    {AT(data, whole_word_mask), T_INT, "0", UNIT},
 
     {AT(train, micro_batch), T_INT, "32", AT_LEAST(1)},
     {AT(train, batch), T_INT, "32", AT_LEAST(1)},
@@ -104,6 +106,11 @@ static const char *const SCHEDULES[] = {"linear", "cosine", "constant"};  // mlm
 const char *mlm_schedule_name(mlm_schedule s) {
     return (unsigned)s < NSCHEDULES ? SCHEDULES[s] : "unknown";
 }
+
+static const char *const ARCHS[] = {"bert", "roberta"};  // mlm_arch order
+#define NARCHS (sizeof ARCHS / sizeof ARCHS[0])
+
+const char *mlm_arch_name(mlm_arch a) { return (unsigned)a < NARCHS ? ARCHS[a] : "unknown"; }
 
 static const field *find_field(const char *section, const char *key) {
     for (size_t i = 0; i < NFIELDS; i++)
@@ -203,6 +210,16 @@ static int parse_schedule(const char *text, mlm_schedule *out, char *why, size_t
                   SCHEDULES[0], SCHEDULES[1], SCHEDULES[2]);
 }
 
+static int parse_arch(const char *text, mlm_arch *out, char *why, size_t n) {
+    for (size_t i = 0; i < NARCHS; i++)
+        if (!strcmp(text, ARCHS[i])) {
+            *out = (mlm_arch)i;
+            return 0;
+        }
+    return reject(why, n, "unknown architecture \"%s\" (expected %s or %s)", text, ARCHS[0],
+                  ARCHS[1]);
+}
+
 /* Parses text into cfg's slot for f; on failure leaves the slot alone and says why. */
 static int parse_value(const field *f, const char *text, mlm_config *cfg, char *why, size_t n) {
     void *p = slot(cfg, f);
@@ -212,6 +229,7 @@ static int parse_value(const field *f, const char *text, mlm_config *cfg, char *
     case T_FLOAT: return parse_float(text, p, why, n);
     case T_PATH: return parse_path(text, p, why, n);
     case T_SCHED: return parse_schedule(text, p, why, n);
+    case T_ARCH: return parse_arch(text, p, why, n);
     }
     return -1;
 }
@@ -232,6 +250,7 @@ static void format_value(const field *f, const mlm_config *cfg, char *buf, size_
     case T_FLOAT: format_float(*(const float *)p, buf, n); break;
     case T_PATH: snprintf(buf, n, "%s", (const char *)p); break;
     case T_SCHED: snprintf(buf, n, "%s", mlm_schedule_name(*(const mlm_schedule *)p)); break;
+    case T_ARCH: snprintf(buf, n, "%s", mlm_arch_name(*(const mlm_arch *)p)); break;
     }
 }
 
@@ -539,6 +558,11 @@ static void check_pairs(loader *ld) {
         fail_pair(ld, OFF(data.seq_len), OFF(model.max_position),
                   "seq_len %d exceeds model.max_position %d", c->data.seq_len,
                   c->model.max_position);
+    // RoBERTa numbers positions from padding_idx + 1 = 2 (model.h mlm_position_offset)
+    else if (c->model.architecture == MLM_ARCH_ROBERTA && c->data.seq_len > c->model.max_position - 2)
+        fail_pair(ld, OFF(data.seq_len), OFF(model.max_position),
+                  "seq_len %d exceeds model.max_position %d - 2 (roberta's positions start at 2)",
+                  c->data.seq_len, c->model.max_position);
     // float sums such as 0.7 + 0.3 can land a rounding step above 1
     else if (c->data.mask_token_prob + c->data.random_token_prob > 1.0f + 1e-6f)
         fail_pair(ld, OFF(data.mask_token_prob), OFF(data.random_token_prob),
@@ -547,6 +571,10 @@ static void check_pairs(loader *ld) {
     else if (c->optim.min_lr > c->optim.lr)
         fail_pair(ld, OFF(optim.min_lr), OFF(optim.lr), "min_lr %g exceeds lr %g",
                   (double)c->optim.min_lr, (double)c->optim.lr);
+    // whole-word masking finds word starts in the vocabulary (loader.c)
+    else if (c->data.whole_word_mask && !c->data.vocab[0])
+        fail_pair(ld, OFF(data.whole_word_mask), OFF(data.vocab),
+                  "whole_word_mask = 1 needs data.vocab: the word starts come from the vocabulary");
 }
 
 /* ---- entry point ---- */

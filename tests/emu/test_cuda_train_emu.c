@@ -11,6 +11,11 @@
  *  - the loss curve tracks the CPU backend's (the same data, masking and dropout)
  *    within 2% (bf16 against fp32).
  * The loop's statistics are read one step behind through download_start here too.
+ *
+ * And a RoBERTa model (model.architecture = roberta: positions from padding_idx + 1,
+ * <pad> = 1, one token type) on the CUDA backend against the CPU backend, the
+ * oracle that tests/test_hf_parity.c holds to HF RobertaForMaskedLM: one training
+ * micro-batch with dropout, its loss and every gradient, and the forward's logits.
  */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -18,6 +23,10 @@
 #include <string.h>
 
 #include "../common.h"
+#include "../lcg.h"
+#include "mlm/backend.h"
+#include "mlm/backend_cuda.h"
+#include "mlm/model.h"
 
 static char out[1 << 16];
 
@@ -69,4 +78,89 @@ Test(cuda_train_emu, graphs_resume_and_the_cpu_curve) {
                          "split/checkpoints/step_0000006/model.safetensors"), "resumed weights differ");
     cr_expect(same_files("full/checkpoints/step_0000006/optimizer.safetensors",
                          "split/checkpoints/step_0000006/optimizer.safetensors"), "resumed AdamW moments differ");
+}
+
+/* ---- RoBERTa on the CUDA backend against the CPU backend ---- */
+
+static const mlm_model_config roberta = {
+    .architecture = MLM_ARCH_ROBERTA, .vocab_size = 101, .hidden_size = 64, .num_layers = 2, .num_heads = 4,
+    .intermediate_size = 128, .max_position = 16 + 2, .type_vocab_size = 1, .layer_norm_eps = 1e-5f,
+    .hidden_dropout = 0.1f, .attention_dropout = 0.1f, .init_range = 0.02f,
+};
+enum { RB = 3, RS = 16, RM = 7 };
+
+static uint64_t rng = 2024;
+
+
+static double rel_l2(const float *ref, const float *x, size_t n) {
+    double d = 0, r = 0;
+    for (size_t i = 0; i < n; i++) {
+        d += ((double)x[i] - ref[i]) * ((double)x[i] - ref[i]);
+        r += (double)ref[i] * ref[i];
+    }
+    return r > 0 ? sqrt(d / r) : sqrt(d);
+}
+
+/* One micro-step (dropout on) and a forward from params: loss sum, gradients, logits. */
+static void roberta_step(mlm_backend *be, const float *params, const mlm_batch *b, float *loss, float *grads,
+                         float *logits) {
+    mlm_model m;
+    mlm_model_create(&m, &roberta, be, RB, RS, RM, 77);
+    mlm_model_set_params(&m, params);
+    mlm_model_step_micro(&m, b, 1.0f / RM);
+    float stats[4];
+    be->download(be, stats, m.stats, sizeof stats);
+    be->download(be, grads, m.grads, m.lay.num_params * sizeof(float));
+    *loss = stats[0];
+    mlm_model_forward(&m, b, logits);
+    mlm_model_destroy(&m);
+}
+
+Test(cuda_train_emu, roberta_step_matches_cpu) {
+    char err[256];
+    mlm_backend *gpu = mlm_backend_cuda(0, err, sizeof err), *cpu = mlm_backend_cpu(2);
+    cr_assert(gpu, "emulated CUDA backend: %s", err);
+    mlm_layout lay;
+    mlm_layout_init(&lay, &roberta);
+    // <s> words </s> <pad>...: <s> 0, <pad> 1, </s> 2, <mask> 4, words from 5
+    static const int32_t lengths[RB] = {16, 9, 3}, rows[RM] = {1, 5, 9, 14, 16 + 2, 16 + 7, 32 + 1};
+    int32_t ids[RB * RS], labels[RM];
+    for (int r = 0; r < RB * RS; r++) {
+        int s = r % RS, n = lengths[r / RS];
+        ids[r] = s >= n ? 1 : s == 0 ? 0 : s == n - 1 ? 2 : 5 + (int32_t)(lcg_next(&rng) % 96);
+    }
+    for (int i = 0; i < RM; i++) {
+        labels[i] = ids[rows[i]];
+        ids[rows[i]] = 4;
+    }
+    mlm_batch b = {RB, RS, RM, ids, NULL, lengths, rows, labels, 3, 5};
+    size_t n = lay.num_params, V = (size_t)roberta.vocab_size;
+    float *params = malloc(n * sizeof(float)), *gc = malloc(n * sizeof(float)), *gg = malloc(n * sizeof(float));
+    float *lc = malloc(RM * V * sizeof(float)), *lg = malloc(RM * V * sizeof(float)), loss_c, loss_g;
+    for (int id = 0; id < MLM_T_COUNT; id++) {   // spread enough that attention is far from uniform
+        const mlm_tensor_info *t = &lay.t[id];
+        float center = t->init == MLM_INIT_ONE ? 1.0f : 0.0f;
+        for (size_t i = 0; i < t->numel; i++) params[t->offset + i] = bf16r(center + 0.1f * lcg_uniform(&rng));
+    }
+    roberta_step(cpu, params, &b, &loss_c, gc, lc);
+    roberta_step(gpu, params, &b, &loss_g, gg, lg);
+    cr_expect(isfinite(loss_g) && fabs(loss_g - loss_c) < 1e-2 * fabs(loss_c), "loss: cuda %.6g, cpu %.6g", loss_g,
+              loss_c);
+    double e = rel_l2(lc, lg, RM * V);
+    cr_expect(e < 2e-2, "logits: ||cuda - cpu|| / ||cpu|| = %.3g", e);
+    for (int id = 0; id < MLM_T_COUNT; id++) {
+        const mlm_tensor_info *t = &lay.t[id];
+        e = rel_l2(gc + t->offset, gg + t->offset, t->numel);
+        cr_expect(e < 2e-2, "gradient of %s: ||cuda - cpu|| / ||cpu|| = %.3g, limit 2e-2", t->name, e);
+    }
+    // positions 2 .. S+1 are used; rows 0 (never) and 1 (padding_idx) get no gradient
+    const float *wpe = gg + lay.t[MLM_T_WPE].offset;
+    size_t d = (size_t)roberta.hidden_size, nonzero = 0;
+    for (size_t i = 0; i < 2 * d; i++) nonzero += wpe[i] != 0.0f;
+    cr_expect_eq(nonzero, 0, "%zu gradient elements of position rows 0 and 1 are not zero", nonzero);
+    for (size_t i = 2 * d; i < 3 * d; i++) nonzero += wpe[i] != 0.0f;
+    cr_expect_gt(nonzero, 0, "position row 2 (the first token's) has no gradient");
+    free(params), free(gc), free(gg), free(lc), free(lg);
+    gpu->destroy(gpu);
+    cpu->destroy(cpu);
 }

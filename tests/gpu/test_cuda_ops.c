@@ -82,14 +82,6 @@ static void *raw_alloc(mlm_backend *be, size_t bytes) {
 
 static uint64_t rng;
 
-/* x rounded to the nearest bf16, ties to even. */
-static float bf16r(float x) {
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-    memcpy(&x, &u, sizeof x);
-    return x;
-}
 static float *rand_buf(size_t n, float center, float spread) {
     float *x = hf(n);
     for (size_t i = 0; i < n; i++) x[i] = bf16r(center + spread * lcg_uniform(&rng));

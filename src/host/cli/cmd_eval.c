@@ -1,6 +1,6 @@
 /*
  * `mlmgpu eval`: masked-LM loss, accuracy and perplexity of a model directory (a
- * checkpoint, or an HF BERT directory) on shards, with the fixed masking of
+ * checkpoint, or an HF BERT or RoBERTa directory) on shards, with the fixed masking of
  * validation (step 0, the run's seed). --dump writes the first micro-batch and its
  * loss as safetensors, so another implementation can score the same batch.
  */
@@ -21,7 +21,7 @@ static const char *EVAL_USAGE =
     "usage: mlmgpu eval --model DIR --data PATH [--steps N] [--micro-batch B] [--device auto|cpu|cuda]\n"
     "                   [--dump FILE]\n"
     "\n"
-    "Scores a model directory (a checkpoint or an HF BERT directory) on token shards with\n"
+    "Scores a model directory (a checkpoint or an HF BERT or RoBERTa directory) on token shards with\n"
     "fixed masking: masked-LM loss, accuracy and perplexity.\n"
     "\n"
     "  --model DIR        config.json + model.safetensors (+ mlmgpu.ini for masking and seed)\n"
@@ -63,12 +63,25 @@ static void load_run_config(mlm_config *cfg, const char *dir) {
     char ini[2 * MLM_PATH_MAX], err[2048];
     snprintf(ini, sizeof ini, "%s/mlmgpu.ini", dir);
     FILE *f = fopen(ini, "r");
-    if (!f) {
+    if (!f) {   // an HF directory: its config.json says which architecture it is
         mlm_config_defaults(cfg);
+        if (mlm_hf_read_config(dir, &cfg->model, err, sizeof err) != 0) mlm_die(MLM_EXIT_INPUT, "--model: %s", err);
         return;
     }
     fclose(f);
     if (mlm_config_load(cfg, ini, NULL, 0, err, sizeof err) != 0) mlm_die(MLM_EXIT_INPUT, "%s", err);
+}
+
+/* The vocabulary a model directory holds (vocab.json + merges.txt, or vocab.txt), or
+ * NULL when it holds none; a broken one is an error. */
+static mlm_tokenizer *open_model_vocab(const char *dir) {
+    char json[2 * MLM_PATH_MAX], txt[2 * MLM_PATH_MAX], err[2048];
+    snprintf(json, sizeof json, "%s/vocab.json", dir);
+    snprintf(txt, sizeof txt, "%s/vocab.txt", dir);
+    if (access(json, F_OK) != 0 && access(txt, F_OK) != 0) return NULL;
+    mlm_tokenizer *t = mlm_tokenizer_open(dir, 0, err, sizeof err);   // cased plays no part in ids here
+    if (!t) mlm_die(MLM_EXIT_INPUT, "--model: %s", err);
+    return t;
 }
 
 static void dump_batch(const char *path, const mlm_microbatch *mb, float loss) {
@@ -89,16 +102,22 @@ int mlm_cmd_eval(int argc, char **argv) {
     parse_args(&a, argc, argv);
     mlm_config cfg;
     load_run_config(&cfg, a.model);
-    char err[2048], vocab_path[2 * MLM_PATH_MAX];
-    snprintf(vocab_path, sizeof vocab_path, "%s/vocab.txt", a.model);
-    mlm_vocab vocab = {0};
+    char err[2048];
+    mlm_tokenizer *tok = open_model_vocab(a.model);
     uint64_t vhash = 0;
-    if (access(vocab_path, F_OK) == 0) {
-        if (mlm_vocab_load(&vocab, vocab_path, err, sizeof err) != 0) mlm_die(MLM_EXIT_INPUT, "--model: %s", err);
-        vhash = mlm_vocab_hash(vocab_path, err, sizeof err);
+    if (tok) {
+        const char *files[2];
+        int n = mlm_tokenizer_files(tok, files);
+        if (!(vhash = mlm_vocab_hash_files(files, n, err, sizeof err))) mlm_die(MLM_EXIT_INPUT, "--model: %s", err);
+    } else if (cfg.data.whole_word_mask) {
+        mlm_die(MLM_EXIT_INPUT, "--model: %s: data.whole_word_mask = 1 (mlmgpu.ini) needs the vocabulary in the "
+                "model directory (vocab.txt, or vocab.json + merges.txt), for the word starts", a.model);
     }
     mlm_shards sh;
     if (mlm_shards_open(&sh, a.data, 0, vhash, err, sizeof err) != 0) mlm_die(MLM_EXIT_INPUT, "--data: %s", err);
+    if (cfg.data.whole_word_mask && sh.vocab_hash == 0)
+        mlm_die(MLM_EXIT_INPUT, "--data: %s: data.whole_word_mask = 1 (mlmgpu.ini) needs shards that name their "
+                "vocabulary, and these do not (vocab hash 0)", sh.paths[0]);
     cfg.data.seq_len = sh.seq_len;
     cfg.train.micro_batch = a.micro_batch;
     uint64_t avail = (sh.total + a.micro_batch - 1) / a.micro_batch;
@@ -109,24 +128,38 @@ int mlm_cmd_eval(int argc, char **argv) {
     if (mlm_model_load_dir(&m, a.model, &cfg.model, be, a.micro_batch, sh.seq_len, max_M, cfg.train.seed, err,
                            sizeof err) != 0)
         mlm_die(MLM_EXIT_INPUT, "--model: %s", err);
-    mlm_special_ids sp = mlm_special_ids_default(m.lay.cfg.vocab_size);
-    if (vocab.count && mlm_special_ids_from_vocab(&vocab, m.lay.cfg.vocab_size, &sp, vocab_path, err, sizeof err) != 0)
-        mlm_die(MLM_EXIT_INPUT, "--model: %s", err);
-    mlm_vocab_free(&vocab);
-    mlm_eval_result e = mlm_evaluate(&m, &sh, &cfg, &sp, n);
+    mlm_special_ids sp = mlm_special_ids_arch(m.lay.cfg.architecture, m.lay.cfg.vocab_size);
+    uint8_t *word_start = NULL;
+    if (tok) {
+        sp = mlm_tokenizer_special(tok);
+        if (sp.vocab_size > m.lay.cfg.vocab_size)
+            mlm_die(MLM_EXIT_INPUT, "--model: %s: the vocabulary's %d tokens do not fit the model's %d rows", a.model,
+                    sp.vocab_size, m.lay.cfg.vocab_size);
+        if ((mlm_tokenizer_kind(tok) == MLM_TOK_BPE) != (m.lay.cfg.architecture == MLM_ARCH_ROBERTA))
+            mlm_die(MLM_EXIT_INPUT, "--model: %s: a %s model with a %s vocabulary", a.model,
+                    mlm_arch_name(m.lay.cfg.architecture),
+                    mlm_tokenizer_kind(tok) == MLM_TOK_BPE ? "byte-level BPE" : "WordPiece");
+        if (cfg.data.whole_word_mask) word_start = mlm_word_starts(tok);
+        mlm_tokenizer_free(tok);
+    }
+    if (sh.pad_id != sp.pad)
+        mlm_die(MLM_EXIT_INPUT, "--data: %s: the shards pad with id %d, the model's vocabulary with id %d: they were "
+                "prepared for another vocabulary", sh.paths[0], sh.pad_id, sp.pad);
+    mlm_eval_result e = mlm_evaluate(&m, &sh, &cfg, &sp, word_start, n);
     printf("eval: %d micro-batches of %d x %d | %ld masked tokens | loss %.4f | acc %.4f | ppl %.2f\n", n,
            a.micro_batch, sh.seq_len, e.tokens, e.loss, e.acc, exp(e.loss));
     if (a.dump) {
-        mlm_eval_result first = n == 1 ? e : mlm_evaluate(&m, &sh, &cfg, &sp, 1);
+        mlm_eval_result first = n == 1 ? e : mlm_evaluate(&m, &sh, &cfg, &sp, word_start, 1);
         mlm_microbatch mb;
         mlm_microbatch_init(&mb, a.micro_batch, sh.seq_len, max_M);
         uint64_t *idx = mlm_xmalloc(a.micro_batch * sizeof(uint64_t), "indices");
         for (int b = 0; b < a.micro_batch; b++) idx[b] = (uint64_t)b;
-        mlm_microbatch_fill(&mb, &sh, idx, &cfg.data, &sp, cfg.train.seed, 0, 0);
+        mlm_microbatch_fill(&mb, &sh, idx, &cfg.data, &sp, word_start, cfg.train.seed, 0, 0);
         dump_batch(a.dump, &mb, (float)first.loss);
         free(idx);
         mlm_microbatch_free(&mb);
     }
+    free(word_start);
     mlm_model_destroy(&m);
     be->destroy(be);
     mlm_shards_close(&sh);

@@ -11,20 +11,24 @@
 #include "mlm/prepare.h"
 
 static const char *PREPARE_USAGE =
-    "usage: mlmgpu prepare --input PATH... --vocab FILE --seq-len N --out DIR [--val-fraction F]\n"
+    "usage: mlmgpu prepare --input PATH... --vocab PATH --seq-len N --out DIR [--val-fraction F]\n"
     "                      [--threads T] [--cased] [--paragraphs] [--shard-sequences K] [--force]\n"
     "\n"
     "Tokenizes text files (directories are read recursively, in name order) and packs\n"
-    "them into shards of N-token sequences: OUT/train/*.shard, OUT/val/*.shard,\n"
-    "OUT/vocab.txt and OUT/manifest.json (docs/FORMATS.md).\n"
+    "them into shards of N-token sequences: OUT/train/*.shard, OUT/val/*.shard, the\n"
+    "vocabulary (OUT/vocab.txt, or OUT/vocab.json + OUT/merges.txt) and OUT/manifest.json\n"
+    "(docs/FORMATS.md).\n"
     "\n"
     "  --input PATH...       text files or directories (UTF-8)\n"
-    "  --vocab FILE          the vocab.txt to tokenize with\n"
-    "  --seq-len N           tokens per sequence, [CLS] and [SEP] included\n"
+    "  --vocab PATH          the vocabulary: a vocab.txt (WordPiece, BERT), a vocab.json with\n"
+    "                        merges.txt beside it (byte-level BPE, RoBERTa), or a directory\n"
+    "                        holding either (the files tell which)\n"
+    "  --seq-len N           tokens per sequence, [CLS] and [SEP] (<s> and </s>) included\n"
     "  --out DIR             the output directory\n"
     "  --val-fraction F      share of documents for validation (default 0.01)\n"
     "  --threads T           tokenizer threads (default: all cores)\n"
-    "  --cased               keep case and accents (for a cased vocabulary)\n"
+    "  --cased               keep case and accents (for a cased WordPiece vocabulary; BPE\n"
+    "                        always keeps the text as is)\n"
     "  --paragraphs          a document is a blank-line-separated block (default: a file)\n"
     "  --shard-sequences K   sequences per shard file (default 65536)\n"
     "  --force               replace the prepared data already in DIR\n";
@@ -62,7 +66,7 @@ int mlm_cmd_prepare(int argc, char **argv) {
         i++;
     }
     if (!o.ninputs) mlm_usage_error(PREPARE_USAGE, "%s", "--input PATH is required");
-    if (!o.vocab) mlm_usage_error(PREPARE_USAGE, "%s", "--vocab FILE is required");
+    if (!o.vocab) mlm_usage_error(PREPARE_USAGE, "%s", "--vocab PATH is required");
     if (!o.seq_len) mlm_usage_error(PREPARE_USAGE, "%s", "--seq-len N is required");
     if (!o.out) mlm_usage_error(PREPARE_USAGE, "%s", "--out DIR is required");
     mlm_prepare_stats st;

@@ -1,6 +1,7 @@
 /*
- * `mlmgpu tokenize`: text on stdin to WordPiece ids (or pieces) on stdout, one
- * output line per input line, with the ids HF BertTokenizerFast gives.
+ * `mlmgpu tokenize`: text on stdin to token ids (or pieces) on stdout, one output
+ * line per input line, with the ids HF gives: BertTokenizerFast for a WordPiece
+ * vocab.txt, RobertaTokenizerFast for a byte-level BPE vocab.json + merges.txt.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,16 +12,22 @@
 #include "mlm/tokenizer.h"
 
 static const char *TOKENIZE_USAGE =
-    "usage: mlmgpu tokenize --vocab FILE [--cased] [--no-special] [--tokens]\n"
+    "usage: mlmgpu tokenize --vocab PATH [--cased] [--no-special] [--tokens]\n"
     "\n"
     "Reads UTF-8 text on stdin and prints one line per input line: its token ids,\n"
-    "separated by spaces, between [CLS] and [SEP]. Invalid UTF-8 bytes are dropped.\n"
+    "separated by spaces, between [CLS] and [SEP] (<s> and </s> for byte-level BPE).\n"
+    "Invalid UTF-8 bytes are dropped by WordPiece; byte-level BPE reads each ill-formed\n"
+    "sequence as U+FFFD, as Python's decode(errors=\"replace\") does.\n"
     "\n"
-    "  --vocab FILE   the vocabulary (vocab.txt, one token per line, id = line number)\n"
-    "  --cased        keep case and accents (default: lowercase and strip accents, as\n"
+    "  --vocab PATH   the vocabulary: a vocab.txt (WordPiece, one token per line, id =\n"
+    "                 line number), a vocab.json with merges.txt beside it (byte-level\n"
+    "                 BPE, RoBERTa's), or a directory holding one of them\n"
+    "  --cased        WordPiece only (an error with BPE, which never changes the text):\n"
+    "                 keep case and accents (default: lowercase and strip accents, as\n"
     "                 bert-base-uncased does)\n"
-    "  --no-special   leave out [CLS] and [SEP]\n"
-    "  --tokens       print the WordPiece tokens instead of their ids\n";
+    "  --no-special   leave out [CLS] and [SEP] (<s> and </s>)\n"
+    "  --tokens       print the tokens instead of their ids (byte-level BPE tokens as\n"
+    "                 in vocab.json: a space is \"\u0120\", a newline \"\u010A\")\n";
 
 typedef struct {
     const char *vocab;
@@ -49,11 +56,11 @@ static tokenize_args parse_args(int argc, char **argv) {
 
 /* Prints ids (or their tokens) as one line. Ids go through a small formatter
  * because printf per id would dominate the run time. */
-static void print_line(const mlm_vocab *v, const int32_t *ids, size_t n, int tokens) {
+static void print_line(const mlm_tokenizer *t, const int32_t *ids, size_t n, int tokens) {
     for (size_t i = 0; i < n; i++) {
         if (i) putchar(' ');
         if (tokens) {
-            fputs(v->tokens[ids[i]], stdout);
+            fputs(mlm_tokenizer_token(t, ids[i]), stdout);
             continue;
         }
         char buf[12], *p = buf + sizeof buf;
@@ -65,7 +72,7 @@ static void print_line(const mlm_vocab *v, const int32_t *ids, size_t n, int tok
     putchar('\n');
 }
 
-static void tokenize_stream(const mlm_tokenizer *t, const mlm_vocab *v, const tokenize_args *a) {
+static void tokenize_stream(const mlm_tokenizer *t, const tokenize_args *a) {
     char *line = NULL;
     size_t line_cap = 0, cap = 0;
     int32_t *ids = NULL;
@@ -74,7 +81,7 @@ static void tokenize_stream(const mlm_tokenizer *t, const mlm_vocab *v, const to
         size_t n = 0;
         if (a->special) mlm_encode(t, line, (size_t)len, &ids, &n, &cap);
         else mlm_tokenize(t, line, (size_t)len, &ids, &n, &cap);
-        print_line(v, ids, n, a->tokens);
+        print_line(t, ids, n, a->tokens);
     }
     free(line);
     free(ids);
@@ -82,17 +89,14 @@ static void tokenize_stream(const mlm_tokenizer *t, const mlm_vocab *v, const to
 
 int mlm_cmd_tokenize(int argc, char **argv) {
     tokenize_args a = parse_args(argc, argv);
-    mlm_vocab vocab;
-    mlm_special_ids sp;
     char err[1024];
-    if (mlm_vocab_load(&vocab, a.vocab, err, sizeof err) != 0 ||
-        mlm_special_ids_from_vocab(&vocab, vocab.count, &sp, a.vocab, err, sizeof err) != 0)
-        mlm_die(MLM_EXIT_INPUT, "%s", err);
-    mlm_tokenizer *t = mlm_tokenizer_new(&vocab, a.cased, err, sizeof err);
-    if (!t) mlm_die(MLM_EXIT_INPUT, "%s: %s", a.vocab, err);
-    tokenize_stream(t, &vocab, &a);
+    mlm_tokenizer *t = mlm_tokenizer_open(a.vocab, a.cased, err, sizeof err);
+    if (!t) mlm_die(MLM_EXIT_INPUT, "%s", err);
+    if (a.cased && mlm_tokenizer_kind(t) == MLM_TOK_BPE)
+        mlm_die(MLM_EXIT_INPUT, "%s: --cased applies to WordPiece vocabularies only (byte-level BPE keeps the text as is)",
+                a.vocab);
+    tokenize_stream(t, &a);
     mlm_tokenizer_free(t);
-    mlm_vocab_free(&vocab);
     if (fflush(stdout) != 0 || ferror(stdout)) mlm_die(MLM_EXIT_RUNTIME, "writing to stdout failed");
     return 0;
 }

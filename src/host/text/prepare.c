@@ -6,7 +6,9 @@
  * window in turn and tokenize them into per-file documents; the main thread then
  * packs the window's documents in file order, so the output does not depend on
  * the thread count. Everything is written under OUT/.tmp.PID and moved into place
- * at the end.
+ * at the end. The vocabulary is either kind (mlm_tokenizer_open): WordPiece frames
+ * sequences [CLS] ... [SEP] and pads with [PAD] (id 0: version 1 shards), byte-level
+ * BPE <s> ... </s> and <pad> (RoBERTa's id 1: version 2 shards, which record it).
  */
 #include "mlm/prepare.h"
 
@@ -125,14 +127,15 @@ static int flush_shard(packer *pk, char *err, size_t len) {
     if (pk->in_shard == 0) return 0;
     char path[PATHBUF + 64];
     snprintf(path, sizeof path, "%s/%s-%05d.shard", pk->dir, pk->name, pk->st.shards);
-    if (mlm_shard_write(path, pk->shard, pk->in_shard, pk->S, pk->dtype_bytes, pk->vocab_hash, err, len) != 0)
+    if (mlm_shard_write_padded(path, pk->shard, pk->in_shard, pk->S, pk->dtype_bytes, pk->vocab_hash, pk->sp.pad,
+                               err, len) != 0)
         return -1;
     pk->st.shards++;
     pk->in_shard = 0;
     return 0;
 }
 
-/* Closes the current sequence as [CLS] content [SEP] [PAD]... */
+/* Closes the current sequence as [CLS] content [SEP] [PAD]... (BPE: <s> </s> <pad>) */
 static int emit(packer *pk, char *err, size_t len) {
     if (pk->fill == 0) return 0;
     int32_t *seq = pk->shard + pk->in_shard * pk->S;
@@ -222,15 +225,18 @@ static cJSON *split_json(const packer *pk) {
 }
 
 static int write_manifest(const char *dir, const mlm_prepare_opts *o, const packer *pk, int dtype, uint64_t vhash,
-                          const mlm_file_list *files, char *err, size_t len) {
+                          const mlm_tokenizer *tok, const mlm_file_list *files, char *err, size_t len) {
     cJSON *j = cJSON_CreateObject();
     char hex[32];
-    cJSON_AddStringToObject(j, "format", "mlmgpu-shards-1");
+    int bpe = mlm_tokenizer_kind(tok) == MLM_TOK_BPE;
+    cJSON_AddStringToObject(j, "format", pk[0].sp.pad ? "mlmgpu-shards-2" : "mlmgpu-shards-1");
     cJSON_AddNumberToObject(j, "seq_len", o->seq_len);
     cJSON_AddNumberToObject(j, "dtype_bytes", dtype);
+    cJSON_AddNumberToObject(j, "pad_id", pk[0].sp.pad);
     snprintf(hex, sizeof hex, "%016" PRIx64, vhash);
     cJSON_AddStringToObject(j, "vocab_hash", hex);
-    cJSON_AddBoolToObject(j, "cased", o->cased);
+    cJSON_AddStringToObject(j, "tokenizer", bpe ? "bpe" : "wordpiece");
+    if (!bpe) cJSON_AddBoolToObject(j, "cased", o->cased);
     cJSON_AddStringToObject(j, "documents", o->paragraphs ? "paragraphs" : "files");
     cJSON_AddNumberToObject(j, "val_fraction", o->val_fraction);
     cJSON_AddItemToObject(j, "train", split_json(&pk[0]));
@@ -247,21 +253,51 @@ static int write_manifest(const char *dir, const mlm_prepare_opts *o, const pack
     return rc;
 }
 
-static int copy_vocab(const char *vocab, const char *dir, char *err, size_t len) {
-    char *text, path[PATHBUF + 32];
-    size_t bytes;
-    if (mlm_read_file(vocab, &text, &bytes, err, len) != 0) return -1;
-    snprintf(path, sizeof path, "%s/vocab.txt", dir);
-    const void *parts[1] = {text};
-    int rc = mlm_write_file_atomic(path, parts, &bytes, 1, err, len);
-    free(text);
-    return rc;
+/* The names the vocabulary files take in OUT: vocab.txt, or vocab.json + merges.txt. */
+static int vocab_names(const mlm_tokenizer *tok, const char *names[2]) {
+    if (mlm_tokenizer_kind(tok) == MLM_TOK_BPE) {
+        names[0] = "vocab.json";
+        names[1] = "merges.txt";
+        return 2;
+    }
+    names[0] = "vocab.txt";
+    return 1;
 }
 
-/* Moves train/, val/, vocab.txt and manifest.json from tmp into out. */
-static int move_into_place(const char *tmp, const char *out, char *err, size_t len) {
-    const char *names[] = {"train", "val", "vocab.txt", "manifest.json"};   // the manifest last
-    for (int i = 0; i < 4; i++) {
+static int copy_vocab(const mlm_tokenizer *tok, const char *dir, char *err, size_t len) {
+    const char *from[2], *names[2];
+    int n = mlm_tokenizer_files(tok, from);
+    vocab_names(tok, names);
+    for (int i = 0; i < n; i++) {
+        char *text, path[PATHBUF + 32];
+        size_t bytes;
+        if (mlm_read_file(from[i], &text, &bytes, err, len) != 0) return -1;
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        const void *parts[1] = {text};
+        int rc = mlm_write_file_atomic(path, parts, &bytes, 1, err, len);
+        free(text);
+        if (rc != 0) return -1;
+    }
+    return 0;
+}
+
+/* Moves train/, val/, the vocabulary files and manifest.json from tmp into out. */
+static int move_into_place(const mlm_tokenizer *tok, const char *tmp, const char *out, char *err, size_t len) {
+    const char *names[5] = {"train", "val"};
+    int n = 2 + vocab_names(tok, names + 2);
+    names[n++] = "manifest.json";   // the manifest last
+    // replacing prepared data (--force) made with the other kind of vocabulary: its files go
+    const char *stale[3] = {"vocab.txt", "vocab.json", "merges.txt"};
+    char manifest[PATHBUF + 32];
+    snprintf(manifest, sizeof manifest, "%s/manifest.json", out);
+    for (int i = 0; i < 3 && access(manifest, F_OK) == 0; i++) {
+        int ours = 0;
+        for (int k = 2; k < n - 1; k++) ours |= strcmp(names[k], stale[i]) == 0;
+        char p[PATHBUF + 32];
+        snprintf(p, sizeof p, "%s/%s", out, stale[i]);
+        if (!ours) unlink(p);
+    }
+    for (int i = 0; i < n; i++) {
         char from[PATHBUF + 32], to[PATHBUF + 32];
         snprintf(from, sizeof from, "%s/%s", tmp, names[i]);
         snprintf(to, sizeof to, "%s/%s", out, names[i]);
@@ -357,36 +393,35 @@ static int run_all(const mlm_prepare_opts *o, const mlm_tokenizer *tok, const ml
 int mlm_prepare(const mlm_prepare_opts *o, mlm_prepare_stats *st, char *err, size_t len) {
     memset(st, 0, sizeof *st);
     if (check_opts(o, err, len) != 0) return -1;
-    mlm_vocab vocab;
-    if (mlm_vocab_load(&vocab, o->vocab, err, len) != 0) return -1;
-    char why[512];
-    mlm_tokenizer *tok = mlm_tokenizer_new(&vocab, o->cased, why, sizeof why);
-    if (!tok) mlm_fail(err, len, "%s: %s", o->vocab, why);
+    mlm_tokenizer *tok = mlm_tokenizer_open(o->vocab, o->cased, err, len);
+    if (!tok) return -1;
     mlm_file_list files = {0};
-    int rc = tok ? mlm_list_inputs(o->inputs, o->ninputs, &files, err, len) : -1;
+    int rc = mlm_list_inputs(o->inputs, o->ninputs, &files, err, len);
     if (rc == 0 && files.n == 0) rc = mlm_fail(err, len, "the inputs hold no files");
     char tmp[PATHBUF];
     snprintf(tmp, sizeof tmp, "%s/.tmp.prepare.%d", o->out, (int)getpid());
     if (rc == 0 && (mlm_mkdir_p(o->out) != 0 || mlm_mkdir_p(tmp) != 0))
         rc = mlm_fail(err, len, "%s: cannot create: %s", o->out, strerror(errno));
-    int dtype = vocab.count <= 65536 ? 2 : 4;
-    uint64_t vhash = rc == 0 ? mlm_vocab_hash(o->vocab, err, len) : 0;
+    int dtype = mlm_tokenizer_size(tok) <= 65536 ? 2 : 4;
+    const char *vfiles[2];
+    int nvfiles = mlm_tokenizer_files(tok, vfiles);
+    uint64_t vhash = rc == 0 ? mlm_vocab_hash_files(vfiles, nvfiles, err, len) : 0;
+    if (rc == 0 && vhash == 0) rc = -1;
     packer pk[2];
-    packer_init(&pk[0], "train", tmp, o, dtype, vhash, tok ? mlm_tokenizer_special(tok) : (mlm_special_ids){0});
+    packer_init(&pk[0], "train", tmp, o, dtype, vhash, mlm_tokenizer_special(tok));
     packer_init(&pk[1], "val", tmp, o, dtype, vhash, pk[0].sp);
     for (int s = 0; s < 2 && rc == 0; s++)
         if (mlm_mkdir_p(pk[s].dir) != 0) rc = mlm_fail(err, len, "%s: cannot create: %s", pk[s].dir, strerror(errno));
     if (rc == 0) rc = run_all(o, tok, &files, pk, st, err, len);
-    if (rc == 0) rc = copy_vocab(o->vocab, tmp, err, len);
-    if (rc == 0) rc = write_manifest(tmp, o, pk, dtype, vhash, &files, err, len);
-    if (rc == 0) rc = move_into_place(tmp, o->out, err, len);
+    if (rc == 0) rc = copy_vocab(tok, tmp, err, len);
+    if (rc == 0) rc = write_manifest(tmp, o, pk, dtype, vhash, tok, &files, err, len);
+    if (rc == 0) rc = move_into_place(tok, tmp, o->out, err, len);
     else mlm_remove_tree(tmp);
     st->train = pk[0].st;
     st->val = pk[1].st;
     packer_free(&pk[0]);
     packer_free(&pk[1]);
     mlm_file_list_free(&files);
-    if (tok) mlm_tokenizer_free(tok);
-    mlm_vocab_free(&vocab);
+    mlm_tokenizer_free(tok);
     return rc;
 }

@@ -13,10 +13,13 @@
  * Character classes come from utf8proc, except where HF's tables (an older Unicode
  * than utf8proc's) disagree; tokenizer_unicode.h lists those code points.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <utf8proc.h>
 
+#include "bpe.h"
 #include "mlm/log.h"
 #include "mlm/tokenizer.h"
 #include "tokenizer_unicode.h"
@@ -82,6 +85,11 @@ static int32_t table_get(const vocab_table *t, const char *s, size_t len, uint64
 }
 
 struct mlm_tokenizer {
+    mlm_tok_kind kind;
+    mlm_bpe *bpe;          // MLM_TOK_BPE: everything below but special is unused
+    mlm_vocab *own_vocab;  // opened by mlm_tokenizer_open: freed with the tokenizer
+    char *files[2];        // the vocabulary files, for mlm_tokenizer_files
+    int nfiles;
     const mlm_vocab *vocab;
     int cased;
     mlm_special_ids special;
@@ -118,6 +126,11 @@ mlm_tokenizer *mlm_tokenizer_new(const mlm_vocab *vocab, int cased, char *err, s
 
 void mlm_tokenizer_free(mlm_tokenizer *t) {
     if (!t) return;
+    mlm_bpe_free(t->bpe);
+    if (t->own_vocab) mlm_vocab_free(t->own_vocab);
+    free(t->own_vocab);
+    free(t->files[0]);
+    free(t->files[1]);
     free(t->first.slots);
     free(t->cont.slots);
     free(t);
@@ -416,16 +429,18 @@ typedef struct {
     size_t *n, *cap;
 } id_sink;
 
-static void push_id(id_sink *o, int32_t id) {
-    if (*o->n == *o->cap) {
-        size_t cap = *o->cap ? 2 * *o->cap : 64;
-        int32_t *p = realloc(*o->ids, cap * sizeof(int32_t));
-        if (!p) mlm_die(MLM_EXIT_RUNTIME, "out of memory: %zu token ids", cap);
-        *o->ids = p;
-        *o->cap = cap;
+void mlm_ids_push(int32_t **ids, size_t *n, size_t *cap, int32_t id) {
+    if (*n == *cap) {
+        size_t c = *cap ? 2 * *cap : 64;
+        int32_t *p = realloc(*ids, c * sizeof(int32_t));
+        if (!p) mlm_die(MLM_EXIT_RUNTIME, "out of memory: %zu token ids", c);
+        *ids = p;
+        *cap = c;
     }
-    (*o->ids)[(*o->n)++] = id;
+    (*ids)[(*n)++] = id;
 }
+
+static void push_id(id_sink *o, int32_t id) { mlm_ids_push(o->ids, o->n, o->cap, id); }
 
 /* Longest vocabulary piece at w[0..n) (in table), as its end offset; 0 if none.
  * Hashes of every prefix come from one pass, so each candidate costs one probe. */
@@ -476,6 +491,7 @@ static int special_at(const mlm_tokenizer *t, const char *s, size_t n) {
 
 size_t mlm_tokenize(const mlm_tokenizer *t, const char *text, size_t len, int32_t **ids, size_t *n,
                     size_t *cap) {
+    if (t->bpe) return mlm_bpe_tokenize(t->bpe, text, len, ids, n, cap);
     size_t before = *n;
     if (len == 0) return 0;
     id_sink out = {t, ids, n, cap};
@@ -505,4 +521,146 @@ size_t mlm_encode(const mlm_tokenizer *t, const char *text, size_t len, int32_t 
     mlm_tokenize(t, text, len, ids, n, cap);
     push_id(&out, t->special.sep);
     return *n - before;
+}
+
+/* ---- either kind ---- */
+
+static char *join_path(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = mlm_xmalloc(n, "path");
+    snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static int is_file(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* The kind is told by the file name: *.json is byte-level BPE (merges.txt beside
+ * it), anything else a WordPiece vocab.txt; a directory by which of vocab.json and
+ * vocab.txt it holds (vocab.json first). */
+mlm_tokenizer *mlm_tokenizer_open(const char *path, int cased, char *err, size_t err_len) {
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        mlm_fail(err, err_len, "%s: cannot open: no such file or directory", path);
+        return NULL;
+    }
+    char *vocab = NULL, *merges = NULL;
+    if (S_ISDIR(st.st_mode)) {
+        vocab = join_path(path, "vocab.json");
+        if (!is_file(vocab)) {
+            free(vocab);
+            vocab = join_path(path, "vocab.txt");
+            if (!is_file(vocab)) {
+                free(vocab);
+                mlm_fail(err, err_len, "%s: holds neither vocab.json (+ merges.txt) nor vocab.txt", path);
+                return NULL;
+            }
+        }
+    } else {
+        vocab = strdup(path);
+    }
+    size_t vl = strlen(vocab);
+    if (vl >= 5 && !strcmp(vocab + vl - 5, ".json")) {
+        const char *slash = strrchr(vocab, '/');
+        if (slash) {
+            char *dir = strndup(vocab, (size_t)(slash - vocab));
+            merges = join_path(dir, "merges.txt");
+            free(dir);
+        } else {
+            merges = strdup("merges.txt");
+        }
+        if (!is_file(merges)) {
+            mlm_fail(err, err_len, "%s: a byte-level BPE vocabulary needs merges.txt beside it: %s is missing",
+                     vocab, merges);
+            free(vocab);
+            free(merges);
+            return NULL;
+        }
+        mlm_bpe *b = mlm_bpe_load(vocab, merges, err, err_len);
+        if (!b) {
+            free(vocab);
+            free(merges);
+            return NULL;
+        }
+        mlm_tokenizer *t = mlm_xcalloc(1, sizeof *t, "tokenizer");
+        t->kind = MLM_TOK_BPE;
+        t->bpe = b;
+        t->special = mlm_bpe_special(b);
+        t->files[0] = vocab;
+        t->files[1] = merges;
+        t->nfiles = 2;
+        return t;
+    }
+    mlm_vocab *v = mlm_xcalloc(1, sizeof *v, "vocab");
+    if (mlm_vocab_load(v, vocab, err, err_len) != 0) {
+        free(v);
+        free(vocab);
+        return NULL;
+    }
+    mlm_special_ids sp; // first, for an error that names the file
+    mlm_tokenizer *t = mlm_special_ids_from_vocab(v, v->count, &sp, vocab, err, err_len) == 0
+                           ? mlm_tokenizer_new(v, cased, err, err_len)
+                           : NULL;
+    if (!t) {
+        mlm_vocab_free(v);
+        free(v);
+        free(vocab);
+        return NULL;
+    }
+    t->own_vocab = v;
+    t->files[0] = vocab;
+    t->nfiles = 1;
+    return t;
+}
+
+mlm_tok_kind mlm_tokenizer_kind(const mlm_tokenizer *t) { return t->kind; }
+
+int mlm_tokenizer_size(const mlm_tokenizer *t) { return t->bpe ? mlm_bpe_size(t->bpe) : t->vocab->count; }
+
+const char *mlm_tokenizer_token(const mlm_tokenizer *t, int id) {
+    if (t->bpe) return mlm_bpe_token(t->bpe, id);
+    return id >= 0 && id < t->vocab->count ? t->vocab->tokens[id] : NULL;
+}
+
+int mlm_tokenizer_find(const mlm_tokenizer *t, const char *token) {
+    if (t->bpe) return mlm_bpe_find(t->bpe, token);
+    size_t n = strlen(token);
+    return table_get(&t->first, token, n, fnv(token, n));
+}
+
+int mlm_tokenizer_word_start(const mlm_tokenizer *t, int id) {
+    if (t->bpe) return mlm_bpe_word_start(t->bpe, id);
+    const char *s = mlm_tokenizer_token(t, id);
+    if (!s) return 0;
+    for (int i = 0; i < N_SPECIALS; i++)
+        if (id == t->special_id[i]) return 1;
+    return !(s[0] == '#' && s[1] == '#' && s[2]);
+}
+
+/* WordPiece: tokens joined by spaces, a "##" piece glued to the one before it. */
+size_t mlm_tokenizer_decode(const mlm_tokenizer *t, const int32_t *ids, size_t n, char *out, size_t cap) {
+    if (t->bpe) return mlm_bpe_decode(t->bpe, ids, n, out, cap);
+    size_t o = 0;
+    for (size_t k = 0; k < n; k++) {
+        const char *s = mlm_tokenizer_token(t, ids[k]);
+        if (!s) continue;
+        int cont = s[0] == '#' && s[1] == '#' && s[2];
+        if (cont) s += 2;
+        else if (o) {
+            if (o + 1 < cap) out[o] = ' ';
+            o++;
+        }
+        for (; *s; s++, o++)
+            if (o + 1 < cap) out[o] = *s;
+    }
+    if (cap) out[o < cap ? o : cap - 1] = 0;
+    return o;
+}
+
+int mlm_tokenizer_files(const mlm_tokenizer *t, const char *paths[2]) {
+    paths[0] = t->files[0];
+    paths[1] = t->files[1];
+    return t->nfiles;
 }

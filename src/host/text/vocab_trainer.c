@@ -1,22 +1,32 @@
 /*
- * WordPiece vocabulary trainer (include/mlm/vocab_trainer.h): HF's WordPiece
- * trainer, which is BPE with "##" on the symbols inside a word.
+ * Vocabulary trainer (include/mlm/vocab_trainer.h): HF's BPE trainer, for
+ * byte-level BPE (symbols are bytes) and for WordPiece (HF's WordPiece trainer is
+ * the same BPE with "##" on the symbols inside a word). Only the special tokens,
+ * the initial alphabet and the output differ; the merge loop is one.
  *
  * Every distinct word is a sequence of symbol ids with the word's count. The count
- * of every adjacent pair of symbols, and the words it occurs in, are kept up to
- * date while merging; a max-heap of (count, pair) picks the next merge. Heap
- * entries go stale when a count drops: a popped entry whose count is no longer
- * the pair's is pushed again with the current count (as HF does). A merge only
- * visits the words listed for its pair.
+ * of every adjacent pair of symbols is kept up to date while merging; a max-heap of
+ * (count, pair) entries picks the next merge. The loop is HF's step for step,
+ * because its bookkeeping shows in the result when a merge gives an existing token:
+ * an entry carries the words it will merge (the words where its pair appeared in
+ * the step that pushed it); every step pushes one entry for each pair that gained
+ * occurrences, with those words; a popped entry whose count is not the pair's
+ * current count is pushed again with the current count; and the count of a merged
+ * pair is left as it is.
  */
+#include <errno.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "mlm/data.h"
 #include "mlm/fileio.h"
 #include "mlm/log.h"
+#include "mlm/tokenizer.h"
 #include "mlm/vocab_trainer.h"
 #include "word_counts.h"
 
@@ -24,7 +34,8 @@
 #define N_SPECIALS 5
 #define NO_ID UINT32_MAX
 
-static const char *const SPECIALS[N_SPECIALS] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
+static const char *const WORDPIECE_SPECIALS[N_SPECIALS] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
+static const char *const BPE_SPECIALS[N_SPECIALS] = {"<s>", "<pad>", "</s>", "<unk>", "<mask>"};
 
 /* ---- tokens: id -> string, and string -> id to notice merges that give an existing token ---- */
 
@@ -163,6 +174,25 @@ static void build_alphabet(const mlm_word_counts *wc, int limit, token_set *toke
     free(inside);
 }
 
+static int cmp_u32(const void *pa, const void *pb) {
+    uint32_t a = *(const uint32_t *)pa, b = *(const uint32_t *)pb;
+    return (a > b) - (a < b);
+}
+
+/* Byte-level BPE: the 256 characters of the byte-to-unicode map, by code point
+ * (HF sorts its alphabet so), whether the text has them or not. */
+static void build_byte_alphabet(token_set *tokens, alphabet *al) {
+    uint32_t cps[256];
+    for (int b = 0; b < 256; b++) cps[b] = mlm_bpe_byte_char((uint8_t)b);
+    qsort(cps, 256, sizeof(uint32_t), cmp_u32);
+    al->first = mlm_xmalloc(N_CODEPOINTS * sizeof(uint32_t), "alphabet");
+    al->inner = NULL;
+    for (uint32_t cp = 0; cp < N_CODEPOINTS; cp++) al->first[cp] = NO_ID;
+    for (int i = 0; i < 256; i++) al->first[cps[i]] = tokens_add(tokens, utf8_token("", cps[i]));
+    al->chars = 256;
+    al->continuations = 0;
+}
+
 static void alphabet_free(alphabet *al) {
     free(al->first);
     free(al->inner);
@@ -179,9 +209,10 @@ typedef struct {
     size_t n;
 } word_set;
 
-/* A character outside the alphabet (limit_alphabet) is left out of its word, as
- * HF does; "##" goes on every character but a word's first. */
-static void build_words(const mlm_word_counts *wc, const alphabet *al, word_set *ws) {
+/* WordPiece: a character outside the alphabet (limit_alphabet) is left out of its
+ * word, as HF does; "##" goes on every character but a word's first. Byte level:
+ * every byte is the symbol of its byte character. */
+static void build_words(const mlm_word_counts *wc, const alphabet *al, int bytes, word_set *ws) {
     uint64_t total = 0;
     for (size_t w = 0; w < wc->n; w++) total += wc->items[w].len;
     ws->n = wc->n;
@@ -195,8 +226,13 @@ static void build_words(const mlm_word_counts *wc, const alphabet *al, word_set 
         ws->start[w] = at;
         ws->count[w] = wc->items[w].count;
         for (size_t i = 0, k = 0; i < wc->items[w].len; k++) {
-            uint32_t cp = next_cp(wc->items[w].word, &i);
-            uint32_t id = k ? al->inner[cp] : al->first[cp];
+            uint32_t id;
+            if (bytes) {
+                id = al->first[mlm_bpe_byte_char((uint8_t)wc->items[w].word[i++])];
+            } else {
+                uint32_t cp = next_cp(wc->items[w].word, &i);
+                id = k ? al->inner[cp] : al->first[cp];
+            }
             if (id != NO_ID) ws->sym[at++] = id;
         }
         ws->len[w] = (uint32_t)(at - ws->start[w]);
@@ -216,15 +252,16 @@ static void words_free(word_set *ws) {
 typedef struct {
     uint32_t a, b;
     int64_t count;      // occurrences, weighted by word counts
-    int64_t pushed;     // count of its newest heap entry
-    uint32_t *words;    // words it may occur in (possibly stale, possibly repeated)
-    uint32_t nwords, cap_words;
-    int touched;        // changed during the current merge
+    uint32_t *fresh;    // words it gained occurrences in during the current step
+    uint32_t nfresh, cap_fresh;
+    int touched;        // changed during the current step
 } pair;
 
 typedef struct {
     int64_t count;
     uint32_t a, b;
+    uint32_t *words;    // (nwords) the words this entry merges, malloc'd
+    uint32_t nwords;
 } heap_entry;
 
 typedef struct {
@@ -234,7 +271,7 @@ typedef struct {
     size_t mask;
     heap_entry *heap;
     size_t nheap, cap_heap;
-    uint32_t *touched;  // (ntouched) pairs changed during the current merge
+    uint32_t *touched;  // (ntouched) pairs changed during the current step
     size_t ntouched, cap_touched;
 } pair_set;
 
@@ -246,12 +283,15 @@ static uint64_t pair_hash(uint32_t a, uint32_t b) {
     return k;
 }
 
-static void *grow(void *p, size_t *cap, size_t elem, const char *what) {
-    *cap = *cap ? 2 * *cap : 1024;
+/* Doubles an array's capacity (from first when it has none). */
+static void *grow_from(void *p, size_t *cap, size_t first, size_t elem, const char *what) {
+    *cap = *cap ? 2 * *cap : first;
     p = realloc(p, *cap * elem);
     if (!p) mlm_die(MLM_EXIT_RUNTIME, "out of memory: %zu %s", *cap, what);
     return p;
 }
+
+static void *grow(void *p, size_t *cap, size_t elem, const char *what) { return grow_from(p, cap, 1024, elem, what); }
 
 static uint32_t *pair_slot(const pair_set *ps, uint32_t a, uint32_t b) {
     for (size_t i = pair_hash(a, b) & ps->mask;; i = (i + 1) & ps->mask) {
@@ -279,17 +319,15 @@ static uint32_t pair_get(pair_set *ps, uint32_t a, uint32_t b) {
     return (uint32_t)ps->n - 1;
 }
 
+/* HF's order: the higher count first; ties: the smaller pair of ids. */
 static int heap_before(const heap_entry *x, const heap_entry *y) {
     if (x->count != y->count) return x->count > y->count;
-    return x->a != y->a ? x->a < y->a : x->b < y->b; // ties: the smaller ids, as HF
+    return x->a != y->a ? x->a < y->a : x->b < y->b;
 }
 
-static void heap_push(pair_set *ps, uint32_t pi) {
-    pair *p = &ps->p[pi];
-    p->pushed = p->count;
+static void heap_push(pair_set *ps, heap_entry e) {
     if (ps->nheap == ps->cap_heap) ps->heap = grow(ps->heap, &ps->cap_heap, sizeof(heap_entry), "heap entries");
     size_t i = ps->nheap++;
-    heap_entry e = {p->count, p->a, p->b};
     for (; i > 0 && heap_before(&e, &ps->heap[(i - 1) / 2]); i = (i - 1) / 2) ps->heap[i] = ps->heap[(i - 1) / 2];
     ps->heap[i] = e;
 }
@@ -306,18 +344,19 @@ static heap_entry heap_pop(pair_set *ps) {
     return top;
 }
 
-/* Adds delta occurrences of (a, b) in word w. */
+/* Adds delta occurrences of (a, b) in word w. A word's changes come together, so
+ * comparing with the last word listed keeps the list free of repeats. */
 static void pair_change(pair_set *ps, uint32_t a, uint32_t b, int64_t delta, uint32_t w) {
     uint32_t pi = pair_get(ps, a, b);
     pair *p = &ps->p[pi];
     p->count += delta;
-    if (delta > 0 && (p->nwords == 0 || p->words[p->nwords - 1] != w)) {
-        if (p->nwords == p->cap_words) {
-            size_t cap = p->cap_words;
-            p->words = grow(p->words, &cap, sizeof(uint32_t), "pair positions");
-            p->cap_words = (uint32_t)cap;
+    if (delta > 0 && (p->nfresh == 0 || p->fresh[p->nfresh - 1] != w)) {
+        if (p->nfresh == p->cap_fresh) {
+            size_t cap = p->cap_fresh;
+            p->fresh = grow_from(p->fresh, &cap, 4, sizeof(uint32_t), "pair positions"); // most pairs: few words
+            p->cap_fresh = (uint32_t)cap;
         }
-        p->words[p->nwords++] = w;
+        p->fresh[p->nfresh++] = w;
     }
     if (!p->touched) {
         p->touched = 1;
@@ -327,12 +366,17 @@ static void pair_change(pair_set *ps, uint32_t a, uint32_t b, int64_t delta, uin
     }
 }
 
-/* Pushes the pairs whose count rose; a lower count waits for its old entry to pop. */
+/* Ends a step: every pair that gained occurrences gets an entry with its current
+ * count and the words it gained them in (none when its count is not positive). */
 static void push_touched(pair_set *ps) {
     for (size_t i = 0; i < ps->ntouched; i++) {
         pair *p = &ps->p[ps->touched[i]];
         p->touched = 0;
-        if (p->count > p->pushed) heap_push(ps, ps->touched[i]);
+        if (!p->nfresh) continue;
+        if (p->count > 0) heap_push(ps, (heap_entry){p->count, p->a, p->b, p->fresh, p->nfresh});
+        else free(p->fresh);
+        p->fresh = NULL;
+        p->nfresh = p->cap_fresh = 0;
     }
     ps->ntouched = 0;
 }
@@ -347,21 +391,28 @@ static void count_pairs(const word_set *ws, pair_set *ps) {
     push_touched(ps);
 }
 
-/* The most frequent pair, or NO_ID when none is left. Entries whose count went
- * stale go back with the current count; if it rose, a newer entry is ahead. */
-static uint32_t pop_best(pair_set *ps) {
+/* The next merge into *e, or 0 when none is left (the heap is empty or its top
+ * count is not positive). An entry whose count is not its pair's any more goes
+ * back with the current count, and the next top is looked at. */
+static int pop_best(pair_set *ps, heap_entry *e) {
     while (ps->nheap) {
-        heap_entry e = heap_pop(ps);
-        uint32_t pi = *pair_slot(ps, e.a, e.b);
-        int64_t now = ps->p[pi].count;
-        if (now == e.count) return pi;
-        if (now > 0 && now < e.count) heap_push(ps, pi);
+        *e = heap_pop(ps);
+        int64_t now = ps->p[*pair_slot(ps, e->a, e->b)].count;
+        if (now != e->count) {
+            e->count = now;
+            heap_push(ps, *e);
+            continue;
+        }
+        if (e->count >= 1) return 1;
+        heap_push(ps, *e); // left for pairs_free
+        return 0;
     }
-    return NO_ID;
+    return 0;
 }
 
 static void pairs_free(pair_set *ps) {
-    for (size_t i = 0; i < ps->n; i++) free(ps->p[i].words);
+    for (size_t i = 0; i < ps->n; i++) free(ps->p[i].fresh);
+    for (size_t i = 0; i < ps->nheap; i++) free(ps->heap[i].words);
     free(ps->p);
     free(ps->index);
     free(ps->heap);
@@ -395,31 +446,27 @@ static void merge_word(word_set *ws, pair_set *ps, uint32_t w, uint32_t x, uint3
     ws->len[w] = out;
 }
 
-/* The token of pair (a, b): a's text, then b's without its "##". */
-static char *merged_text(const token_set *t, uint32_t a, uint32_t b) {
+/* The token of pair (a, b): a's text, then b's without the continuation prefix
+ * ("##" for WordPiece, none for byte-level BPE). */
+static char *merged_text(const token_set *t, uint32_t a, uint32_t b, const char *prefix) {
     const char *x = t->text[a], *y = t->text[b];
-    if (!strncmp(y, "##", 2)) y += 2;
+    if (*prefix && !strncmp(y, prefix, strlen(prefix))) y += strlen(prefix);
     char *s = mlm_xmalloc(strlen(x) + strlen(y) + 1, "token");
     strcpy(s, x);
     strcat(s, y);
     return s;
 }
 
-/* Merges pair pi everywhere; its word list is taken out first because
- * pair_change may move the pair array. */
-static void apply_merge(word_set *ws, pair_set *ps, uint32_t pi, uint32_t z, uint32_t step) {
-    pair *p = &ps->p[pi];
-    uint32_t x = p->a, y = p->b, *words = p->words, nwords = p->nwords;
-    p->words = NULL;
-    p->nwords = p->cap_words = 0;
-    for (uint32_t i = 0; i < nwords; i++) {
-        uint32_t w = words[i];
+/* Merges (e->a, e->b) into z in the words of entry e, then ends the step. The
+ * pair's own count stays as it is (as HF's does). */
+static void apply_merge(word_set *ws, pair_set *ps, heap_entry *e, uint32_t z, uint32_t step) {
+    for (uint32_t i = 0; i < e->nwords; i++) {
+        uint32_t w = e->words[i];
         if (ws->stamp[w] == step) continue;
         ws->stamp[w] = step;
-        merge_word(ws, ps, w, x, y, z);
+        merge_word(ws, ps, w, e->a, e->b, z);
     }
-    free(words);
-    ps->p[pi].count = 0;
+    free(e->words);
     push_touched(ps);
 }
 
@@ -429,22 +476,30 @@ static double seconds_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Merges until the vocabulary is full or no pair is frequent enough; returns the
- * number of merges. */
-static int merge_loop(word_set *ws, pair_set *ps, token_set *t, const mlm_vocab_train_opts *o) {
-    int merges = 0;
+/* Merges until the vocabulary is full or no pair is frequent enough; the merged
+ * pairs go to out->merge_pairs, their number to out->merges. */
+static void merge_loop(word_set *ws, pair_set *ps, token_set *t, const char *prefix, const mlm_vocab_train_opts *o,
+                       mlm_trained_vocab *out) {
+    size_t cap = 0;
+    out->merges = 0;
     double last = seconds_now();
-    while (t->n < (size_t)o->vocab_size) {
-        uint32_t pi = pop_best(ps);
-        if (pi == NO_ID || (uint64_t)ps->p[pi].count < o->min_frequency) break;
-        uint32_t z = tokens_add(t, merged_text(t, ps->p[pi].a, ps->p[pi].b));
-        apply_merge(ws, ps, pi, z, (uint32_t)++merges);
+    heap_entry e;
+    while (t->n < (size_t)o->vocab_size && pop_best(ps, &e)) {
+        if ((uint64_t)e.count < o->min_frequency) {
+            heap_push(ps, e); // left for pairs_free
+            break;
+        }
+        uint32_t z = tokens_add(t, merged_text(t, e.a, e.b, prefix));
+        if (2 * (size_t)out->merges + 2 > cap)
+            out->merge_pairs = grow(out->merge_pairs, &cap, sizeof(int32_t), "merges");
+        out->merge_pairs[2 * out->merges] = (int32_t)e.a;
+        out->merge_pairs[2 * out->merges + 1] = (int32_t)e.b;
+        apply_merge(ws, ps, &e, z, (uint32_t)++out->merges);
         if (o->progress && seconds_now() - last >= 2.0) {
             last = seconds_now();
-            mlm_log("vocab: %d merges, %zu of %d tokens", merges, t->n, o->vocab_size);
+            mlm_log("vocab: %d merges, %zu of %d tokens", out->merges, t->n, o->vocab_size);
         }
     }
-    return merges;
 }
 
 /* ---- the whole training ---- */
@@ -462,9 +517,16 @@ static void pack_tokens(const token_set *t, mlm_trained_vocab *out) {
     }
 }
 
+/* HF gives a larger vocabulary than asked for when the initial one is larger;
+ * that is refused here as an input error. */
 static int check_initial_size(const mlm_trained_vocab *out, size_t initial, int vocab_size, char *err,
                               size_t err_len) {
     if (initial <= (size_t)vocab_size) return 0;
+    if (out->type == MLM_VOCAB_BPE)
+        return mlm_fail(err, err_len,
+                        "vocab size %d is smaller than the initial byte-level BPE vocabulary of %zu tokens (%d "
+                        "special, %d byte characters): raise the vocab size",
+                        vocab_size, initial, N_SPECIALS, out->alphabet);
     return mlm_fail(err, err_len,
                     "vocab size %d is smaller than the initial vocabulary of %zu tokens (%d special, %d "
                     "characters, %d \"##\" continuations): raise the vocab size or limit the alphabet",
@@ -474,20 +536,24 @@ static int check_initial_size(const mlm_trained_vocab *out, size_t initial, int 
 /* Builds the vocabulary from word counts. */
 static int train(const mlm_word_counts *wc, const mlm_vocab_train_opts *o, mlm_trained_vocab *out, char *err,
                  size_t err_len) {
+    int bpe = o->type == MLM_VOCAB_BPE;
+    const char *const *specials = bpe ? BPE_SPECIALS : WORDPIECE_SPECIALS;
     token_set t;
     tokens_init(&t, o->vocab_size);
-    for (int i = 0; i < N_SPECIALS; i++) tokens_add(&t, strdup(SPECIALS[i]));
+    for (int i = 0; i < N_SPECIALS; i++) tokens_add(&t, strdup(specials[i]));
     alphabet al;
-    build_alphabet(wc, o->limit_alphabet, &t, &al);
+    if (bpe) build_byte_alphabet(&t, &al);
+    else build_alphabet(wc, o->limit_alphabet, &t, &al);
+    out->specials = N_SPECIALS;
     out->alphabet = al.chars;
     out->continuations = al.continuations;
     int rc = check_initial_size(out, t.n, o->vocab_size, err, err_len);
     if (rc == 0) {
         word_set ws;
-        build_words(wc, &al, &ws);
+        build_words(wc, &al, bpe, &ws);
         pair_set ps = {0};
         count_pairs(&ws, &ps);
-        out->merges = merge_loop(&ws, &ps, &t, o);
+        merge_loop(&ws, &ps, &t, bpe ? "" : "##", o, out);
         pairs_free(&ps);
         words_free(&ws);
         pack_tokens(&t, out);
@@ -500,8 +566,16 @@ static int train(const mlm_word_counts *wc, const mlm_vocab_train_opts *o, mlm_t
 int mlm_vocab_train(const char *const *inputs, int ninputs, const mlm_vocab_train_opts *o,
                     mlm_trained_vocab *out, char *err, size_t err_len) {
     memset(out, 0, sizeof *out);
+    out->type = o->type;
+    if (o->type == MLM_VOCAB_BPE) { // its initial vocabulary is known before any text is read
+        out->alphabet = 256;
+        if (check_initial_size(out, N_SPECIALS + 256, o->vocab_size, err, err_len) != 0) return -1;
+    }
+    mlm_word_split split = o->type == MLM_VOCAB_BPE ? MLM_SPLIT_BYTE_LEVEL
+                           : o->cased                ? MLM_SPLIT_CASED
+                                                     : MLM_SPLIT_UNCASED;
     mlm_word_counts wc;
-    if (mlm_count_words(inputs, ninputs, o->cased, o->threads, o->progress, &wc, err, err_len) != 0) return -1;
+    if (mlm_count_words(inputs, ninputs, split, o->threads, o->progress, &wc, err, err_len) != 0) return -1;
     out->bytes = wc.bytes;
     out->words = wc.words;
     out->distinct_words = wc.n;
@@ -512,6 +586,7 @@ int mlm_vocab_train(const char *const *inputs, int ninputs, const mlm_vocab_trai
                       (unsigned long long)wc.bytes);
     else rc = train(&wc, o, out, err, err_len);
     mlm_word_counts_free(&wc);
+    if (rc) mlm_trained_vocab_free(out);
     return rc;
 }
 
@@ -526,8 +601,169 @@ int mlm_vocab_write(const mlm_trained_vocab *v, const char *path, char *err, siz
     return rc;
 }
 
+/* ---- vocab.json and merges.txt, as HF's BPE save_model writes them ---- */
+
+typedef struct {
+    char *p;
+    size_t n, cap;
+} text_buf;
+
+static void buf_put(text_buf *b, const char *s, size_t n) {
+    if (b->n + n + 1 > b->cap) {
+        b->cap = 2 * (b->n + n) + 4096;
+        if (!(b->p = realloc(b->p, b->cap))) mlm_die(MLM_EXIT_RUNTIME, "out of memory: %zu bytes", b->cap);
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+}
+
+static void buf_str(text_buf *b, const char *s) { buf_put(b, s, strlen(s)); }
+
+/* A JSON string as serde_json writes it: '"' and '\\' escaped, the control
+ * characters below 0x20 as \b \t \n \f \r or \u00XX, everything else as is. */
+static void buf_json_string(text_buf *b, const char *s) {
+    buf_put(b, "\"", 1);
+    for (; *s; s++) {
+        uint8_t c = (uint8_t)*s;
+        char esc[8];
+        if (c == '"' || c == '\\') buf_put(b, (char[]){'\\', (char)c}, 2);
+        else if (c == '\b') buf_str(b, "\\b");
+        else if (c == '\t') buf_str(b, "\\t");
+        else if (c == '\n') buf_str(b, "\\n");
+        else if (c == '\f') buf_str(b, "\\f");
+        else if (c == '\r') buf_str(b, "\\r");
+        else if (c < 0x20) buf_put(b, esc, (size_t)snprintf(esc, sizeof esc, "\\u%04x", c));
+        else buf_put(b, s, 1);
+    }
+    buf_put(b, "\"", 1);
+}
+
+/* {"token":id,...} in id order, no spaces, no final newline. */
+static void vocab_json(const mlm_trained_vocab *v, text_buf *b) {
+    buf_str(b, "{");
+    for (int i = 0; i < v->count; i++) {
+        char num[24];
+        if (i) buf_str(b, ",");
+        buf_json_string(b, v->tokens[i]);
+        snprintf(num, sizeof num, ":%d", i);
+        buf_str(b, num);
+    }
+    buf_str(b, "}");
+}
+
+typedef struct {
+    int32_t a, b;
+    int rank;
+} ranked_pair;
+
+static int cmp_ranked_pairs(const void *pa, const void *pb) {
+    const ranked_pair *x = pa, *y = pb;
+    if (x->a != y->a) return x->a < y->a ? -1 : 1;
+    if (x->b != y->b) return x->b < y->b ? -1 : 1;
+    return (x->rank > y->rank) - (x->rank < y->rank);
+}
+
+/* "#version: 0.2" then "a b" per merge. HF keeps its merges in a map from pair to
+ * rank, so a pair merged twice (possible only when a merge recreated it) is
+ * written once, at its last rank; so it is here. */
+static void merges_txt(const mlm_trained_vocab *v, text_buf *b) {
+    size_t n = (size_t)v->merges;
+    ranked_pair *r = mlm_xmalloc((n ? n : 1) * sizeof(ranked_pair), "merges");
+    uint8_t *skip = mlm_xcalloc(n ? n : 1, 1, "merges");
+    for (size_t i = 0; i < n; i++) r[i] = (ranked_pair){v->merge_pairs[2 * i], v->merge_pairs[2 * i + 1], (int)i};
+    qsort(r, n, sizeof(ranked_pair), cmp_ranked_pairs);
+    for (size_t i = 0; i + 1 < n; i++) skip[r[i].rank] = r[i].a == r[i + 1].a && r[i].b == r[i + 1].b;
+    buf_str(b, "#version: 0.2\n");
+    for (size_t i = 0; i < n; i++) {
+        if (skip[i]) continue;
+        buf_str(b, v->tokens[v->merge_pairs[2 * i]]);
+        buf_str(b, " ");
+        buf_str(b, v->tokens[v->merge_pairs[2 * i + 1]]);
+        buf_str(b, "\n");
+    }
+    free(r);
+    free(skip);
+}
+
+static char *path_join(const char *dir, const char *name) {
+    char *p = mlm_xmalloc(strlen(dir) + strlen(name) + 2, "a path");
+    sprintf(p, "%s/%s", dir, name);
+    return p;
+}
+
+/* Writes both files into dir under their own names (each atomically). */
+static int write_both(const char *dir, const char *const names[2], text_buf b[2], char *err, size_t err_len) {
+    for (int k = 0; k < 2; k++) {
+        char *path = path_join(dir, names[k]);
+        const void *parts[1] = {b[k].p};
+        int rc = mlm_write_file_atomic(path, parts, &b[k].n, 1, err, err_len);
+        free(path);
+        if (rc) return -1;
+    }
+    return 0;
+}
+
+/* A new dir: both files into a temporary sibling, renamed into place at once. */
+static int write_new_dir(const char *dir, text_buf b[2], char *err, size_t err_len) {
+    static const char *const names[2] = {"vocab.json", "merges.txt"};
+    size_t len = strlen(dir) + 32;
+    char *tmp = mlm_xmalloc(len, "a path");
+    snprintf(tmp, len, "%s.tmp.%ld", dir, (long)getpid());
+    int rc = 0;
+    if (mkdir(tmp, 0777) != 0) rc = mlm_fail(err, err_len, "%s: cannot make %s: %s", dir, tmp, strerror(errno));
+    else if (write_both(tmp, names, b, err, err_len) != 0) rc = -1;
+    else if (rename(tmp, dir) != 0)
+        rc = mlm_fail(err, err_len, "%s: cannot rename %s into place: %s", dir, tmp, strerror(errno));
+    if (rc) mlm_remove_tree(tmp);
+    free(tmp);
+    if (rc) return -1;
+    char *copy = strdup(dir);
+    rc = mlm_fsync_dir(dirname(copy), err, err_len);
+    free(copy);
+    return rc;
+}
+
+/* An existing dir: both files in full as temporaries, then merges.txt and
+ * vocab.json renamed over the old ones, in that order. */
+static int write_existing_dir(const char *dir, text_buf b[2], char *err, size_t err_len) {
+    char names[2][64];
+    snprintf(names[0], sizeof names[0], "vocab.json.new.%ld", (long)getpid());
+    snprintf(names[1], sizeof names[1], "merges.txt.new.%ld", (long)getpid());
+    const char *const tmp_names[2] = {names[0], names[1]};
+    char *tmp[2] = {path_join(dir, names[0]), path_join(dir, names[1])};
+    char *final[2] = {path_join(dir, "vocab.json"), path_join(dir, "merges.txt")};
+    int rc = write_both(dir, tmp_names, b, err, err_len);
+    for (int k = 1; rc == 0 && k >= 0; k--)
+        if (rename(tmp[k], final[k]) != 0)
+            rc = mlm_fail(err, err_len, "%s: cannot rename %s into place: %s", final[k], tmp[k], strerror(errno));
+    if (rc == 0) rc = mlm_fsync_dir(dir, err, err_len);
+    for (int k = 0; k < 2; k++) {
+        if (rc) unlink(tmp[k]);
+        free(tmp[k]);
+        free(final[k]);
+    }
+    return rc;
+}
+
+int mlm_vocab_write_bpe(const mlm_trained_vocab *v, const char *dir, char *err, size_t err_len) {
+    text_buf b[2] = {{0}, {0}};
+    vocab_json(v, &b[0]);
+    merges_txt(v, &b[1]);
+    struct stat st;
+    int rc;
+    if (stat(dir, &st) == 0)
+        rc = S_ISDIR(st.st_mode) ? write_existing_dir(dir, b, err, err_len)
+                                 : mlm_fail(err, err_len, "%s: not a directory", dir);
+    else if (errno == ENOENT) rc = write_new_dir(dir, b, err, err_len);
+    else rc = mlm_fail(err, err_len, "%s: %s", dir, strerror(errno));
+    free(b[0].p);
+    free(b[1].p);
+    return rc;
+}
+
 void mlm_trained_vocab_free(mlm_trained_vocab *v) {
     free(v->tokens);
     free(v->text);
+    free(v->merge_pairs);
     memset(v, 0, sizeof *v);
 }

@@ -6,6 +6,11 @@
  * start inside it, so no line is split and the counts do not depend on the
  * chunking: a newline is whitespace, which always ends a word. Each thread counts
  * into its own hash map; the maps are merged and the words sorted at the end.
+ *
+ * Byte-level BPE splits every line on its own, its '\n' (and any '\r' before it)
+ * kept at its end, because HF's train_from_files feeds the pre-tokenizer one line
+ * at a time: "a\n\n\nb" read whole would give the pre-token "\n\n" where line by
+ * line gives "\n" three times.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -115,7 +120,8 @@ typedef struct {
     const mlm_file_list *files;
     chunk *chunks;
     size_t nchunks;
-    int cased, progress;
+    mlm_word_split split;
+    int progress;
     uint64_t total_bytes;
     atomic_size_t next;
     atomic_uint_fast64_t bytes_done, words_done;
@@ -142,6 +148,50 @@ static void fail_job(count_job *job, const char *path, const char *what) {
     if (!atomic_exchange(&job->failed, 1))
         snprintf(job->err, sizeof job->err, "%s: %s: %s", path, what, strerror(errno));
     pthread_mutex_unlock(&job->lock);
+}
+
+static void fail_job_invalid_utf8(count_job *job, const char *path, uint64_t offset) {
+    pthread_mutex_lock(&job->lock);
+    if (!atomic_exchange(&job->failed, 1))
+        snprintf(job->err, sizeof job->err,
+                 "%s: byte %llu: invalid UTF-8 (the byte-level BPE trainer reads UTF-8 text, as HF's does)", path,
+                 (unsigned long long)offset);
+    pthread_mutex_unlock(&job->lock);
+}
+
+/* Length of the longest well-formed UTF-8 prefix of p (RFC 3629: no overlongs,
+ * surrogates, code points above U+10FFFF or sequences cut short). */
+static size_t utf8_valid_prefix(const uint8_t *p, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        uint8_t b = p[i];
+        if (b < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len = b >= 0xC2 && b <= 0xDF ? 2 : b >= 0xE0 && b <= 0xEF ? 3 : b >= 0xF0 && b <= 0xF4 ? 4 : 0;
+        if (!len || i + len > n) return i;
+        uint8_t lo = 0x80, hi = 0xBF; // the second byte's range
+        if (b == 0xE0) lo = 0xA0;
+        else if (b == 0xED) hi = 0x9F;
+        else if (b == 0xF0) lo = 0x90;
+        else if (b == 0xF4) hi = 0x8F;
+        if (p[i + 1] < lo || p[i + 1] > hi) return i;
+        for (size_t k = 2; k < len; k++)
+            if ((p[i + k] & 0xC0) != 0x80) return i;
+        i += len;
+    }
+    return n;
+}
+
+/* Byte-level BPE words of the lines in p[0, n), each line split on its own. */
+static void count_lines_byte_level(const char *p, size_t n, word_map *m) {
+    for (size_t at = 0; at < n;) {
+        const char *nl = memchr(p + at, '\n', n - at);
+        size_t end = nl ? (size_t)(nl - p) + 1 : n;
+        mlm_bpe_pretokenize(p + at, end - at, count_word, m);
+        at = end;
+    }
 }
 
 static void report_progress(count_job *job, int final) {
@@ -183,7 +233,13 @@ static void count_chunk(count_worker *w, const chunk *c) {
     if (!p) return;
     uint64_t s = line_start(p, size, c->start), e = line_start(p, size, c->end);
     uint64_t words_before = w->map.words;
-    if (e > s) mlm_pretokenize(p + s, e - s, job->cased, count_word, &w->map);
+    if (e > s && job->split == MLM_SPLIT_BYTE_LEVEL) {
+        size_t ok = utf8_valid_prefix((const uint8_t *)p + s, e - s);
+        if (ok < e - s) fail_job_invalid_utf8(job, job->files->paths[c->file], s + ok);
+        else count_lines_byte_level(p + s, e - s, &w->map);
+    } else if (e > s) {
+        mlm_pretokenize(p + s, e - s, job->split == MLM_SPLIT_CASED, count_word, &w->map);
+    }
     munmap((void *)p, size);
     atomic_fetch_add(&job->bytes_done, c->end - c->start);
     atomic_fetch_add(&job->words_done, w->map.words - words_before);
@@ -248,12 +304,12 @@ static void gather(count_worker *w, int threads, mlm_word_counts *out) {
     free(m->slots);
 }
 
-int mlm_count_words(const char *const *inputs, int ninputs, int cased, int threads, int progress,
+int mlm_count_words(const char *const *inputs, int ninputs, mlm_word_split split, int threads, int progress,
                     mlm_word_counts *out, char *err, size_t err_len) {
     memset(out, 0, sizeof *out);
     mlm_file_list fl;
     if (mlm_list_inputs(inputs, ninputs, &fl, err, err_len) != 0) return -1;
-    count_job job = {.files = &fl, .cased = cased, .progress = progress, .lock = PTHREAD_MUTEX_INITIALIZER};
+    count_job job = {.files = &fl, .split = split, .progress = progress, .lock = PTHREAD_MUTEX_INITIALIZER};
     job.chunks = make_chunks(&fl, &job.nchunks);
     for (int f = 0; f < fl.n; f++) job.total_bytes += fl.sizes[f];
     job.last_print = mlm_now_s();

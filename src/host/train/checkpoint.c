@@ -1,7 +1,12 @@
 /*
  * Checkpoints (include/mlm/checkpoint.h): HF-loadable model directories written
  * atomically, exact resume from the fp32 master weights and AdamW moments, and
- * import of HF BERT checkpoints by name.
+ * import of HF BERT and RoBERTa checkpoints by name.
+ *
+ * The architecture is part of the model's identity: config.json names it (model_type,
+ * architectures), the tensor names and the tokenizer files follow it, and a directory
+ * whose config.json names another architecture than the run's is refused, as is one
+ * whose tensors are the other family's.
  *
  * Fault injection for the crash tests: MLM_FAULT_CHECKPOINT=K kills the process
  * (SIGKILL, as a crash or `kill -9` would) after the K-th file of a checkpoint.
@@ -24,6 +29,7 @@
 #include "mlm/fileio.h"
 #include "mlm/log.h"
 #include "mlm/safetensors.h"
+#include "mlm/tokenizer.h"
 
 #define MAX_HF_TENSORS 4096
 #define PATHBUF (2 * MLM_PATH_MAX)
@@ -82,10 +88,39 @@ static const hf_field HF_SHAPE[] = {
 };
 #define N_HF_SHAPE (sizeof HF_SHAPE / sizeof HF_SHAPE[0])
 
+/* The architecture config.json names: model_type, else architectures[0]; BERT when
+ * it names neither (older files, hand-written ones). Another model type, or a
+ * model_type and architectures that disagree, is an error. */
+static int hf_architecture(const char *dir, const cJSON *j, mlm_arch *arch, char *err, size_t len) {
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "model_type");
+    const cJSON *archs = cJSON_GetObjectItemCaseSensitive(j, "architectures");
+    const cJSON *first = cJSON_IsArray(archs) ? cJSON_GetArrayItem(archs, 0) : NULL;
+    int from_type = -1, from_class = -1;
+    if (cJSON_IsString(type)) {
+        if (!strcmp(type->valuestring, "bert")) from_type = MLM_ARCH_BERT;
+        else if (!strcmp(type->valuestring, "roberta")) from_type = MLM_ARCH_ROBERTA;
+        else
+            return mlm_fail(err, len, "%s/config.json: model_type \"%s\": mlmgpu implements \"bert\" and \"roberta\"",
+                            dir, type->valuestring);
+    }
+    if (cJSON_IsString(first)) {
+        if (!strncmp(first->valuestring, "Bert", 4)) from_class = MLM_ARCH_BERT;
+        else if (!strncmp(first->valuestring, "Roberta", 7)) from_class = MLM_ARCH_ROBERTA;
+        else if (from_type < 0)
+            return mlm_fail(err, len, "%s/config.json: architectures [\"%s\"]: mlmgpu implements BERT and RoBERTa",
+                            dir, first->valuestring);
+    }
+    if (from_type >= 0 && from_class >= 0 && from_type != from_class)
+        return mlm_fail(err, len, "%s/config.json: model_type \"%s\" but architectures [\"%s\"]: they name two "
+                        "architectures", dir, type->valuestring, first->valuestring);
+    *arch = from_type >= 0 ? (mlm_arch)from_type : from_class >= 0 ? (mlm_arch)from_class : MLM_ARCH_BERT;
+    return 0;
+}
+
 int mlm_hf_read_config(const char *dir, mlm_model_config *mc, char *err, size_t len) {
     cJSON *j = read_json(dir, "config.json", err, len);
     if (!j) return -1;
-    int rc = 0;
+    int rc = hf_architecture(dir, j, &mc->architecture, err, len);
     for (size_t i = 0; i < N_HF_SHAPE && rc == 0; i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, HF_SHAPE[i].hf);
         char *p = (char *)mc + HF_SHAPE[i].offset;
@@ -106,6 +141,14 @@ int mlm_hf_read_config(const char *dir, mlm_model_config *mc, char *err, size_t 
     if (rc == 0 && mc->hidden_size % mc->num_heads != 0)
         rc = mlm_fail(err, len, "%s/config.json: hidden_size %d is not a multiple of num_attention_heads %d", dir,
                       mc->hidden_size, mc->num_heads);
+    // RoBERTa's positions are numbered from padding_idx + 1: ours is fixed at <pad> = 1
+    const cJSON *pad = cJSON_GetObjectItemCaseSensitive(j, "pad_token_id");
+    if (rc == 0 && mc->architecture == MLM_ARCH_ROBERTA && cJSON_IsNumber(pad) && pad->valuedouble != MLM_ROBERTA_PAD_ID)
+        rc = mlm_fail(err, len, "%s/config.json: pad_token_id %g: mlmgpu's RoBERTa pads with id %d (<pad>), from "
+                      "which its positions are numbered", dir, pad->valuedouble, MLM_ROBERTA_PAD_ID);
+    if (rc == 0 && mc->max_position <= mlm_position_offset(mc))
+        rc = mlm_fail(err, len, "%s/config.json: max_position_embeddings %d leaves no position after RoBERTa's "
+                      "padding_idx %d", dir, mc->max_position, MLM_ROBERTA_PAD_ID);
     cJSON_Delete(j);
     return rc;
 }
@@ -123,11 +166,13 @@ int mlm_hf_read_cased(const char *dir, int *cased, char *err, size_t len) {
     return 0;
 }
 
+/* config.json as HF's BertConfig / RobertaConfig writes it for the MLM model. */
 static char *hf_config_json(const mlm_model_config *mc) {
+    int roberta = mc->architecture == MLM_ARCH_ROBERTA;
     cJSON *j = cJSON_CreateObject();
     cJSON *arch = cJSON_AddArrayToObject(j, "architectures");
-    cJSON_AddItemToArray(arch, cJSON_CreateString("BertForMaskedLM"));
-    cJSON_AddStringToObject(j, "model_type", "bert");
+    cJSON_AddItemToArray(arch, cJSON_CreateString(roberta ? "RobertaForMaskedLM" : "BertForMaskedLM"));
+    cJSON_AddStringToObject(j, "model_type", roberta ? "roberta" : "bert");
     for (size_t i = 0; i < N_HF_SHAPE; i++) {
         const char *p = (const char *)mc + HF_SHAPE[i].offset;
         cJSON_AddNumberToObject(j, HF_SHAPE[i].hf, HF_SHAPE[i].is_float ? *(const float *)p : *(const int *)p);
@@ -136,8 +181,14 @@ static char *hf_config_json(const mlm_model_config *mc) {
     cJSON_AddNumberToObject(j, "hidden_dropout_prob", mc->hidden_dropout);
     cJSON_AddNumberToObject(j, "attention_probs_dropout_prob", mc->attention_dropout);
     cJSON_AddNumberToObject(j, "initializer_range", mc->init_range);
-    cJSON_AddNumberToObject(j, "pad_token_id", 0);
-    cJSON_AddStringToObject(j, "position_embedding_type", "absolute");
+    if (roberta) {   // <s> <pad> </s>: HF numbers positions from pad_token_id + 1
+        cJSON_AddNumberToObject(j, "bos_token_id", 0);
+        cJSON_AddNumberToObject(j, "pad_token_id", MLM_ROBERTA_PAD_ID);
+        cJSON_AddNumberToObject(j, "eos_token_id", 2);
+    } else {
+        cJSON_AddNumberToObject(j, "pad_token_id", 0);
+        cJSON_AddStringToObject(j, "position_embedding_type", "absolute");
+    }
     cJSON_AddBoolToObject(j, "tie_word_embeddings", 1);
     cJSON_AddStringToObject(j, "dtype", "float32");
     char *text = cJSON_Print(j);
@@ -147,14 +198,16 @@ static char *hf_config_json(const mlm_model_config *mc) {
 
 /* ---------------------------------------------------------------- HF weights */
 
-/* The tensor of file f stored under our HF name or one of its older spellings. */
+/* The tensor of file f stored under our HF name or one of its older spellings (no
+ * "bert." / "roberta." prefix, LayerNorm gamma/beta, the decoder's own bias name). */
 static const mlm_st_tensor *find_hf(const mlm_st_file *f, const char *name) {
     const mlm_st_tensor *t = mlm_st_find(f, name);
     if (t) return t;
     char alt[160];
-    const char *bare = strncmp(name, "bert.", 5) == 0 ? name + 5 : NULL;
+    const char *bare = !strncmp(name, "bert.", 5) ? name + 5 : !strncmp(name, "roberta.", 8) ? name + 8 : NULL;
     if (bare && (t = mlm_st_find(f, bare))) return t;
     if (!strcmp(name, "cls.predictions.bias")) return mlm_st_find(f, "cls.predictions.decoder.bias");
+    if (!strcmp(name, "lm_head.bias")) return mlm_st_find(f, "lm_head.decoder.bias");
     const char *ln = strstr(name, "LayerNorm.");
     if (!ln) return NULL;
     const char *old = !strcmp(ln, "LayerNorm.weight") ? "gamma" : !strcmp(ln, "LayerNorm.bias") ? "beta" : NULL;
@@ -187,7 +240,15 @@ static int read_hf_weights(const char *dir, const mlm_layout *lay, float *host, 
             continue;
         }
         if (!t) {
-            rc = mlm_fail(err, len, "%s: tensor %s is missing", path, h->name);
+            // the other family's weights under a config.json that names this one
+            const char *other = lay->cfg.architecture == MLM_ARCH_ROBERTA ? "bert.embeddings.word_embeddings.weight"
+                                                                          : "roberta.embeddings.word_embeddings.weight";
+            if (mlm_st_find(&f, other))
+                rc = mlm_fail(err, len, "%s: holds %s tensors (%s) but config.json names a %s model", path,
+                              lay->cfg.architecture == MLM_ARCH_ROBERTA ? "BERT" : "RoBERTa", other,
+                              mlm_arch_name(lay->cfg.architecture));
+            else
+                rc = mlm_fail(err, len, "%s: tensor %s is missing", path, h->name);
         } else if (t->numel != numel || t->ndim != (h->cols ? 2 : 1) || t->shape[0] != (int64_t)h->rows) {
             rc = mlm_fail(err, len, "%s: tensor %s has %zu elements in %d dims, the model needs %zu x %zu", path,
                           t->name, t->numel, t->ndim, h->rows, h->cols ? h->cols : 1);
@@ -204,8 +265,13 @@ int mlm_model_load_dir(mlm_model *m, const char *dir, const mlm_model_config *ba
                        int S, int max_M, uint64_t seed, char *err, size_t len) {
     mlm_model_config mc = *base;
     if (mlm_hf_read_config(dir, &mc, err, len) != 0) return -1;
-    if (S > mc.max_position)
-        return mlm_fail(err, len, "%s: max_position_embeddings %d is shorter than seq_len %d", dir, mc.max_position, S);
+    if (mc.architecture != base->architecture)
+        return mlm_fail(err, len, "%s/config.json: a %s model (model_type \"%s\"), but model.architecture is %s", dir,
+                        mc.architecture == MLM_ARCH_ROBERTA ? "RoBERTa" : "BERT", mlm_arch_name(mc.architecture),
+                        mlm_arch_name(base->architecture));
+    if (S > mlm_max_seq_len(&mc))
+        return mlm_fail(err, len, "%s: max_position_embeddings %d is shorter than seq_len %d%s", dir, mc.max_position,
+                        S, mlm_position_offset(&mc) ? " + 2 (RoBERTa's positions start at 2)" : "");
     mlm_model_create(m, &mc, be, max_B, S, max_M, seed);
     mlm_model_init_params(m, seed);   // the head's values when the checkpoint has none
     float *host = mlm_xmalloc(m->lay.num_params * sizeof(float), "imported weights");
@@ -275,15 +341,100 @@ static const char *SPECIAL_TOKENS_MAP =
     "{\n  \"unk_token\": \"[UNK]\",\n  \"sep_token\": \"[SEP]\",\n  \"pad_token\": \"[PAD]\",\n"
     "  \"cls_token\": \"[CLS]\",\n  \"mask_token\": \"[MASK]\"\n}\n";
 
+static const char *ROBERTA_SPECIAL_TOKENS_MAP =
+    "{\n  \"bos_token\": \"<s>\",\n  \"eos_token\": \"</s>\",\n  \"unk_token\": \"<unk>\",\n"
+    "  \"sep_token\": \"</s>\",\n  \"pad_token\": \"<pad>\",\n  \"cls_token\": \"<s>\",\n"
+    "  \"mask_token\": \"<mask>\"\n}\n";
+
+/* The files of the vocabulary data.vocab names, found as mlm_tokenizer_open and
+ * mlm_vocab_hash find them: a directory holds vocab.json + merges.txt, else
+ * vocab.txt; a *.json file has merges.txt beside it; any other file is a vocab.txt.
+ * Returns how many (1 or 2). */
+static int vocab_files(const char *vocab, char files[2][PATHBUF]) {
+    struct stat st;
+    size_t n = strlen(vocab);
+    if (stat(vocab, &st) == 0 && S_ISDIR(st.st_mode)) {
+        path_join(files[0], PATHBUF, vocab, "vocab.json");
+        if (access(files[0], F_OK) != 0) {
+            path_join(files[0], PATHBUF, vocab, "vocab.txt");
+            return 1;
+        }
+        path_join(files[1], PATHBUF, vocab, "merges.txt");
+        return 2;
+    }
+    snprintf(files[0], PATHBUF, "%s", vocab);
+    if (n < 5 || strcmp(vocab + n - 5, ".json") != 0) return 1;
+    const char *slash = strrchr(vocab, '/');
+    if (slash) snprintf(files[1], PATHBUF, "%.*s/merges.txt", (int)(slash - vocab), vocab);
+    else snprintf(files[1], PATHBUF, "merges.txt");
+    return 2;
+}
+
+static int copy_file(const char *from, const char *dir, const char *name, char *err, size_t len) {
+    char *text, path[PATHBUF];
+    size_t bytes;
+    if (mlm_read_file(from, &text, &bytes, err, len) != 0) return -1;
+    path_join(path, sizeof path, dir, name);
+    const void *parts[1] = {text};
+    int rc = mlm_write_file_atomic(path, parts, &bytes, 1, err, len);
+    free(text);
+    return rc;
+}
+
+/* RoBERTa's tokenizer files: AutoTokenizer.from_pretrained builds a
+ * RobertaTokenizerFast from them (byte-level BPE, no prefix space, <s> text </s>).
+ * The special tokens are listed with their ids, <mask> with lstrip as roberta-base
+ * has it ("a <mask>" is "a" <mask>: the blank before it goes with it), which is how
+ * mlmgpu's tokenizer reads a <mask> in text. */
+static int write_roberta_tokenizer(const char *dir, const mlm_config *cfg, char files[2][PATHBUF], char *err,
+                                   size_t len) {
+    static const char *const specials[] = {"<s>", "<pad>", "</s>", "<unk>", "<mask>"};
+    mlm_tokenizer *tok = mlm_tokenizer_open(files[0], 0, err, len);
+    if (!tok) return -1;
+    cJSON *j = cJSON_CreateObject(), *added = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "tokenizer_class", "RobertaTokenizer");
+    cJSON_AddBoolToObject(j, "add_prefix_space", 0);
+    cJSON_AddStringToObject(j, "errors", "replace");
+    cJSON_AddBoolToObject(j, "trim_offsets", 1);
+    cJSON_AddNumberToObject(j, "model_max_length", mlm_max_seq_len(&cfg->model));
+    static const char *const roles[][2] = {{"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"},
+                                           {"sep_token", "</s>"}, {"pad_token", "<pad>"}, {"cls_token", "<s>"},
+                                           {"mask_token", "<mask>"}};
+    for (size_t i = 0; i < sizeof roles / sizeof roles[0]; i++) cJSON_AddStringToObject(j, roles[i][0], roles[i][1]);
+    for (size_t i = 0; i < sizeof specials / sizeof specials[0]; i++) {
+        int id = mlm_tokenizer_find(tok, specials[i]);
+        if (id < 0) continue;   // the trainer refused a vocabulary without it
+        char key[16];
+        snprintf(key, sizeof key, "%d", id);
+        cJSON *t = cJSON_AddObjectToObject(added, key);
+        cJSON_AddStringToObject(t, "content", specials[i]);
+        cJSON_AddBoolToObject(t, "lstrip", !strcmp(specials[i], "<mask>"));
+        cJSON_AddBoolToObject(t, "normalized", 0);
+        cJSON_AddBoolToObject(t, "rstrip", 0);
+        cJSON_AddBoolToObject(t, "single_word", 0);
+        cJSON_AddBoolToObject(t, "special", 1);
+    }
+    cJSON_AddItemToObject(j, "added_tokens_decoder", added);
+    mlm_tokenizer_free(tok);
+    char *json = cJSON_Print(j);
+    cJSON_Delete(j);
+    int rc = copy_file(files[0], dir, "vocab.json", err, len);
+    if (rc == 0) rc = copy_file(files[1], dir, "merges.txt", err, len);
+    if (rc == 0) rc = write_text(dir, "tokenizer_config.json", json, err, len);
+    free(json);
+    if (rc == 0) rc = write_text(dir, "special_tokens_map.json", ROBERTA_SPECIAL_TOKENS_MAP, err, len);
+    return rc;
+}
+
 static int write_tokenizer(const char *dir, const mlm_config *cfg, char *err, size_t len) {
     if (!cfg->data.vocab[0]) return 0;
-    char *vocab, path[PATHBUF], json[1024];
-    size_t bytes;
-    if (mlm_read_file(cfg->data.vocab, &vocab, &bytes, err, len) != 0) return -1;
-    path_join(path, sizeof path, dir, "vocab.txt");
-    const void *parts[1] = {vocab};
-    int rc = mlm_write_file_atomic(path, parts, &bytes, 1, err, len);
-    free(vocab);
+    char files[2][PATHBUF], json[1024];
+    int nfiles = vocab_files(cfg->data.vocab, files);
+    if ((nfiles == 2) != (cfg->model.architecture == MLM_ARCH_ROBERTA))   // the trainer refused this already
+        return mlm_fail(err, len, "data.vocab %s: a %s vocabulary for a %s model", cfg->data.vocab,
+                        nfiles == 2 ? "byte-level BPE" : "WordPiece", mlm_arch_name(cfg->model.architecture));
+    if (nfiles == 2) return write_roberta_tokenizer(dir, cfg, files, err, len);
+    int rc = copy_file(files[0], dir, "vocab.txt", err, len);
     snprintf(json, sizeof json,
              "{\n  \"tokenizer_class\": \"BertTokenizer\",\n  \"do_lower_case\": %s,\n  \"strip_accents\": null,\n"
              "  \"tokenize_chinese_chars\": true,\n  \"model_max_length\": %d,\n  \"unk_token\": \"[UNK]\",\n"
@@ -416,6 +567,10 @@ int mlm_checkpoint_find(const mlm_config *cfg, const char *resume, char *dir, si
 static int check_shape(const char *dir, const mlm_model_config *want, char *err, size_t len) {
     mlm_model_config got = *want;
     if (mlm_hf_read_config(dir, &got, err, len) != 0) return -1;
+    if (got.architecture != want->architecture)
+        return mlm_fail(err, len, "%s: the checkpoint is a %s model but the config says model.architecture = %s; "
+                        "resume needs the same model", dir, mlm_arch_name(got.architecture),
+                        mlm_arch_name(want->architecture));
     for (size_t i = 0; i < N_HF_SHAPE; i++) {
         if (HF_SHAPE[i].is_float) continue;
         int a = *(const int *)((const char *)&got + HF_SHAPE[i].offset);

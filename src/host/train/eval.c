@@ -16,7 +16,7 @@
 #include "mlm/log.h"
 
 mlm_eval_result mlm_evaluate(mlm_model *m, const mlm_shards *sh, const mlm_config *cfg,
-                             const mlm_special_ids *sp, int n) {
+                             const mlm_special_ids *sp, const uint8_t *word_start, int n) {
     mlm_microbatch mb;
     mlm_microbatch_init(&mb, cfg->train.micro_batch, cfg->data.seq_len, m->max_M);
     double sums[3] = {0, 0, 0};   // loss, correct, tokens
@@ -26,7 +26,7 @@ mlm_eval_result mlm_evaluate(mlm_model *m, const mlm_shards *sh, const mlm_confi
     for (int i = mlm_dist_rank(); i < n; i += mlm_dist_world()) {
         uint64_t first = (uint64_t)i * mb.B;
         for (int b = 0; b < mb.B; b++) seq_idx[b] = first + b;
-        mlm_microbatch_fill(&mb, sh, seq_idx, &cfg->data, sp, cfg->train.seed, 0, (uint32_t)first);
+        mlm_microbatch_fill(&mb, sh, seq_idx, &cfg->data, sp, word_start, cfg->train.seed, 0, (uint32_t)first);
         mlm_model_forward(m, &mb.batch, NULL);
         float s[3];
         mlm_model_take_stats(m, s);
@@ -44,26 +44,33 @@ mlm_eval_result mlm_evaluate(mlm_model *m, const mlm_shards *sh, const mlm_confi
 
 /* ---------------------------------------------------------------- predictions */
 
-/* Appends tokens [from, to) of ids to out as text, joining "##" pieces. */
-static void detokenize(char *out, size_t n, const mlm_vocab *v, const int32_t *ids, int from, int to) {
-    size_t len = strlen(out);
-    for (int s = from; s < to && len + 1 < n; s++) {
-        const char *t = ids[s] < v->count ? v->tokens[ids[s]] : "[?]";
-        int piece = strncmp(t, "##", 2) == 0;
-        snprintf(out + len, n - len, "%s%s", piece || len == 0 ? "" : " ", piece ? t + 2 : t);
-        len = strlen(out);
-    }
+/* Tokens [from, to) of ids as text (the tokenizer joins pieces), without leading
+ * spaces. */
+static void detokenize(char *out, size_t n, const mlm_tokenizer *tok, const int32_t *ids, int from, int to) {
+    out[0] = 0;
+    if (to <= from) return;
+    mlm_tokenizer_decode(tok, ids + from, (size_t)(to - from), out, n);
+    size_t skip = strspn(out, " ");
+    memmove(out, out + skip, strlen(out + skip) + 1);
+}
+
+/* One token as shown: WordPiece's vocabulary form ("##ing"), BPE's decoded text. */
+static const char *token_text(const mlm_tokenizer *tok, int id, char *buf, size_t n) {
+    if (id < 0 || id >= mlm_tokenizer_size(tok)) return "?";
+    if (mlm_tokenizer_kind(tok) == MLM_TOK_WORDPIECE) return mlm_tokenizer_token(tok, id);
+    detokenize(buf, n, tok, &id, 0, 1);
+    return buf;
 }
 
 void mlm_print_predictions(mlm_model *m, const mlm_shards *val, const mlm_config *cfg, const mlm_special_ids *sp,
-                           const mlm_vocab *vocab, int max_shown) {
+                           const mlm_tokenizer *tok, const uint8_t *word_start, int max_shown) {
     int S = cfg->data.seq_len, V = cfg->model.vocab_size;
     mlm_microbatch mb;
     mlm_microbatch_init(&mb, 1, S, m->max_M);
     mlm_data_config dc = cfg->data;
     dc.mask_token_prob = 1;   // show [MASK] wherever a token is scored
     uint64_t first = 0;
-    mlm_microbatch_fill(&mb, val, &first, &dc, sp, cfg->train.seed, 0, 0);
+    mlm_microbatch_fill(&mb, val, &first, &dc, sp, word_start, cfg->train.seed, 0, 0);
     int M = mb.batch.M < max_shown ? mb.batch.M : max_shown;
     mb.batch.M = M;
     float *logits = mlm_xmalloc((size_t)M * V * sizeof(float), "prediction logits");
@@ -78,12 +85,11 @@ void mlm_print_predictions(mlm_model *m, const mlm_shards *val, const mlm_config
         for (int k = 1; k < V; k++) best = row[k] > row[best] ? k : best;
         for (int k = 0; k < V; k++) z += exp(row[k] - row[best]);
         int s = mb.rows[i];
-        char before[256] = "", after[256] = "";
-        detokenize(before, sizeof before, vocab, mb.ids, s > 8 ? s - 8 : 0, s);
-        detokenize(after, sizeof after, vocab, mb.ids, s + 1, s + 7 < mb.lengths[0] ? s + 7 : mb.lengths[0]);
+        char before[256], after[256], pred[64], truth[64];
+        detokenize(before, sizeof before, tok, mb.ids, s > 8 ? s - 8 : 0, s);
+        detokenize(after, sizeof after, tok, mb.ids, s + 1, s + 7 < mb.lengths[0] ? s + 7 : mb.lengths[0]);
         printf("  %s *[MASK]* %s\n      -> %-14s (%.2f)  truth: %s\n", before, after,
-               best < vocab->count ? vocab->tokens[best] : "?", 1.0 / z,
-               mb.labels[i] < vocab->count ? vocab->tokens[mb.labels[i]] : "?");
+               token_text(tok, best, pred, sizeof pred), 1.0 / z, token_text(tok, mb.labels[i], truth, sizeof truth));
     }
     free(logits);
     mlm_microbatch_free(&mb);

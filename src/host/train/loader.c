@@ -42,24 +42,38 @@ void mlm_microbatch_free(mlm_microbatch *mb) {
     memset(mb, 0, sizeof *mb);
 }
 
+uint8_t *mlm_word_starts(const mlm_tokenizer *t) {
+    int n = mlm_tokenizer_size(t);
+    uint8_t *table = mlm_xmalloc((size_t)n, "word-start table");
+    for (int id = 0; id < n; id++) table[id] = mlm_tokenizer_word_start(t, id) != 0;
+    return table;
+}
+
 void mlm_microbatch_fill(mlm_microbatch *mb, const mlm_shards *sh, const uint64_t *seq_idx,
-                         const mlm_data_config *dc, const mlm_special_ids *sp, uint64_t seed, uint32_t step,
-                         uint32_t seq_base) {
+                         const mlm_data_config *dc, const mlm_special_ids *sp, const uint8_t *word_start,
+                         uint64_t seed, uint32_t step, uint32_t seq_base) {
     char err[512];
-    int M = 0, S = mb->S;
+    int M = 0, S = mb->S, dropped = 0;
+    if (dc->whole_word_mask && !word_start)
+        mlm_die(MLM_EXIT_RUNTIME, "whole-word masking without a word-start table");
     for (int b = 0; b < mb->B; b++) {
         int32_t *ids = mb->ids + (size_t)b * S;
         int len = mlm_shards_get(sh, seq_idx[b], ids, sp->vocab_size, err, sizeof err);
         if (len < 0) mlm_die(MLM_EXIT_INPUT, "%s", err);
         mb->lengths[b] = len > 0 ? len : 1;   // an all-padding row still attends to one key
-        M += mlm_mask_sequence(ids, len, dc, sp, seed, step, seq_base + (uint32_t)b, b * S, mb->rows + M,
-                               mb->labels + M);
-        if (M > mb->max_M) {
-            mlm_log("warning: step %u: %d masked tokens in a micro-batch, above the bound %d; the excess is not scored",
-                    step, M, mb->max_M);
-            M = mb->max_M;
+        uint32_t seq = seq_base + (uint32_t)b;
+        if (dc->whole_word_mask) {
+            M += mlm_mask_words(ids, len, dc, sp, word_start, seed, step, seq, b * S, mb->max_M - M, mb->rows + M,
+                                mb->labels + M, &dropped);
+            continue;
         }
+        M += mlm_mask_sequence(ids, len, dc, sp, seed, step, seq, b * S, mb->rows + M, mb->labels + M);
+        for (; M > mb->max_M; M--, dropped++)   // the excess: neither masked nor scored
+            mb->ids[mb->rows[M - 1]] = mb->labels[M - 1];
     }
+    if (dropped)
+        mlm_log("warning: step %u: %d masked tokens in a micro-batch past the bound %d were dropped (left unmasked)",
+                step, dropped, mb->max_M);
     mb->batch = (mlm_batch){mb->B, S, M, mb->ids, NULL, mb->lengths, mb->rows, mb->labels, seq_base, step};
 }
 
@@ -105,8 +119,8 @@ static void prepare(mlm_loader *ld, mlm_step_data *slot, int step, uint64_t *seq
     slot->masked_local = 0;
     for (int k = 0; k < ld->nmicro; k++) {
         uint32_t pos = mlm_loader_indices(ld, step, k, seq_idx);
-        mlm_microbatch_fill(&slot->micro[k], ld->sh, seq_idx, &cfg->data, &ld->sp, cfg->train.seed,
-                            (uint32_t)step, pos);
+        mlm_microbatch_fill(&slot->micro[k], ld->sh, seq_idx, &cfg->data, &ld->sp, ld->word_start,
+                            cfg->train.seed, (uint32_t)step, pos);
         slot->masked_local += slot->micro[k].batch.M;
     }
 }
@@ -154,11 +168,12 @@ static void *loader_thread(void *arg) {
 }
 
 void mlm_loader_start(mlm_loader *ld, const mlm_shards *sh, const mlm_config *cfg, const mlm_special_ids *sp,
-                      int rank, int world, int first_step, int last_step, int max_M) {
+                      const uint8_t *word_start, int rank, int world, int first_step, int last_step, int max_M) {
     memset(ld, 0, sizeof *ld);
     ld->sh = sh;
     ld->cfg = cfg;
     ld->sp = *sp;
+    ld->word_start = word_start;
     ld->rank = rank;
     ld->world = world;
     ld->nmicro = cfg->train.batch / world / cfg->train.micro_batch;

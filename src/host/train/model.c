@@ -1,5 +1,5 @@
 /*
- * The BERT masked-LM model (include/mlm/model.h): parameter layout in one buffer from
+ * The BERT / RoBERTa masked-LM model (include/mlm/model.h): parameter layout in one buffer from
  * one spec table, the activation arena, HF-compatible initialisation, and the forward
  * and backward of a micro-batch as straight-line calls against the backend op table
  * (include/mlm/backend_ops.def). Callers: the trainer, eval.c, fill-mask.
@@ -12,6 +12,16 @@
  *   y   = LN2(dropout(h W_f^T + b_f) + x1)     (N, d)
  * MLM head on the M masked rows only: gather, dense + GELU, LN, tied decoder, fused
  * softmax cross-entropy.
+ *
+ * RoBERTa (HF RobertaForMaskedLM) is the same network under other names; what
+ * differs is where positions start: HF numbers a sequence's tokens padding_idx + 1,
+ * padding_idx + 2, ... and gives padding padding_idx. Padding only trails here, so
+ * token s of a sequence reads position row s + padding_idx + 1: the ops get the
+ * position table and its gradient offset by that many rows (mlm_position_offset).
+ * Padding rows then read a row HF would not, but nothing reads their outputs (the
+ * attention stops at the lengths, the head gathers masked rows) and their gradient
+ * is exactly zero, so rows 0 .. padding_idx get no gradient, as HF's padding_idx and
+ * its never-used row 0 do not.
  */
 #include "mlm/model.h"
 
@@ -40,6 +50,7 @@ typedef enum { DIM_1, DIM_V, DIM_P, DIM_T, DIM_D, DIM_I } dim;
 #define EMB_ "bert.embeddings."
 #define LAYER_ "bert.encoder.layer.%d."   // %d: the layer
 #define HEAD_ "cls.predictions."
+#define LM_ "lm_head."
 static const struct {
     mlm_tensor_id id;
     const char *name;     // ours
@@ -47,35 +58,36 @@ static const struct {
     dim rows, cols;       // of one part and layer; cols DIM_1: a vector
     int decay;            // AdamW's weight decay
     mlm_init init;
-    const char *hf;
+    const char *hf;       // BertForMaskedLM's name
+    const char *roberta;  // RobertaForMaskedLM's, where it is not hf with "roberta." for "bert."
 } SPEC[] = {
-    // id             name         part   rows   cols   decay init   HF name
-    {MLM_T_WTE,       "wte",       EMB,   DIM_V, DIM_D, 1, PAD0,   EMB_ "word_embeddings.weight"},
-    {MLM_T_WPE,       "wpe",       EMB,   DIM_P, DIM_D, 1, NORMAL, EMB_ "position_embeddings.weight"},
-    {MLM_T_WTT,       "wtt",       EMB,   DIM_T, DIM_D, 1, NORMAL, EMB_ "token_type_embeddings.weight"},
-    {MLM_T_EMB_LN_W,  "emb_ln_w",  EMB,   DIM_D, DIM_1, 0, ONE,    EMB_ "LayerNorm.weight"},
-    {MLM_T_EMB_LN_B,  "emb_ln_b",  EMB,   DIM_D, DIM_1, 0, ZERO,   EMB_ "LayerNorm.bias"},
-    {MLM_T_QKV_W,     "qkv_w",     LAYER, DIM_D, DIM_D, 1, NORMAL, LAYER_ "attention.self.query.weight"},
-    {MLM_T_QKV_B,     "qkv_b",     LAYER, DIM_D, DIM_1, 0, ZERO,   LAYER_ "attention.self.query.bias"},
-    {MLM_T_QKV_W,     "qkv_w",     LAYER, DIM_D, DIM_D, 1, NORMAL, LAYER_ "attention.self.key.weight"},
-    {MLM_T_QKV_B,     "qkv_b",     LAYER, DIM_D, DIM_1, 0, ZERO,   LAYER_ "attention.self.key.bias"},
-    {MLM_T_QKV_W,     "qkv_w",     LAYER, DIM_D, DIM_D, 1, NORMAL, LAYER_ "attention.self.value.weight"},
-    {MLM_T_QKV_B,     "qkv_b",     LAYER, DIM_D, DIM_1, 0, ZERO,   LAYER_ "attention.self.value.bias"},
-    {MLM_T_ATTN_O_W,  "attn_o_w",  LAYER, DIM_D, DIM_D, 1, NORMAL, LAYER_ "attention.output.dense.weight"},
-    {MLM_T_ATTN_O_B,  "attn_o_b",  LAYER, DIM_D, DIM_1, 0, ZERO,   LAYER_ "attention.output.dense.bias"},
-    {MLM_T_LN1_W,     "ln1_w",     LAYER, DIM_D, DIM_1, 0, ONE,    LAYER_ "attention.output.LayerNorm.weight"},
-    {MLM_T_LN1_B,     "ln1_b",     LAYER, DIM_D, DIM_1, 0, ZERO,   LAYER_ "attention.output.LayerNorm.bias"},
-    {MLM_T_FFN_IN_W,  "ffn_in_w",  LAYER, DIM_I, DIM_D, 1, NORMAL, LAYER_ "intermediate.dense.weight"},
-    {MLM_T_FFN_IN_B,  "ffn_in_b",  LAYER, DIM_I, DIM_1, 0, ZERO,   LAYER_ "intermediate.dense.bias"},
-    {MLM_T_FFN_OUT_W, "ffn_out_w", LAYER, DIM_D, DIM_I, 1, NORMAL, LAYER_ "output.dense.weight"},
-    {MLM_T_FFN_OUT_B, "ffn_out_b", LAYER, DIM_D, DIM_1, 0, ZERO,   LAYER_ "output.dense.bias"},
-    {MLM_T_LN2_W,     "ln2_w",     LAYER, DIM_D, DIM_1, 0, ONE,    LAYER_ "output.LayerNorm.weight"},
-    {MLM_T_LN2_B,     "ln2_b",     LAYER, DIM_D, DIM_1, 0, ZERO,   LAYER_ "output.LayerNorm.bias"},
-    {MLM_T_HEAD_W,    "head_w",    HEAD,  DIM_D, DIM_D, 1, NORMAL, HEAD_ "transform.dense.weight"},
-    {MLM_T_HEAD_B,    "head_b",    HEAD,  DIM_D, DIM_1, 0, ZERO,   HEAD_ "transform.dense.bias"},
-    {MLM_T_HEAD_LN_W, "head_ln_w", HEAD,  DIM_D, DIM_1, 0, ONE,    HEAD_ "transform.LayerNorm.weight"},
-    {MLM_T_HEAD_LN_B, "head_ln_b", HEAD,  DIM_D, DIM_1, 0, ZERO,   HEAD_ "transform.LayerNorm.bias"},
-    {MLM_T_DEC_B,     "dec_b",     HEAD,  DIM_V, DIM_1, 0, ZERO,   HEAD_ "bias"},
+    // id             name         part   rows   cols   decay init   HF name (BERT, RoBERTa)
+    {MLM_T_WTE,       "wte",       EMB,   DIM_V, DIM_D, 1, PAD0,   EMB_ "word_embeddings.weight", NULL},
+    {MLM_T_WPE,       "wpe",       EMB,   DIM_P, DIM_D, 1, NORMAL, EMB_ "position_embeddings.weight", NULL},
+    {MLM_T_WTT,       "wtt",       EMB,   DIM_T, DIM_D, 1, NORMAL, EMB_ "token_type_embeddings.weight", NULL},
+    {MLM_T_EMB_LN_W,  "emb_ln_w",  EMB,   DIM_D, DIM_1, 0, ONE,    EMB_ "LayerNorm.weight", NULL},
+    {MLM_T_EMB_LN_B,  "emb_ln_b",  EMB,   DIM_D, DIM_1, 0, ZERO,   EMB_ "LayerNorm.bias", NULL},
+    {MLM_T_QKV_W,     "qkv_w",     LAYER, DIM_D, DIM_D, 1, NORMAL, LAYER_ "attention.self.query.weight", NULL},
+    {MLM_T_QKV_B,     "qkv_b",     LAYER, DIM_D, DIM_1, 0, ZERO,   LAYER_ "attention.self.query.bias", NULL},
+    {MLM_T_QKV_W,     "qkv_w",     LAYER, DIM_D, DIM_D, 1, NORMAL, LAYER_ "attention.self.key.weight", NULL},
+    {MLM_T_QKV_B,     "qkv_b",     LAYER, DIM_D, DIM_1, 0, ZERO,   LAYER_ "attention.self.key.bias", NULL},
+    {MLM_T_QKV_W,     "qkv_w",     LAYER, DIM_D, DIM_D, 1, NORMAL, LAYER_ "attention.self.value.weight", NULL},
+    {MLM_T_QKV_B,     "qkv_b",     LAYER, DIM_D, DIM_1, 0, ZERO,   LAYER_ "attention.self.value.bias", NULL},
+    {MLM_T_ATTN_O_W,  "attn_o_w",  LAYER, DIM_D, DIM_D, 1, NORMAL, LAYER_ "attention.output.dense.weight", NULL},
+    {MLM_T_ATTN_O_B,  "attn_o_b",  LAYER, DIM_D, DIM_1, 0, ZERO,   LAYER_ "attention.output.dense.bias", NULL},
+    {MLM_T_LN1_W,     "ln1_w",     LAYER, DIM_D, DIM_1, 0, ONE,    LAYER_ "attention.output.LayerNorm.weight", NULL},
+    {MLM_T_LN1_B,     "ln1_b",     LAYER, DIM_D, DIM_1, 0, ZERO,   LAYER_ "attention.output.LayerNorm.bias", NULL},
+    {MLM_T_FFN_IN_W,  "ffn_in_w",  LAYER, DIM_I, DIM_D, 1, NORMAL, LAYER_ "intermediate.dense.weight", NULL},
+    {MLM_T_FFN_IN_B,  "ffn_in_b",  LAYER, DIM_I, DIM_1, 0, ZERO,   LAYER_ "intermediate.dense.bias", NULL},
+    {MLM_T_FFN_OUT_W, "ffn_out_w", LAYER, DIM_D, DIM_I, 1, NORMAL, LAYER_ "output.dense.weight", NULL},
+    {MLM_T_FFN_OUT_B, "ffn_out_b", LAYER, DIM_D, DIM_1, 0, ZERO,   LAYER_ "output.dense.bias", NULL},
+    {MLM_T_LN2_W,     "ln2_w",     LAYER, DIM_D, DIM_1, 0, ONE,    LAYER_ "output.LayerNorm.weight", NULL},
+    {MLM_T_LN2_B,     "ln2_b",     LAYER, DIM_D, DIM_1, 0, ZERO,   LAYER_ "output.LayerNorm.bias", NULL},
+    {MLM_T_HEAD_W,    "head_w",    HEAD,  DIM_D, DIM_D, 1, NORMAL, HEAD_ "transform.dense.weight", LM_ "dense.weight"},
+    {MLM_T_HEAD_B,    "head_b",    HEAD,  DIM_D, DIM_1, 0, ZERO,   HEAD_ "transform.dense.bias", LM_ "dense.bias"},
+    {MLM_T_HEAD_LN_W, "head_ln_w", HEAD,  DIM_D, DIM_1, 0, ONE,    HEAD_ "transform.LayerNorm.weight", LM_ "layer_norm.weight"},
+    {MLM_T_HEAD_LN_B, "head_ln_b", HEAD,  DIM_D, DIM_1, 0, ZERO,   HEAD_ "transform.LayerNorm.bias", LM_ "layer_norm.bias"},
+    {MLM_T_DEC_B,     "dec_b",     HEAD,  DIM_V, DIM_1, 0, ZERO,   HEAD_ "bias", LM_ "bias"},
 };
 #undef EMB
 #undef LAYER
@@ -87,6 +99,7 @@ static const struct {
 #undef EMB_
 #undef LAYER_
 #undef HEAD_
+#undef LM_
 enum { NSPEC = sizeof SPEC / sizeof SPEC[0] };
 
 static size_t dim_of(dim x, const mlm_model_config *c) {
@@ -126,6 +139,12 @@ void mlm_layout_init(mlm_layout *lay, const mlm_model_config *c) {
     lay->num_params = off;
 }
 
+int mlm_position_offset(const mlm_model_config *c) {
+    return c->architecture == MLM_ARCH_ROBERTA ? MLM_ROBERTA_PAD_ID + 1 : 0;
+}
+
+int mlm_max_seq_len(const mlm_model_config *c) { return c->max_position - mlm_position_offset(c); }
+
 size_t mlm_offset(const mlm_layout *lay, mlm_tensor_id id, int l) {
     const mlm_tensor_info *t = &lay->t[id];
     return t->offset + (size_t)l * t->rows * t->cols;
@@ -144,7 +163,7 @@ int mlm_layout_segments(const mlm_layout *lay, mlm_segment *out, int max) {
 /* ---------------------------------------------------------------- HF names */
 
 int mlm_hf_tensors(const mlm_layout *lay, mlm_hf_tensor *out, int max) {
-    int n = 0;
+    int n = 0, roberta = lay->cfg.architecture == MLM_ARCH_ROBERTA;
     size_t at[MLM_T_COUNT] = {0};   // where the next part of each tensor starts in a layer's slice
     for (int i = 0; i < NSPEC; i++) {
         const mlm_tensor_info *t = &lay->t[SPEC[i].id];
@@ -153,7 +172,14 @@ int mlm_hf_tensors(const mlm_layout *lay, mlm_hf_tensor *out, int max) {
         for (int l = 0; l < t->layers; l++, n++) {
             if (n >= max) continue;
             mlm_hf_tensor *o = &out[n];
-            snprintf(o->name, sizeof o->name, SPEC[i].hf, l);
+            if (roberta && SPEC[i].roberta) snprintf(o->name, sizeof o->name, "%s", SPEC[i].roberta);
+            else if (roberta) {   // "bert.x" -> "roberta.x"
+                char fmt[96];
+                snprintf(fmt, sizeof fmt, "roberta.%s", SPEC[i].hf + strlen("bert."));
+                snprintf(o->name, sizeof o->name, fmt, l);
+            } else {
+                snprintf(o->name, sizeof o->name, SPEC[i].hf, l);
+            }
             o->id = SPEC[i].id;
             o->rows = rows;
             o->cols = t->cols == 1 ? 0 : t->cols;
@@ -320,6 +346,9 @@ void mlm_model_create(mlm_model *m, const mlm_model_config *cfg, mlm_backend *be
     m->seed = seed;
     m->max_B = max_B;
     m->max_M = max_M;
+    if (S > mlm_max_seq_len(cfg))   // callers check this first, naming the input
+        mlm_die(MLM_EXIT_RUNTIME, "sequences of %d tokens need more than the %d position embeddings", S,
+                cfg->max_position);
     check_fits(&m->lay, be, max_B, S, max_M);
     size_t n = m->lay.num_params;
     m->params = be->alloc(be, n * be->wgt_size, "parameters");
@@ -387,7 +416,11 @@ void mlm_model_init_params(mlm_model *m, uint64_t seed) {
             mlm_u32x4 r = mlm_philox((uint32_t)i, 0x40000000u + (uint32_t)id, (uint32_t)(i >> 32), 0, seed);
             p[i] = range * normal01(r.v[0], r.v[1]);
         }
-        if (t->init == MLM_INIT_NORMAL_PAD0) memset(p, 0, t->cols * sizeof(float));   // row 0, [PAD]
+        // HF zeroes the padding_idx row of its padded embeddings: BERT's word embeddings
+        // ([PAD] = 0), RoBERTa's word and position embeddings (<pad> = 1)
+        size_t pad = lay->cfg.architecture == MLM_ARCH_ROBERTA ? MLM_ROBERTA_PAD_ID : 0;
+        if (t->init == MLM_INIT_NORMAL_PAD0 || (pad && id == MLM_T_WPE))
+            memset(p + pad * t->cols, 0, t->cols * sizeof(float));
     }
     mlm_model_set_params(m, host);
     free(host);
@@ -449,8 +482,9 @@ static void encoder_forward(mlm_model *m, const mlm_batch *b, const mlm_live *li
     int B = b->B, S = b->S, N = B * S, d = c->hidden_size, I = c->intermediate_size;
     float ph = live ? c->hidden_dropout : 0, pa = live ? c->attention_dropout : 0;
     mlm_dropout drop = dropout_at(m, live, ph, MLM_SITE_EMB);
+    const char *wpe = (const char *)W(m, MLM_T_WPE, 0) + (size_t)mlm_position_offset(c) * d * be->wgt_size;
     be->embed_fwd(be, a->x[0], a->emb_sum, a->emb_mean, a->emb_rstd, a->ids, NULL, W(m, MLM_T_WTE, 0),
-                  W(m, MLM_T_WPE, 0), W(m, MLM_T_WTT, 0), W(m, MLM_T_EMB_LN_W, 0), W(m, MLM_T_EMB_LN_B, 0),
+                  wpe, W(m, MLM_T_WTT, 0), W(m, MLM_T_EMB_LN_W, 0), W(m, MLM_T_EMB_LN_B, 0),
                   B, S, d, c->layer_norm_eps, &drop);
     for (int l = 0; l < c->num_layers; l++) {
         be->linear_fwd(be, a->qkv[l], NULL, a->x[l], W(m, MLM_T_QKV_W, l), W(m, MLM_T_QKV_B, l), N, d, 3 * d,
@@ -554,7 +588,8 @@ static void micro_ops(void *ctx) {
         if (m->grad_hook) m->grad_hook(m->grad_hook_ctx, l);
     }
     mlm_dropout drop = dropout_at(m, a->live, c->hidden_dropout, MLM_SITE_EMB);
-    be->embed_bwd(be, G(m, MLM_T_WTE, 0), G(m, MLM_T_WPE, 0), G(m, MLM_T_WTT, 0), G(m, MLM_T_EMB_LN_W, 0),
+    float *dwpe = G(m, MLM_T_WPE, 0) + (size_t)mlm_position_offset(c) * c->hidden_size;
+    be->embed_bwd(be, G(m, MLM_T_WTE, 0), dwpe, G(m, MLM_T_WTT, 0), G(m, MLM_T_EMB_LN_W, 0),
                   G(m, MLM_T_EMB_LN_B, 0), dy, a->emb_sum, a->emb_mean, a->emb_rstd, a->ids, NULL,
                   W(m, MLM_T_EMB_LN_W, 0), b->B, b->S, c->hidden_size, &drop);
     if (m->grad_hook) m->grad_hook(m->grad_hook_ctx, -1);

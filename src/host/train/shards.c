@@ -49,13 +49,43 @@ static int map_file(const char *path, const uint8_t **map, size_t *bytes, char *
     return 0;
 }
 
-uint64_t mlm_vocab_hash(const char *path, char *err, size_t err_len) {
-    const uint8_t *map = NULL;
-    size_t bytes = 0;
-    if (map_file(path, &map, &bytes, err, err_len) != 0) return 0;
-    uint64_t h = mlm_fnv1a(MLM_FNV_OFFSET, map, bytes);
-    if (map) munmap((void *)map, bytes);
+uint64_t mlm_vocab_hash_files(const char *const *paths, int n, char *err, size_t err_len) {
+    uint64_t h = MLM_FNV_OFFSET;
+    for (int i = 0; i < n; i++) {
+        const uint8_t *map = NULL;
+        size_t bytes = 0;
+        if (map_file(paths[i], &map, &bytes, err, err_len) != 0) return 0;
+        h = mlm_fnv1a(h, map, bytes);
+        if (map) munmap((void *)map, bytes);
+    }
     return h ? h : 1;   // 0 means "unknown"
+}
+
+static int is_file(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* The files of the vocabulary path names, in the order mlm_tokenizer_open reads
+ * them (a directory: vocab.json + merges.txt first, else vocab.txt). */
+uint64_t mlm_vocab_hash(const char *path, char *err, size_t err_len) {
+    char a[2 * MLM_PATH_MAX + 16], b[2 * MLM_PATH_MAX + 16];
+    const char *files[2] = {path, NULL};
+    int n = 1;
+    struct stat st;
+    size_t len = strlen(path);
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(a, sizeof a, "%s/vocab.json", path);
+        snprintf(b, sizeof b, "%s/merges.txt", path);
+        if (is_file(a)) files[0] = a, files[1] = b, n = 2;
+        else snprintf(a, sizeof a, "%s/vocab.txt", path), files[0] = a;
+    } else if (len >= 5 && strcmp(path + len - 5, ".json") == 0) {
+        const char *slash = strrchr(path, '/');
+        snprintf(b, sizeof b, "%.*smerges.txt", slash ? (int)(slash - path + 1) : 0, path);
+        files[1] = b;
+        n = 2;
+    }
+    return mlm_vocab_hash_files(files, n, err, err_len);
 }
 
 /* Checks one mapped shard's header and payload against its checksum. */
@@ -67,9 +97,12 @@ static int check_shard(const char *path, const uint8_t *map, size_t bytes, mlm_s
     memcpy(h, map, sizeof *h);
     if (memcmp(h->magic, MLM_SHARD_MAGIC, 8) != 0)
         return mlm_fail(err, len, "%s: not an mlmgpu shard (bad magic)", path);
-    if (h->version != MLM_SHARD_VERSION)
-        return mlm_fail(err, len, "%s: shard version %u, this mlmgpu reads version %u", path, h->version,
+    if (h->version < 1 || h->version > MLM_SHARD_VERSION)
+        return mlm_fail(err, len, "%s: shard version %u, this mlmgpu reads versions 1 to %u", path, h->version,
                     MLM_SHARD_VERSION);
+    if (h->version == 1 && h->pad_id != 0)
+        return mlm_fail(err, len, "%s: version 1 shard with a nonzero reserved field (%u): corrupt header", path,
+                        h->pad_id);
     if (h->dtype_bytes != 2 && h->dtype_bytes != 4)
         return mlm_fail(err, len, "%s: id width %u bytes, expected 2 or 4", path, h->dtype_bytes);
     if (h->seq_len < 2 || h->seq_len > (1u << 20))
@@ -133,10 +166,11 @@ int mlm_shards_open(mlm_shards *sh, const char *path, int expect_seq_len, uint64
         if (i == 0) {
             sh->seq_len = (int)h.seq_len;
             sh->dtype_bytes = (int)h.dtype_bytes;
+            sh->pad_id = (int)h.pad_id;
             sh->vocab_hash = h.vocab_hash;
         } else if ((int)h.seq_len != sh->seq_len || (int)h.dtype_bytes != sh->dtype_bytes ||
-                   h.vocab_hash != sh->vocab_hash) {
-            mlm_fail(err, err_len, "%s: seq_len/id width/vocab differ from %s", p, sh->paths[0]);
+                   (int)h.pad_id != sh->pad_id || h.vocab_hash != sh->vocab_hash) {
+            mlm_fail(err, err_len, "%s: seq_len/id width/pad id/vocab differ from %s", p, sh->paths[0]);
             goto bad;
         }
         if (expect_seq_len > 0 && (int)h.seq_len != expect_seq_len) {
@@ -181,6 +215,7 @@ int mlm_shards_get(const mlm_shards *sh, uint64_t idx, int32_t *ids, int vocab_s
     const uint8_t *p = sh->maps[f] + MLM_SHARD_HEADER_BYTES +
                        (idx - sh->first[f]) * (uint64_t)sh->seq_len * sh->dtype_bytes;
     int len = 0;
+    uint32_t pad = (uint32_t)sh->pad_id;
     for (int s = 0; s < sh->seq_len; s++) {
         uint32_t v;
         if (sh->dtype_bytes == 2) {
@@ -194,13 +229,18 @@ int mlm_shards_get(const mlm_shards *sh, uint64_t idx, int32_t *ids, int vocab_s
             return mlm_fail(err, err_len, "%s: sequence %llu, position %d: token id %u is outside the vocabulary (size %d)",
                         sh->paths[f], (unsigned long long)(idx - sh->first[f]), s, v, vocab_size);
         ids[s] = (int32_t)v;
-        if (v != 0) len = s + 1;
+        if (v != pad) len = s + 1;
     }
     return len;
 }
 
 int mlm_shard_write(const char *path, const int32_t *ids, uint64_t count, int seq_len, int dtype_bytes,
                     uint64_t vocab_hash, char *err, size_t err_len) {
+    return mlm_shard_write_padded(path, ids, count, seq_len, dtype_bytes, vocab_hash, 0, err, err_len);
+}
+
+int mlm_shard_write_padded(const char *path, const int32_t *ids, uint64_t count, int seq_len, int dtype_bytes,
+                           uint64_t vocab_hash, int pad_id, char *err, size_t err_len) {
     size_t n = (size_t)count * seq_len, bytes = n * dtype_bytes;
     uint8_t *payload = mlm_xmalloc(bytes, "shard payload");
     for (size_t i = 0; i < n; i++) {
@@ -211,8 +251,10 @@ int mlm_shard_write(const char *path, const int32_t *ids, uint64_t count, int se
         }
         memcpy(payload + i * dtype_bytes, &v, dtype_bytes);   // little-endian host
     }
-    mlm_shard_header h = {.version = MLM_SHARD_VERSION, .dtype_bytes = (uint32_t)dtype_bytes,
-                          .seq_len = (uint32_t)seq_len, .count = count, .vocab_hash = vocab_hash,
+    // version 1 where it says all (pad 0): readers older than version 2 keep reading BERT data
+    mlm_shard_header h = {.version = pad_id ? 2u : 1u, .dtype_bytes = (uint32_t)dtype_bytes,
+                          .seq_len = (uint32_t)seq_len, .pad_id = (uint32_t)pad_id, .count = count,
+                          .vocab_hash = vocab_hash,
                           .checksum = mlm_fnv1a(MLM_FNV_OFFSET, payload, bytes)};
     memcpy(h.magic, MLM_SHARD_MAGIC, 8);
     const void *parts[2] = {&h, payload};

@@ -62,28 +62,75 @@ typedef struct {
     mlm_shards train, val;
     int have_val;
     mlm_special_ids sp;
-    mlm_vocab vocab;      // empty when data.vocab is not given
+    mlm_tokenizer *tok;   // NULL when data.vocab is not given
+    uint8_t *word_start;  // whole-word masking's table, else NULL
     FILE *metrics;        // rank 0 only
 } run_state;
+
+/* Opens data.vocab (either kind, mlm_tokenizer_open) and checks it against the
+ * model: the architecture's kind, all five special tokens, the rows. Returns the
+ * vocabulary hash that ties shards to it. */
+static uint64_t open_vocab(run_state *r) {
+    const mlm_config *cfg = r->cfg;
+    const char *where = cfg->source[0] ? cfg->source : "(default)";
+    char err[1024];
+    r->tok = mlm_tokenizer_open(cfg->data.vocab, cfg->data.cased, err, sizeof err);
+    if (!r->tok) mlm_die(MLM_EXIT_INPUT, "data.vocab: %s", err);
+    const char *files[2] = {NULL, NULL};
+    int nfiles = mlm_tokenizer_files(r->tok, files);
+    int bpe = mlm_tokenizer_kind(r->tok) == MLM_TOK_BPE;
+    if (bpe != (cfg->model.architecture == MLM_ARCH_ROBERTA))
+        mlm_die(MLM_EXIT_INPUT,
+                "%s: model.architecture = %s does not match data.vocab = %s: that is a %s vocabulary (%s), and %s "
+                "takes %s; change model.architecture or data.vocab", where, mlm_arch_name(cfg->model.architecture),
+                cfg->data.vocab, bpe ? "byte-level BPE" : "WordPiece", files[0],
+                mlm_arch_name(cfg->model.architecture),
+                bpe ? "a WordPiece vocab.txt" : "a byte-level BPE vocab.json with merges.txt");
+    static const char *const names[2][5] = {{"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"},
+                                            {"<pad>", "<unk>", "<s>", "</s>", "<mask>"}};
+    for (int i = 0; i < 5; i++)
+        if (mlm_tokenizer_find(r->tok, names[bpe][i]) < 0)
+            mlm_die(MLM_EXIT_INPUT, "data.vocab: %s: has no %s token", files[0], names[bpe][i]);
+    r->sp = mlm_tokenizer_special(r->tok);
+    int size = mlm_tokenizer_size(r->tok);
+    if (size > cfg->model.vocab_size)
+        mlm_die(MLM_EXIT_INPUT, "data.vocab: %s: %d tokens do not fit model.vocab_size = %d", files[0], size,
+                cfg->model.vocab_size);
+    if (cfg->data.whole_word_mask) r->word_start = mlm_word_starts(r->tok);
+    uint64_t vhash = mlm_vocab_hash_files(files, nfiles, err, sizeof err);
+    if (!vhash) mlm_die(MLM_EXIT_INPUT, "data.vocab: %s", err);
+    return vhash;
+}
+
+/* The shards must pad with the vocabulary's pad id and, for whole-word masking,
+ * say which vocabulary made them (the word starts come from it). */
+static void check_shards(const run_state *r, const mlm_shards *sh, const char *key) {
+    const mlm_config *cfg = r->cfg;
+    if (sh->pad_id != r->sp.pad)
+        mlm_die(MLM_EXIT_INPUT, "%s: %s: the shards pad with id %d, the %s pads with id %d (%s): they were "
+                "prepared for another vocabulary", key, sh->paths[0], sh->pad_id,
+                r->tok ? "vocabulary of data.vocab" : "standard vocabulary of model.architecture", r->sp.pad,
+                r->tok ? cfg->data.vocab : mlm_arch_name(cfg->model.architecture));
+    if (cfg->data.whole_word_mask && sh->vocab_hash == 0)
+        mlm_die(MLM_EXIT_INPUT, "%s: %s: data.whole_word_mask = 1 needs shards that name their vocabulary, "
+                "and these do not (vocab hash 0): prepare them again with `mlmgpu prepare --vocab %s`", key,
+                sh->paths[0], cfg->data.vocab);
+}
 
 static void open_data(run_state *r) {
     const mlm_config *cfg = r->cfg;
     char err[1024];
     uint64_t vhash = 0;
-    r->sp = mlm_special_ids_default(cfg->model.vocab_size);
-    if (cfg->data.vocab[0]) {
-        if (mlm_vocab_load(&r->vocab, cfg->data.vocab, err, sizeof err) != 0 ||
-            mlm_special_ids_from_vocab(&r->vocab, cfg->model.vocab_size, &r->sp, cfg->data.vocab, err,
-                                       sizeof err) != 0)
-            mlm_die(MLM_EXIT_INPUT, "data.vocab: %s", err);
-        vhash = mlm_vocab_hash(cfg->data.vocab, err, sizeof err);
-    }
+    r->sp = mlm_special_ids_arch(cfg->model.architecture, cfg->model.vocab_size);
+    if (cfg->data.vocab[0]) vhash = open_vocab(r);
     if (!cfg->data.train[0]) mlm_die(MLM_EXIT_INPUT, "%s: data.train: no training data given", cfg->source);
     if (mlm_shards_open(&r->train, cfg->data.train, cfg->data.seq_len, vhash, err, sizeof err) != 0)
         mlm_die(MLM_EXIT_INPUT, "data.train: %s", err);
+    check_shards(r, &r->train, "data.train");
     r->have_val = cfg->data.val[0] != 0;
     if (r->have_val && mlm_shards_open(&r->val, cfg->data.val, cfg->data.seq_len, vhash, err, sizeof err) != 0)
         mlm_die(MLM_EXIT_INPUT, "data.val: %s", err);
+    if (r->have_val) check_shards(r, &r->val, "data.val");
     if (r->rank == 0)
         mlm_log("data: %llu training sequences of %d tokens in %d file(s)%s", (unsigned long long)r->train.total,
                 r->train.seq_len, r->train.nfiles, r->have_val ? "" : "; no validation set");
@@ -95,7 +142,7 @@ static void log_eval(run_state *r, int step) {
     uint64_t avail = r->val.total / (uint64_t)cfg->train.micro_batch;
     if (avail == 0) avail = 1;   // fewer sequences than a micro-batch: read them wrapped
     if ((uint64_t)n > avail) n = (int)avail;
-    mlm_eval_result e = mlm_evaluate(&r->model, &r->val, cfg, &r->sp, n);   // every rank: a slice each
+    mlm_eval_result e = mlm_evaluate(&r->model, &r->val, cfg, &r->sp, r->word_start, n);   // every rank: a slice each
     if (r->rank != 0) return;
     mlm_log("val  step %6d | loss %.4f | acc %.4f | ppl %.2f | %ld masked tokens", step, e.loss, e.acc,
             exp(e.loss), e.tokens);
@@ -295,7 +342,7 @@ int mlm_train(const mlm_config *config, mlm_backend *be, const char *resume) {
     }
     r.sync = mlm_grad_sync_create(&r.model);
     mlm_loader ld;
-    mlm_loader_start(&ld, &r.train, &cfg, &r.sp, r.rank, r.world, first, t->steps, max_M);
+    mlm_loader_start(&ld, &r.train, &cfg, &r.sp, r.word_start, r.rank, r.world, first, t->steps, max_M);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
 
@@ -340,12 +387,13 @@ int mlm_train(const mlm_config *config, mlm_backend *be, const char *resume) {
         }
         if (r.rank == 0 && at_ckpt) save_checkpoint(&r, step);
     }
-    if (rc == 0 && !stopped && r.rank == 0 && r.have_val && r.vocab.count)
-        mlm_print_predictions(&r.model, &r.val, &cfg, &r.sp, &r.vocab, 8);
+    if (rc == 0 && !stopped && r.rank == 0 && r.have_val && r.tok)
+        mlm_print_predictions(&r.model, &r.val, &cfg, &r.sp, r.tok, r.word_start, 8);
     mlm_loader_stop(&ld);
     mlm_grad_sync_destroy(r.sync);
     mlm_dist_detach();
-    mlm_vocab_free(&r.vocab);
+    if (r.tok) mlm_tokenizer_free(r.tok);
+    free(r.word_start);
     if (r.metrics) fclose(r.metrics);
     mlm_model_destroy(&r.model);
     mlm_shards_close(&r.train);
