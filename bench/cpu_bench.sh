@@ -18,7 +18,7 @@ mlmgpu_tps() {   # dropout
     --set data.train=data/sample/train.shard --set data.val= --set data.vocab=data/sample/vocab.txt \
     --set train.micro_batch="$batch" --set train.batch="$batch" --set train.steps=$((steps + 2)) \
     --set train.log_every=1 --set train.threads="$threads" --set train.out_dir="$out/run" \
-    --set model.hidden_dropout="$1" --set model.attention_dropout="$1" --set train.checkpoint_every=0 \
+    --set model.hidden_dropout="$1" --set model.attention_dropout="$1" --set train.checkpoint_every=0 --overwrite \
     >/dev/null 2>&1
   # steady state: skip the first two steps
   python3 - "$out/run/metrics.jsonl" <<'PY'

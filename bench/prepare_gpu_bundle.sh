@@ -2,7 +2,7 @@
 # Builds the CUDA configuration here and bundles its shared libraries, so that
 # bench/gpu_check.sh runs on a GPU host that has the CUDA toolkit, NCCL and python3
 # with torch but none of the -dev packages this build links (Criterion, OpenBLAS,
-# inih, cJSON, utf8proc, libgomp ...).
+# cJSON, utf8proc, libgomp ...).
 #
 #   bench/prepare_gpu_bundle.sh      # here: build-gpu/ (release, -Dcuda=enabled) + libs/
 #   then carry these paths to the GPU host (both are git-ignored):

@@ -3,7 +3,7 @@
 # then configures and builds into build/. Sourced by quickstart.sh and test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pkgs="meson ninja-build gcc g++ pkg-config libcriterion-dev libopenblas-dev libinih-dev libcjson-dev libutf8proc-dev openmpi-bin libopenmpi-dev"
+pkgs="meson ninja-build gcc g++ pkg-config libcriterion-dev libopenblas-dev libcjson-dev libutf8proc-dev openmpi-bin libopenmpi-dev"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -14,7 +14,8 @@ mkdir -p "$run"
 [ -s "$run/vocab.txt" ] || build/mlmgpu vocab --input corpus --vocab-size 8192 --out "$run/vocab.txt"
 [ -f "$run/data/manifest.json" ] ||
   build/mlmgpu prepare --input corpus --vocab "$run/vocab.txt" --seq-len 128 --out "$run/data"
-build/mlmgpu train --config configs/quickstart.ini "$@"
+# --overwrite: a second quickstart starts over in runs/quickstart (its data and vocabulary are kept)
+build/mlmgpu train --config configs/quickstart.ini --overwrite "$@"
 echo
 echo "== what the trained model fills in (mlmgpu fill-mask --model $run/checkpoints/latest ...)"
 build/mlmgpu fill-mask --model "$run/checkpoints/latest" --top-k 3 2>/dev/null \

@@ -126,7 +126,8 @@ Test(checkpoint, sigterm_finishes_the_step_and_checkpoints) {
     write_file("small.ini", SMALL);
     int rc = run_mlmgpu("timeout --preserve-status -s TERM 3", "train --config small.ini --device cpu --set train.steps=1000000",
                         out, sizeof out);
-    cr_assert_eq(rc, 0, "exit %d: %s", rc, out);
+    cr_assert_eq(rc, 128 + 15, "exit %d (a stopped run is not a finished one): %s", rc, out);
+    cr_expect(strstr(out, "signal received: the step finishes, a checkpoint is written"), "%s", out);
     const char *at = strstr(out, "terminated at step ");
     cr_assert_not_null(at, "%s", out);
     char name[64], p[256];
@@ -480,4 +481,102 @@ Test(checkpoint, fill_mask_matches_the_hf_pipeline) {
     py = WIFEXITED(py) ? WEXITSTATUS(py) : -1;
     if (py == 77 || py == 127) cr_skip_test("transformers is not installed: pip install torch transformers");
     cr_expect_eq(py, 0, "fill-mask differs from the HF pipeline (see hf.log)");
+}
+
+/* ---- RoBERTa end to end: prepare, train, eval, HF, fill-mask, resume, init_from ---- */
+
+/* A tiny RoBERTa model on the vocab_corpus text, tokenized with the fixture BPE
+ * vocabulary (300 tokens) into 64-token sequences padded with <pad> = 1. */
+static const char *ROBERTA_SMALL =
+    "[model]\narchitecture = roberta\nvocab_size = 300\nhidden_size = 32\nnum_layers = 2\nnum_heads = 2\n"
+    "intermediate_size = 64\nmax_position = 66\ntype_vocab_size = 1\nlayer_norm_eps = 1e-5\n"
+    "[data]\ntrain = rdata/train\nval = rdata/val\nvocab = rdata/vocab.json\nseq_len = 64\n"
+    "[train]\nmicro_batch = 4\nbatch = 8\nsteps = 6\nlog_every = 1\neval_steps = 1\nthreads = 2\n"
+    "checkpoint_keep = 2\nout_dir = rrun\n"
+    "[optim]\nlr = 1e-3\nwarmup_steps = 0\nschedule = constant\n";
+
+static int roberta_train(const char *extra) {
+    char args[2048];
+    snprintf(args, sizeof args, "train --config rsmall.ini --device cpu %s", extra);
+    return run_mlmgpu("", args, out, sizeof out);
+}
+
+/* Runs a reference script in tmpdir; 77 (no transformers) skips the test. */
+static void expect_python(const char *script_and_args, const char *what) {
+    char cmd[2048], log[256], *text = NULL, err[512];
+    size_t n;
+    snprintf(cmd, sizeof cmd, "cd %s && python3 %s/tests/reference/%s > py.log 2>&1", tmpdir, MLM_SOURCE_ROOT,
+             script_and_args);
+    int py = system(cmd);
+    py = WIFEXITED(py) ? WEXITSTATUS(py) : -1;
+    if (py == 77 || py == 127) cr_skip_test("transformers is not installed: pip install torch transformers");
+    tmp_path(log, sizeof log, "py.log");
+    mlm_read_file(log, &text, &n, err, sizeof err);
+    cr_expect_eq(py, 0, "%s: %s", what, text ? text : err);
+    free(text);
+}
+
+#define ROBERTA_TEXTS "\"the perl <mask> is a language.\" \"use <mask> to print<mask> lines.\""
+
+Test(checkpoint, roberta_trains_evaluates_fills_and_resumes) {
+    write_file("rsmall.ini", ROBERTA_SMALL);
+    int rc = run_mlmgpu("", "prepare --input " MLM_SOURCE_ROOT "/tests/fixtures/vocab_corpus --vocab " MLM_SOURCE_ROOT
+                        "/tests/fixtures/roberta_bpe --seq-len 64 --out rdata --val-fraction 0.1 --threads 2 --paragraphs",
+                        out, sizeof out);
+    cr_assert_eq(rc, 0, "%s", out);
+    // straight through, and stopped at step 3 then resumed: the same losses and weights
+    cr_assert_eq(roberta_train("--set train.out_dir=full"), 0, "%s", out);
+    cr_assert_eq(roberta_train("--set train.steps=3"), 0, "%s", out);
+    cr_assert_eq(roberta_train("--resume auto"), 0, "%s", out);
+    cr_expect(strstr(out, "resumed from rrun/checkpoints/latest at step 3"), "%s", out);
+    double a[8], b[8];
+    cr_assert_eq(read_metric_losses("full", "train", a, 8), 6);
+    cr_assert_eq(read_metric_losses("rrun", "train", b, 8), 6);
+    for (int i = 0; i < 6; i++) cr_expect_eq(a[i], b[i], "step %d: %.6f vs %.6f", i + 1, a[i], b[i]);
+    cr_expect(same_file("full/checkpoints/step_0000006/model.safetensors",
+                        "rrun/checkpoints/step_0000006/model.safetensors"), "resumed weights differ");
+    // a resume as another architecture is refused before any work
+    cr_expect_eq(roberta_train("--resume auto --set train.steps=8 --set model.architecture=bert"), 2, "%s", out);
+    cr_expect(strstr(out, "architecture"), "%s", out);
+    // eval, and transformers scores the same batch (AutoModelForMaskedLM, AutoTokenizer)
+    rc = run_mlmgpu("", "eval --model rrun/checkpoints/latest --data rdata/val --steps 1 --micro-batch 4 "
+                    "--device cpu --dump batch.st", out, sizeof out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_expect(strstr(out, "loss ") && strstr(out, "ppl "), "%s", out);
+    expect_python("hf_roundtrip.py rrun/checkpoints/latest batch.st", "HF round trip of the RoBERTa checkpoint");
+    // fill-mask with <mask>, as HF's pipeline
+    rc = run_mlmgpu("", "fill-mask --model rrun/checkpoints/latest --top-k 5 --device cpu " ROBERTA_TEXTS
+                    " > fill.txt", out, sizeof out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_expect_eq(run_mlmgpu("", "fill-mask --model rrun/checkpoints/latest --device cpu \"a [MASK] here\"", out,
+                            sizeof out), 2);
+    cr_expect(strstr(out, "no <mask> in the text"), "%s", out);
+    expect_python("hf_fill_mask.py rrun/checkpoints/latest 5 fill.txt " ROBERTA_TEXTS, "fill-mask against HF");
+}
+
+/* init_from takes a RobertaForMaskedLM directory into a roberta config, and refuses
+ * one of the other architecture, either way, before any work. */
+Test(import, roberta_init_from) {
+    char path[256], err[512];
+    int32_t ids[4 * 32];
+    for (int i = 0; i < 4 * 32; i++) ids[i] = i % 32 == 0 ? 0 : i % 32 == 31 ? 2 : 5 + (i * 7) % 120;
+    tmp_path(path, sizeof path, "r32.shard");
+    cr_assert_eq(mlm_shard_write_padded(path, ids, 4, 32, 2, 0, MLM_ROBERTA_PAD_ID, err, sizeof err), 0, "%s", err);
+    write_file("rimp.ini", "[model]\narchitecture = roberta\ninit_from = " ROBERTA_DIR "\n"
+               "[data]\ntrain = r32.shard\nseq_len = 32\n"
+               "[train]\nmicro_batch = 2\nbatch = 2\nsteps = 2\nlog_every = 1\nout_dir = run\n");
+    int rc = run_mlmgpu("", "train --config rimp.ini --device cpu", out, sizeof out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_expect(strstr(out, "imported from") && strstr(out, "2 layers, hidden 32"), "%s", out);
+    rc = run_mlmgpu("", "train --config rimp.ini --device cpu --set train.out_dir=run2 --set model.init_from=" BERT_DIR,
+                    out, sizeof out);
+    cr_expect_eq(rc, 2, "%s", out);
+    cr_expect(strstr(out, "a BERT model (model_type \"bert\"), but model.architecture is roberta"), "%s", out);
+    tmp_path(path, sizeof path, "seq32.shard");
+    for (int i = 0; i < 4 * 32; i++) ids[i] = 5 + (i * 7) % 120;
+    cr_assert_eq(mlm_shard_write(path, ids, 4, 32, 2, 0, err, sizeof err), 0, "%s", err);
+    rc = run_mlmgpu("", "train --config rimp.ini --device cpu --set train.out_dir=run3 --set model.architecture=bert "
+                    "--set data.train=seq32.shard", out, sizeof out);
+    cr_expect_eq(rc, 2, "%s", out);
+    cr_expect(strstr(out, "a RoBERTa model (model_type \"roberta\"), but model.architecture is bert"), "%s", out);
 }

@@ -1,5 +1,5 @@
 /*
- * Run configuration: an INI file (parsed with libinih) plus `--set section.key=value`
+ * Run configuration: an INI file (read by config.c, no line limit) plus `--set section.key=value`
  * overrides. Section and key names are fixed; scripts rely on them. Every key has a
  * default (bert-tiny shapes), so a file only names what it changes.
  *

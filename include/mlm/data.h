@@ -65,6 +65,9 @@ typedef struct {
     const uint8_t **maps; // mmapped files
     size_t *map_bytes;
     uint64_t pos;         // next sequence to read (wraps around)
+    uint32_t max_id;      // the largest id in all files, first found in file max_file
+    int max_file;         // at flat position max_at (sequence * seq_len + position)
+    uint64_t max_at;
 } mlm_shards;
 
 /* Opens a shard file or every *.shard file of a directory (sorted by name), checks
@@ -73,6 +76,10 @@ typedef struct {
 int mlm_shards_open(mlm_shards *sh, const char *path, int expect_seq_len, uint64_t expect_vocab_hash,
                     char *err, size_t err_len);
 void mlm_shards_close(mlm_shards *sh);
+/* 0, or -1 with `file: sequence n, position s: token id X is outside the vocabulary
+ * (size V)` when an id of the shards (scanned at open) is not below vocab_size: a
+ * check before any work, where mlm_shards_get would find it steps into a run. */
+int mlm_shards_check_ids(const mlm_shards *sh, int vocab_size, char *err, size_t err_len);
 /* Copies sequence idx (mod total) into ids (seq_len) and returns its length (the
  * index after its last id other than pad_id), or -1 with `file: sequence n,
  * position s: ...` when an id is not below vocab_size. */

@@ -13,9 +13,19 @@
  * -1 with `path: what is wrong`. */
 int mlm_read_file(const char *path, char **buf, size_t *bytes, char *err, size_t err_len);
 
+/* The file a write to path may replace, as a malloc'd path in *target: path itself
+ * when nothing or a regular file is there; the regular file a symbolic link leads
+ * to (the link is followed, never replaced). Anything else (a directory, a device
+ * node, a FIFO, a socket, a link to one of those or to nothing) is refused: -1 with
+ * `path: is a FIFO; refusing to replace it with a file`. Every writer of a named
+ * output checks with this before it starts work. */
+int mlm_output_target(const char *path, char **target, char *err, size_t err_len);
+
 /* Writes the concatenation of nparts buffers to path atomically: PATH.tmp.<pid>,
  * fsync, rename over path, fsync the directory. On failure the temporary file is
- * removed, path is untouched, and -1 comes back with err. */
+ * removed, path is untouched, and -1 comes back with err. path goes through
+ * mlm_output_target first: a symbolic link is written through, a non-regular file
+ * refused. */
 int mlm_write_file_atomic(const char *path, const void *const *parts, const size_t *sizes, int nparts, char *err,
                           size_t err_len);
 

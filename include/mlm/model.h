@@ -166,10 +166,10 @@ void mlm_model_destroy(mlm_model *m);
 void mlm_model_init_params(mlm_model *m, uint64_t seed);
 /* Replaces all parameters with host fp32 values (num_params). */
 void mlm_model_set_params(mlm_model *m, const float *host);
-/* The largest micro-batch whose activation arena fits in bytes, with masked rows
- * scaled as masked_per_seq per sequence; 0 when not even one sequence fits. */
-int mlm_model_max_micro_batch(const mlm_layout *lay, const mlm_backend *be, int S, double masked_per_seq,
-                              size_t bytes);
+/* The largest micro-batch whose activation arena fits in bytes, with the masked
+ * rows the loader reserves for it (mlm_max_masked of B x S tokens at mask_prob);
+ * 0 when not even one sequence fits. */
+int mlm_model_max_micro_batch(const mlm_layout *lay, const mlm_backend *be, int S, float mask_prob, size_t bytes);
 
 /* Forward + backward of one micro-batch; gradients accumulate into m->grads with
  * the loss scaled by loss_scale (1 / masked tokens of the whole step);

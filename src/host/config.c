@@ -1,5 +1,6 @@
 /*
- * Run configuration (include/mlm/config.h): defaults, INI files read with libinih,
+ * Run configuration (include/mlm/config.h): defaults, INI files (read here, with no
+ * line length limit, so the resolved config mlm_config_write saves always reads back),
  * `--set section.key=value` overrides, validation, and writing the resolved config.
  *
  * One table, FIELDS, lists every key once: its section, name, type, place in
@@ -23,8 +24,11 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
-#include <ini.h>
+#include "mlm/fileio.h"
 
 /* ---- the table ---- */
 
@@ -69,7 +73,7 @@ static const field FIELDS[] = {
     {AT(data, vocab), T_PATH, "", ANY},
     {AT(data, seq_len), T_INT, "128", AT_LEAST(2)},  // at least [CLS] and [SEP]
     {AT(data, cased), T_INT, "0", UNIT},
-    {AT(data, mask_prob), T_FLOAT, "0.15", UNIT},
+    {AT(data, mask_prob), T_FLOAT, "0.15", 0, 1, OPEN_LO},   // 0 would train and score nothing
     {AT(data, mask_token_prob), T_FLOAT, "0.8", UNIT},
     {AT(data, random_token_prob), T_FLOAT, "0.1", UNIT},
     {AT(data, whole_word_mask), T_INT, "0", UNIT},
@@ -83,7 +87,7 @@ static const field FIELDS[] = {
     {AT(train, eval_steps), T_INT, "20", AT_LEAST(1)},
     {AT(train, checkpoint_every), T_INT, "0", AT_LEAST(0)},
     {AT(train, checkpoint_keep), T_INT, "3", AT_LEAST(1)},
-    {AT(train, threads), T_INT, "0", AT_LEAST(0)},
+    {AT(train, threads), T_INT, "0", 0, 1024, 0},   // prepare's --threads has the same cap
     {AT(train, out_dir), T_PATH, "runs/default", ANY},
 
     {AT(optim, lr), T_FLOAT, "1e-4", ABOVE(0)},
@@ -196,6 +200,13 @@ static int parse_path(const char *text, char *out, char *why, size_t n) {
     if (len > MLM_PATH_MAX - 1)
         return reject(why, n, "path is %zu characters long, the limit is %d", len,
                       MLM_PATH_MAX - 1);
+    // what mlm_config_write writes must read back the same: no comment start, no
+    // line break (values are trimmed on reading, so blanks at the ends cannot be kept)
+    for (const char *c = text; *c; c++) {
+        if ((*c == ';' || *c == '#') && c > text && (c[-1] == ' ' || c[-1] == '\t'))
+            return reject(why, n, "'%c' after a blank starts a comment: the path would read back cut short", *c);
+        if (*c == '\n' || *c == '\r') return reject(why, n, "a path cannot hold a line break");
+    }
     memcpy(out, text, len + 1);
     return 0;
 }
@@ -266,8 +277,8 @@ void mlm_config_defaults(mlm_config *cfg) {
         parse_value(&FIELDS[i], FIELDS[i].def, cfg, why, sizeof why);  // constants: cannot fail
 }
 
-/* Values are written bare, so a path that starts or ends with blanks, holds " ;" or
- * " #", or makes its line longer than libinih's line limit will not read back. */
+/* Values are written bare; parse_path refuses what would not read back (a comment
+ * start, a line break), and lines have no length limit. */
 void mlm_config_write(const mlm_config *cfg, FILE *f) {
     fprintf(f, "; mlmgpu resolved config (from %s); every key, mlm_config_load reads it back\n",
             cfg->source[0] ? cfg->source : "defaults");
@@ -292,12 +303,8 @@ typedef struct {
     const char *path;           // the file, or NULL
     const char *const *sets;
     int origin[NFIELDS];        // when each field was last set
-    FILE *file;
-    char *line_buf;             // getline's buffer for the reader
-    size_t line_cap;
     int line;                   // lines of the file read so far
     int section_line;           // line of the latest [section] header
-    int read_errno;             // errno of a failed read, 0 if none
     int failed_at;              // when the first error happened; -1 if none yet
     char *err;
     size_t err_len;
@@ -305,13 +312,17 @@ typedef struct {
 
 static void vfail(loader *ld, int when, const char *section, const char *key, const char *fmt,
                   va_list ap) {
-    // Keep the earliest error: inih reports a syntax error only after the whole file,
-    // by which time a bad value on a later line may already have failed.
+    // Keep the earliest error: a pair of keys is checked after the whole file, by
+    // which time a bad value on an earlier --set may already have failed.
     if (ld->failed_at >= 0 && ld->failed_at <= when) return;
     ld->failed_at = when;
     if (!ld->err || !ld->err_len) return;
     char where[MLM_PATH_MAX + 32], subject[160] = "";
-    if (when >= FROM_SET) snprintf(where, sizeof where, "--set %s", ld->sets[when - FROM_SET]);
+    if (when >= FROM_SET) {   // one line: control characters of the value shown as '?'
+        snprintf(where, sizeof where, "--set %s", ld->sets[when - FROM_SET]);
+        for (char *c = where; *c; c++)
+            if ((unsigned char)*c < 0x20) *c = '?';
+    }
     else if (when > 0) snprintf(where, sizeof where, "%s:%d", ld->path, when);
     else snprintf(where, sizeof where, "%s", ld->path ? ld->path : "(default)");
     if (key) snprintf(subject, sizeof subject, "%s.%s: ", section, key);
@@ -413,63 +424,92 @@ static void apply(loader *ld, int when, int section_when, const char *section, c
 
 /* ---- the INI file ---- */
 
-// ini_parse_stream's handler runs right after the reader returned the key's line,
-// so the reader's line count is the key's line (this libinih lacks INI_HANDLER_LINENO).
-static int on_key(void *user, const char *section, const char *key, const char *value) {
-    loader *ld = user;
-    apply(ld, ld->line, ld->section_line, section, key, value);
-    return !failed(ld);
-}
+/* A config file is small: a bound on what is read keeps /dev/zero or a huge file
+ * named by mistake from being read without end. */
+#define CONFIG_MAX_BYTES (1u << 20)
 
-// inih treats ';' after a blank as a comment; do the same for '#'.
-static void cut_hash_comment(char *s) {
-    for (char *p = s; (p = strchr(p, '#')) != NULL; p++)
-        if (p == s || *(p - 1) == ' ' || *(p - 1) == '\t') {
+static char *trim(char *s);
+
+// ';' or '#' at the start of a line or after a blank begins a comment.
+static void cut_comment(char *s) {
+    for (char *p = s; *p; p++)
+        if ((*p == ';' || *p == '#') && (p == s || p[-1] == ' ' || p[-1] == '\t')) {
             *p = '\0';
             return;
         }
 }
 
-/* Reads one whole line for inih. Leading blanks are dropped so that indented keys are
- * keys, not continuations of the previous value (libinih's multi-line values). inih's
- * buffer is fixed (INI_MAX_LINE), so a longer line is an error rather than split. */
-static char *read_line(char *str, int num, void *stream) {
-    loader *ld = stream;
-    if (failed(ld)) return NULL;  // stop at the first error
-    errno = 0;
-    ssize_t got = getline(&ld->line_buf, &ld->line_cap, ld->file);
-    if (got < 0) {
-        ld->read_errno = ferror(ld->file) ? (errno ? errno : EIO) : 0;
-        return NULL;
+/* One line: "[section]", "key = value" (or "key: value"), a comment or blank. Lines
+ * have no length limit, so whatever mlm_config_write writes reads back. */
+static void parse_line(loader *ld, char *s, char *section, size_t section_cap) {
+    cut_comment(s);
+    s = trim(s);
+    if (!*s) return;
+    if (*s == '[') {
+        char *close = strchr(s, ']');
+        if (!close || *trim(close + 1)) {
+            fail(ld, ld->line, NULL, NULL, "expected \"[section]\"");
+            return;
+        }
+        *close = '\0';
+        snprintf(section, section_cap, "%s", trim(s + 1));
+        ld->section_line = ld->line;
+        return;
     }
-    ld->line++;
-    char *s = ld->line_buf;
-    while (*s == ' ' || *s == '\t') s++;
-    s[strcspn(s, "\r\n")] = '\0';
-    cut_hash_comment(s);
-    if (*s == '[') ld->section_line = ld->line;
-    if (strlen(s) > (size_t)num - 1) {
-        fail(ld, ld->line, NULL, NULL, "line longer than %d characters", num - 1);
-        return NULL;
+    size_t k = strcspn(s, "=:");
+    if (!s[k]) {
+        fail(ld, ld->line, NULL, NULL, "expected \"[section]\" or \"key = value\"");
+        return;
     }
-    return strcpy(str, s);
+    s[k] = '\0';
+    char *key = trim(s), *value = trim(s + k + 1);
+    if (!*key) {
+        fail(ld, ld->line, NULL, NULL, "expected \"[section]\" or \"key = value\"");
+        return;
+    }
+    apply(ld, ld->line, ld->section_line, section, key, value);
 }
 
 static void load_file(loader *ld) {
-    ld->file = fopen(ld->path, "r");
-    if (!ld->file) {
+    int fd = open(ld->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);   // a FIFO: no wait for a writer
+    struct stat st;
+    if (fd < 0) {
         fail(ld, WHOLE_FILE, NULL, NULL, "cannot open: %s", strerror(errno));
         return;
     }
-    int bad_line = ini_parse_stream(read_line, ld, on_key, ld);
-    if (ld->read_errno)
-        fail(ld, WHOLE_FILE, NULL, NULL, "cannot read: %s", strerror(ld->read_errno));
-    // inih returns the first line it could not parse, or a handler's failing line;
-    // fail() keeps whichever error came first.
-    else if (bad_line > 0)
-        fail(ld, bad_line, NULL, NULL, "expected \"[section]\" or \"key = value\"");
-    free(ld->line_buf);
-    fclose(ld->file);
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);   // a FIFO or /dev/zero would be read without end
+        fail(ld, WHOLE_FILE, NULL, NULL, "not a regular file");
+        return;
+    }
+    close(fd);
+    if ((uint64_t)st.st_size > CONFIG_MAX_BYTES) {
+        fail(ld, WHOLE_FILE, NULL, NULL, "%lld bytes: larger than %u, not a config file", (long long)st.st_size,
+             CONFIG_MAX_BYTES);
+        return;
+    }
+    char *text, err[MLM_PATH_MAX + 128];
+    size_t n;
+    if (mlm_read_file(ld->path, &text, &n, err, sizeof err) != 0) {   // rechecks the kind
+        fail(ld, WHOLE_FILE, NULL, NULL, "cannot read it (%s)", err);
+        return;
+    }
+    char section[256] = "";
+    char *p = text, *end = text + n;
+    if (n >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) p += 3;   // a UTF-8 byte order mark
+    while (p < end && !failed(ld)) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl) nl = end;
+        ld->line++;
+        if (memchr(p, '\0', (size_t)(nl - p))) {   // it would cut the value short, silently
+            fail(ld, ld->line, NULL, NULL, "contains a NUL byte");
+            break;
+        }
+        *nl = '\0';
+        parse_line(ld, p, section, sizeof section);
+        p = nl + 1;
+    }
+    free(text);
 }
 
 /* ---- --set section.key=value ---- */
@@ -550,6 +590,11 @@ static void check_pairs(loader *ld) {
         fail_pair(ld, OFF(model.hidden_size), OFF(model.num_heads),
                   "hidden_size %d is not divisible by num_heads %d", c->model.hidden_size,
                   c->model.num_heads);
+    // the arena is sized for micro_batch x seq_len tokens in int arithmetic
+    else if ((int64_t)c->train.micro_batch * c->data.seq_len > (1 << 30))
+        fail_pair(ld, OFF(train.micro_batch), OFF(data.seq_len),
+                  "micro_batch %d x seq_len %d = %lld tokens, more than the limit %d", c->train.micro_batch,
+                  c->data.seq_len, (long long)c->train.micro_batch * c->data.seq_len, 1 << 30);
     else if (c->train.batch % c->train.micro_batch)
         fail_pair(ld, OFF(train.batch), OFF(train.micro_batch),
                   "batch %d is not a multiple of micro_batch %d", c->train.batch,

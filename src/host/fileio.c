@@ -19,7 +19,8 @@
 
 int mlm_read_file(const char *path, char **buf, size_t *bytes, char *err, size_t len) {
     *buf = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO must not wait for a writer before it is refused
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return mlm_fail(err, len, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -71,6 +72,9 @@ int mlm_fsync_dir(const char *dir, char *err, size_t len) {
     return rc;
 }
 
+static int write_atomic(const char *path, const void *const *parts, const size_t *sizes, int nparts, char *err,
+                        size_t len);
+
 /* Writes the parts to a new file tmp and fsyncs it. */
 static int write_new(const char *tmp, const void *const *parts, const size_t *sizes, int nparts) {
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
@@ -84,8 +88,49 @@ static int write_new(const char *tmp, const void *const *parts, const size_t *si
     return rc;
 }
 
-int mlm_write_file_atomic(const char *path, const void *const *parts, const size_t *sizes, int nparts, char *err,
+static const char *kind_of(mode_t m) {
+    return S_ISDIR(m) ? "a directory" : S_ISCHR(m) ? "a character device" : S_ISBLK(m) ? "a block device"
+         : S_ISFIFO(m) ? "a FIFO" : S_ISSOCK(m) ? "a socket" : "not a regular file";
+}
+
+int mlm_output_target(const char *path, char **target, char *err, size_t len) {
+    *target = NULL;
+    struct stat ls, st;
+    if (lstat(path, &ls) != 0) {
+        if (errno != ENOENT) return mlm_fail(err, len, "%s: cannot inspect the output path: %s", path, strerror(errno));
+        *target = mlm_xmalloc(strlen(path) + 1, "a file name");
+        strcpy(*target, path);
+        return 0;
+    }
+    if (S_ISLNK(ls.st_mode)) {
+        if (stat(path, &st) != 0)
+            return mlm_fail(err, len, "%s: a symbolic link to nothing (%s); refusing to write through it", path,
+                            strerror(errno));
+        if (!S_ISREG(st.st_mode))
+            return mlm_fail(err, len, "%s: a symbolic link to %s; refusing to replace it with a file", path,
+                            kind_of(st.st_mode));
+        if (!(*target = realpath(path, NULL)))
+            return mlm_fail(err, len, "%s: cannot resolve the symbolic link: %s", path, strerror(errno));
+        return 0;
+    }
+    if (!S_ISREG(ls.st_mode))
+        return mlm_fail(err, len, "%s: is %s; refusing to replace it with a file", path, kind_of(ls.st_mode));
+    *target = mlm_xmalloc(strlen(path) + 1, "a file name");
+    strcpy(*target, path);
+    return 0;
+}
+
+int mlm_write_file_atomic(const char *named, const void *const *parts, const size_t *sizes, int nparts, char *err,
                           size_t len) {
+    char *path;
+    if (mlm_output_target(named, &path, err, len) != 0) return -1;
+    int rc = write_atomic(path, parts, sizes, nparts, err, len);
+    free(path);
+    return rc;
+}
+
+static int write_atomic(const char *path, const void *const *parts, const size_t *sizes, int nparts, char *err,
+                        size_t len) {
     size_t tmp_len = strlen(path) + 32;
     char *tmp = mlm_xmalloc(tmp_len, "a file name");
     snprintf(tmp, tmp_len, "%s.tmp.%ld", path, (long)getpid());

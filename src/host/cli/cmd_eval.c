@@ -13,6 +13,7 @@
 #include "mlm/checkpoint.h"
 #include "mlm/cli.h"
 #include "mlm/eval.h"
+#include "mlm/fileio.h"
 #include "mlm/loader.h"
 #include "mlm/log.h"
 #include "mlm/safetensors.h"
@@ -100,9 +101,14 @@ static void dump_batch(const char *path, const mlm_microbatch *mb, float loss) {
 int mlm_cmd_eval(int argc, char **argv) {
     eval_args a;
     parse_args(&a, argc, argv);
+    char err[2048];
+    if (a.dump) {   // refused before the evaluation, not after it
+        char *target;
+        if (mlm_output_target(a.dump, &target, err, sizeof err) != 0) mlm_die(MLM_EXIT_INPUT, "--dump: %s", err);
+        free(target);
+    }
     mlm_config cfg;
     load_run_config(&cfg, a.model);
-    char err[2048];
     mlm_tokenizer *tok = open_model_vocab(a.model);
     uint64_t vhash = 0;
     if (tok) {
@@ -128,6 +134,8 @@ int mlm_cmd_eval(int argc, char **argv) {
     if (mlm_model_load_dir(&m, a.model, &cfg.model, be, a.micro_batch, sh.seq_len, max_M, cfg.train.seed, err,
                            sizeof err) != 0)
         mlm_die(MLM_EXIT_INPUT, "--model: %s", err);
+    if (mlm_shards_check_ids(&sh, m.lay.cfg.vocab_size, err, sizeof err) != 0)   // before the evaluation
+        mlm_die(MLM_EXIT_INPUT, "--data: %s", err);
     mlm_special_ids sp = mlm_special_ids_arch(m.lay.cfg.architecture, m.lay.cfg.vocab_size);
     uint8_t *word_start = NULL;
     if (tok) {
@@ -146,6 +154,10 @@ int mlm_cmd_eval(int argc, char **argv) {
         mlm_die(MLM_EXIT_INPUT, "--data: %s: the shards pad with id %d, the model's vocabulary with id %d: they were "
                 "prepared for another vocabulary", sh.paths[0], sh.pad_id, sp.pad);
     mlm_eval_result e = mlm_evaluate(&m, &sh, &cfg, &sp, word_start, n);
+    if (e.tokens == 0)   // loss 0 and perplexity 1 would read as a perfect score
+        mlm_die(MLM_EXIT_INPUT, "--data: %s: nothing to score: %d micro-batch(es) of %d x %d hold no masked tokens "
+                "(all padding, or data.mask_prob = %g)", a.data, n, a.micro_batch, sh.seq_len,
+                (double)cfg.data.mask_prob);
     printf("eval: %d micro-batches of %d x %d | %ld masked tokens | loss %.4f | acc %.4f | ppl %.2f\n", n,
            a.micro_batch, sh.seq_len, e.tokens, e.loss, e.acc, exp(e.loss));
     if (a.dump) {

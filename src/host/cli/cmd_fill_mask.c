@@ -97,8 +97,16 @@ static int fill_one(filler *f, const char *text) {
     size_t n;
     int M = encode(f, text, &ids, &n, rows, S);
     if (M == 0 || (int)n > S) {
-        if (M == 0) fprintf(stderr, "mlmgpu: error: \"%s\": no %s in the text\n", text, mask_name);
-        else fprintf(stderr, "mlmgpu: error: \"%s\": %zu tokens, longer than the model's %d\n", text, n, S);
+        // the text named, not echoed: it may be a megabyte long
+        char shown[96];
+        size_t tl = strlen(text), cut = tl > 60 ? 60 : tl;
+        while (cut < tl && cut > 0 && ((unsigned char)text[cut] & 0xC0) == 0x80) cut--;   // whole UTF-8 characters
+        snprintf(shown, sizeof shown, "%.*s%s", (int)cut, text, cut < tl ? "..." : "");
+        if (M == 0) fprintf(stderr, "mlmgpu: error: \"%s\": no %s in the text\n", shown, mask_name);
+        else
+            fprintf(stderr, "mlmgpu: error: \"%s\" (%zu bytes): %zu tokens with %s, longer than the model's %d "
+                    "positions\n", shown, tl, n, mlm_tokenizer_kind(f->tok) == MLM_TOK_BPE ? "<s> and </s>" :
+                    "[CLS] and [SEP]", S);
         free(ids);
         free(rows);
         return MLM_EXIT_INPUT;

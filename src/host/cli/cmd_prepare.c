@@ -45,10 +45,14 @@ int mlm_cmd_prepare(int argc, char **argv) {
             free(inputs);
             return 0;
         }
-        if (!strcmp(a, "--cased")) o.cased = 1;
-        else if (!strcmp(a, "--paragraphs")) o.paragraphs = 1;
-        else if (!strcmp(a, "--force")) o.force = 1;
-        else if (!v || !strncmp(v, "--", 2)) mlm_usage_error(PREPARE_USAGE, "%s needs a value", a);
+        // flags take no value: the next argument is not skipped
+        int *flag = !strcmp(a, "--cased") ? &o.cased : !strcmp(a, "--paragraphs") ? &o.paragraphs
+                  : !strcmp(a, "--force") ? &o.force : NULL;
+        if (flag) {
+            *flag = 1;
+            continue;
+        }
+        if (!v || !strncmp(v, "--", 2)) mlm_usage_error(PREPARE_USAGE, "%s needs a value", a);
         else if (!strcmp(a, "--input")) {
             while (i + 1 < argc && strncmp(argv[i + 1], "--", 2)) inputs[o.ninputs++] = argv[++i];
             continue;

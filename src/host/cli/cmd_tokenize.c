@@ -3,9 +3,12 @@
  * line per input line, with the ids HF gives: BertTokenizerFast for a WordPiece
  * vocab.txt, RobertaTokenizerFast for a byte-level BPE vocab.json + merges.txt.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "mlm/cli.h"
 #include "mlm/log.h"
@@ -83,6 +86,9 @@ static void tokenize_stream(const mlm_tokenizer *t, const tokenize_args *a) {
         else mlm_tokenize(t, line, (size_t)len, &ids, &n, &cap);
         print_line(t, ids, n, a->tokens);
     }
+    // getline's -1 is end of input or an error: stdin a directory (EISDIR) or
+    // unreadable must not look like empty input
+    if (ferror(stdin)) mlm_die(MLM_EXIT_INPUT, "reading stdin failed: %s", strerror(errno));
     free(line);
     free(ids);
 }
@@ -95,6 +101,9 @@ int mlm_cmd_tokenize(int argc, char **argv) {
     if (a.cased && mlm_tokenizer_kind(t) == MLM_TOK_BPE)
         mlm_die(MLM_EXIT_INPUT, "%s: --cased applies to WordPiece vocabularies only (byte-level BPE keeps the text as is)",
                 a.vocab);
+    struct stat st;
+    if (fstat(STDIN_FILENO, &st) == 0 && S_ISDIR(st.st_mode))   // checked before any work
+        mlm_die(MLM_EXIT_INPUT, "%s", "stdin is a directory: give text on stdin (mlmgpu tokenize --vocab V < file.txt)");
     tokenize_stream(t, &a);
     mlm_tokenizer_free(t);
     if (fflush(stdout) != 0 || ferror(stdout)) mlm_die(MLM_EXIT_RUNTIME, "writing to stdout failed");

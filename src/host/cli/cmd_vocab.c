@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "mlm/cli.h"
+#include "mlm/fileio.h"
 #include "mlm/log.h"
 #include "mlm/vocab_trainer.h"
 
@@ -118,6 +119,10 @@ static void check_out_dir(const char *out, mlm_vocab_type type) {
     if (access(dir, W_OK) != 0)
         mlm_die(MLM_EXIT_INPUT, "--out %s: cannot write in %s: %s", out, dir, strerror(errno));
     free(copy);
+    char err[4096], *target;   // a FIFO, device or directory there is refused now, not after training
+    if (type != MLM_VOCAB_BPE && mlm_output_target(out, &target, err, sizeof err) != 0)
+        mlm_die(MLM_EXIT_INPUT, "--out %s", err);
+    if (type != MLM_VOCAB_BPE) free(target);
 }
 
 int mlm_cmd_vocab(int argc, char **argv) {

@@ -40,6 +40,7 @@ typedef struct {
     size_t *doc_end;         // doc_end[k]: end of document k in ids
     int ndocs, doc_cap;
     char err[512];           // a read error, reported by the main thread
+    long nul_at;             // >= 0: not text (a NUL byte there): skipped, with a warning
 } file_docs;
 
 static void end_doc(file_docs *fd) {
@@ -73,7 +74,16 @@ static const char *next_blank_line(const char *p, const char *end, const char **
 static void tokenize_file(const mlm_tokenizer *tok, const char *path, int paragraphs, file_docs *fd) {
     char *text;
     size_t bytes;
+    fd->nul_at = -1;
     if (mlm_read_file(path, &text, &bytes, fd->err, sizeof fd->err) != 0) return;
+    // text has no NUL bytes: a file with one (an image, an archive, an object file)
+    // would add thousands of meaningless tokens to the corpus
+    const char *nul = memchr(text, 0, bytes);
+    if (nul) {
+        fd->nul_at = (long)(nul - text);
+        free(text);
+        return;
+    }
     const char *p = text, *end = text + bytes;
     while (p < end) {
         const char *after, *stop = paragraphs ? next_blank_line(p, end, &after) : (after = end);
@@ -338,6 +348,9 @@ static int pack_window(const window_job *j, packer pk[2], double val_fraction, c
         const file_docs *fd = &j->docs[i];
         const char *name = j->files->paths[j->first + i] + j->files->name_off[j->first + i];
         if (fd->err[0]) return mlm_fail(err, len, "%s", fd->err);
+        if (fd->nul_at >= 0)
+            mlm_log("warning: %s: skipped: not text (a NUL byte at offset %ld)", j->files->paths[j->first + i],
+                    fd->nul_at);
         for (int k = 0; k < fd->ndocs; k++) {
             size_t start = k ? fd->doc_end[k - 1] : 0;
             if (pack_doc(&pk[is_val(name, k, val_fraction)], fd->ids + start, fd->doc_end[k] - start, err, len) != 0)
@@ -390,6 +403,31 @@ static int run_all(const mlm_prepare_opts *o, const mlm_tokenizer *tok, const ml
     return rc;
 }
 
+/* Drops the input files inside out (--out within --input): a second run would
+ * otherwise tokenize the vocabulary, manifest and temporary files of the first. */
+static void drop_output_files(mlm_file_list *fl, const char *out) {
+    char *root = realpath(out, NULL);
+    if (!root) return;   // not there yet: nothing of it can be an input
+    size_t k = strlen(root);
+    int kept = 0, dropped = 0;
+    for (int i = 0; i < fl->n; i++) {
+        char *real = realpath(fl->paths[i], NULL);
+        int inside = real && !strncmp(real, root, k) && (real[k] == '/' || real[k] == 0);
+        free(real);
+        if (inside) {
+            free(fl->paths[i]);
+            dropped++;
+            continue;
+        }
+        fl->paths[kept] = fl->paths[i];
+        fl->sizes[kept] = fl->sizes[i];
+        fl->name_off[kept++] = fl->name_off[i];
+    }
+    fl->n = kept;
+    if (dropped) mlm_log("warning: skipped %d input file(s) inside --out %s (the output is never an input)", dropped, out);
+    free(root);
+}
+
 int mlm_prepare(const mlm_prepare_opts *o, mlm_prepare_stats *st, char *err, size_t len) {
     memset(st, 0, sizeof *st);
     if (check_opts(o, err, len) != 0) return -1;
@@ -397,6 +435,7 @@ int mlm_prepare(const mlm_prepare_opts *o, mlm_prepare_stats *st, char *err, siz
     if (!tok) return -1;
     mlm_file_list files = {0};
     int rc = mlm_list_inputs(o->inputs, o->ninputs, &files, err, len);
+    if (rc == 0) drop_output_files(&files, o->out);
     if (rc == 0 && files.n == 0) rc = mlm_fail(err, len, "the inputs hold no files");
     char tmp[PATHBUF];
     snprintf(tmp, sizeof tmp, "%s/.tmp.prepare.%d", o->out, (int)getpid());

@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -252,8 +253,12 @@ static int read_hf_weights(const char *dir, const mlm_layout *lay, float *host, 
         } else if (t->numel != numel || t->ndim != (h->cols ? 2 : 1) || t->shape[0] != (int64_t)h->rows) {
             rc = mlm_fail(err, len, "%s: tensor %s has %zu elements in %d dims, the model needs %zu x %zu", path,
                           t->name, t->numel, t->ndim, h->rows, h->cols ? h->cols : 1);
-        } else {
-            rc = mlm_st_read_f32(&f, t->name, host + h->offset, numel, err, len);
+        } else if ((rc = mlm_st_read_f32(&f, t->name, host + h->offset, numel, err, len)) == 0) {
+            // NaN or Inf weights would train or predict nothing but NaN, far from here
+            for (size_t k = 0; k < numel && rc == 0; k++)
+                if (!isfinite(host[h->offset + k]))
+                    rc = mlm_fail(err, len, "%s: tensor %s holds %g at element %zu: the weights are not finite", path,
+                                  t->name, (double)host[h->offset + k], k);
         }
     }
     free(names);
@@ -468,8 +473,9 @@ static int write_all_files(const char *dir, mlm_model *m, const mlm_config *cfg,
         if (!f) rc = mlm_fail(err, len, "%s: cannot write: %s", ini_path, strerror(errno));
         else {
             mlm_config_write(cfg, f);
-            rc = fflush(f) == 0 && fsync(fileno(f)) == 0 ? 0 : mlm_fail(err, len, "%s: cannot write", ini_path);
-            fclose(f);
+            rc = fflush(f) == 0 && !ferror(f) && fsync(fileno(f)) == 0
+                     ? 0 : mlm_fail(err, len, "%s: cannot write: %s", ini_path, strerror(errno));
+            if (fclose(f) != 0 && rc == 0) rc = mlm_fail(err, len, "%s: cannot write: %s", ini_path, strerror(errno));
         }
     }
     if (rc == 0) fault_point(), rc = write_text(dir, "trainer_state.json", state, err, len);
@@ -549,6 +555,23 @@ int mlm_checkpoint_save(mlm_model *m, const mlm_config *cfg, int step, char *err
 
 /* ---------------------------------------------------------------- resuming */
 
+/* The newest step_NNNNNNN directory under ckpts into name (empty when none). */
+static void newest_step_dir(const char *ckpts, char *name, size_t n) {
+    name[0] = 0;
+    DIR *d = opendir(ckpts);
+    if (!d) return;
+    long best = -1;
+    for (struct dirent *e; (e = readdir(d));) {
+        char path[3 * MLM_PATH_MAX], tail;
+        long step;
+        struct stat st;
+        if (sscanf(e->d_name, "step_%ld%c", &step, &tail) != 1 || step <= best) continue;
+        snprintf(path, sizeof path, "%s/%s", ckpts, e->d_name);
+        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) best = step, snprintf(name, n, "%s", e->d_name);
+    }
+    closedir(d);
+}
+
 int mlm_checkpoint_find(const mlm_config *cfg, const char *resume, char *dir, size_t dir_len, char *err,
                         size_t len) {
     struct stat st;
@@ -558,9 +581,43 @@ int mlm_checkpoint_find(const mlm_config *cfg, const char *resume, char *dir, si
         snprintf(dir, dir_len, "%s", resume);
         return 0;
     }
-    snprintf(dir, dir_len, "%s/checkpoints/latest", cfg->train.out_dir);
-    if (stat(dir, &st) != 0) dir[0] = 0;   // nothing to resume: a fresh start
-    return 0;
+    // auto: checkpoints/latest, which must be sound. Starting over while checkpoints
+    // exist would overwrite them, so a missing, dangling or looping link is an error.
+    char ckpts[2 * MLM_PATH_MAX], newest[256];
+    snprintf(ckpts, sizeof ckpts, "%s/checkpoints", cfg->train.out_dir);
+    snprintf(dir, dir_len, "%s/latest", ckpts);
+    newest_step_dir(ckpts, newest, sizeof newest);
+    char hint[3 * MLM_PATH_MAX] = "";
+    if (newest[0])
+        snprintf(hint, sizeof hint, "; the newest checkpoint there is %s: continue from it with --resume %s/%s",
+                 newest, ckpts, newest);
+    if (lstat(dir, &st) != 0) {
+        if (!newest[0]) {
+            dir[0] = 0;   // nothing to resume: a fresh start
+            return 0;
+        }
+        return mlm_fail(err, len, "--resume auto: %s is missing although checkpoints exist%s", dir, hint);
+    }
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        char target[MLM_PATH_MAX] = "?";
+        ssize_t t = readlink(dir, target, sizeof target - 1);
+        if (t >= 0) target[t] = 0;
+        return mlm_fail(err, len, "--resume auto: %s (-> %s) does not lead to a checkpoint directory (%s)%s", dir,
+                        target, errno ? strerror(errno) : "not a directory", hint);
+    }
+    // latest must be one of this run's checkpoints, not another run's
+    char *real_dir = realpath(dir, NULL), *real_ckpts = realpath(ckpts, NULL);
+    int inside = 0;
+    if (real_dir && real_ckpts) {
+        size_t k = strlen(real_ckpts);
+        inside = !strncmp(real_dir, real_ckpts, k) && real_dir[k] == '/' && !strchr(real_dir + k + 1, '/');
+    }
+    int rc = inside ? 0
+                    : mlm_fail(err, len, "--resume auto: %s leads to %s, outside this run's %s: name it with "
+                               "--resume DIR if that is meant", dir, real_dir ? real_dir : "?", ckpts);
+    free(real_dir);
+    free(real_ckpts);
+    return rc;
 }
 
 /* The checkpoint's model shape must be cfg's: compare config.json field by field. */
@@ -588,7 +645,8 @@ static int check_state(const char *dir, const mlm_config *cfg, int *step, char *
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(j, "format"),
                 *st = cJSON_GetObjectItemCaseSensitive(j, "step"),
                 *vh = cJSON_GetObjectItemCaseSensitive(j, "vocab_hash"),
-                *ws = cJSON_GetObjectItemCaseSensitive(j, "world_size");
+                *ws = cJSON_GetObjectItemCaseSensitive(j, "world_size"),
+                *bt = cJSON_GetObjectItemCaseSensitive(j, "batch");
     int rc = 0;
     if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, TRAINER_FORMAT) != 0 || !cJSON_IsNumber(st) ||
         st->valuedouble < 0 || !cJSON_IsString(vh))
@@ -599,6 +657,11 @@ static int check_state(const char *dir, const mlm_config *cfg, int *step, char *
                       "run with mpirun -np %d",
                       dir, cJSON_IsNumber(ws) ? ws->valueint : -1, mlm_dist_world(),
                       cJSON_IsNumber(ws) ? ws->valueint : 1);
+    // the data order, the step's sequences and the schedule's meaning depend on it
+    else if (cJSON_IsNumber(bt) && bt->valueint != cfg->train.batch)
+        rc = mlm_fail(err, len, "%s: trained with train.batch = %d but the config says %d; resume needs the same batch "
+                      "(start a new run with --set train.out_dir=... and model.init_from=%s to change it)", dir,
+                      bt->valueint, cfg->train.batch, dir);
     if (rc == 0 && cfg->data.vocab[0]) {
         char hex[32];
         snprintf(hex, sizeof hex, "%016" PRIx64, mlm_vocab_hash(cfg->data.vocab, err, len));

@@ -24,6 +24,7 @@
  * its never-used row 0 do not.
  */
 #include "mlm/model.h"
+#include "mlm/data.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -309,17 +310,32 @@ static size_t state_bytes(const mlm_layout *lay, const mlm_backend *be) {
     return lay->num_params * per + 4 * sizeof(float);
 }
 
-int mlm_model_max_micro_batch(const mlm_layout *lay, const mlm_backend *be, int S, double masked_per_seq,
-                              size_t bytes) {
+int mlm_model_max_micro_batch(const mlm_layout *lay, const mlm_backend *be, int S, float mask_prob, size_t bytes) {
     int lo = 0, hi = 1;
-    // the arena grows with B: double, then bisect
-    while (hi < (1 << 20) && arena_bytes(lay, be, hi, S, (int)(hi * masked_per_seq) + 1) <= bytes) lo = hi, hi *= 2;
+    // the arena grows with B, its masked rows by the loader's own bound for B x S
+    // tokens (not in proportion: the bound's spread term shrinks per sequence as B
+    // grows): double, then bisect
+    int cap = (1 << 30) / S;   // the config's limit on micro_batch x seq_len
+    while (hi <= cap && arena_bytes(lay, be, hi, S, mlm_max_masked(hi * S, mask_prob)) <= bytes) lo = hi, hi *= 2;
+    if (hi > cap) hi = cap + 1;
     while (hi - lo > 1) {
         int mid = lo + (hi - lo) / 2;
-        if (arena_bytes(lay, be, mid, S, (int)(mid * masked_per_seq) + 1) <= bytes) lo = mid;
+        if (arena_bytes(lay, be, mid, S, mlm_max_masked(mid * S, mask_prob)) <= bytes) lo = mid;
         else hi = mid;
     }
     return lo;
+}
+
+/* The mask probability whose bound mlm_max_masked gives max_M rows for n tokens:
+ * what the caller of mlm_model_create used, so the advice below follows its rule. */
+static float implied_mask_prob(int n, int max_M) {
+    float lo = 0, hi = 1;
+    for (int i = 0; i < 40; i++) {
+        float mid = 0.5f * (lo + hi);
+        if (mlm_max_masked(n, mid) < max_M) lo = mid;
+        else hi = mid;
+    }
+    return hi;
 }
 
 /* Dies before allocating when the backend says the model cannot fit, naming the
@@ -328,7 +344,8 @@ static void check_fits(const mlm_layout *lay, mlm_backend *be, int max_B, int S,
     size_t avail = be->mem_free(be), state = state_bytes(lay, be);
     size_t acts = arena_bytes(lay, be, max_B, S, max_M);
     if (state + acts <= avail) return;
-    int fits = state < avail ? mlm_model_max_micro_batch(lay, be, S, (double)max_M / max_B, avail - state) : 0;
+    int fits = state < avail ? mlm_model_max_micro_batch(lay, be, S, implied_mask_prob(max_B * S, max_M), avail - state)
+                             : 0;
     const double G = 1024.0 * 1024.0 * 1024.0;
     char hint[96] = "not even micro_batch 1 fits: use a smaller model or sequence";
     if (fits) snprintf(hint, sizeof hint, "train.micro_batch = %d fits", fits);

@@ -28,7 +28,7 @@ uint64_t mlm_fnv1a(uint64_t h, const void *p, size_t n) {
 
 /* Maps a whole file read-only; an empty file maps to NULL with bytes = 0. */
 static int map_file(const char *path, const uint8_t **map, size_t *bytes, char *err, size_t len) {
-    int fd = open(path, O_RDONLY);
+    int fd = open(path, O_RDONLY | O_NONBLOCK);   // a FIFO named *.shard: refused below, not waited on
     if (fd < 0) return mlm_fail(err, len, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -150,6 +150,43 @@ static int list_shards(const char *path, char ***out, int *n, char *err, size_t 
     return 0;
 }
 
+/* Id k of a payload of dtype_bytes-wide little-endian ids. */
+static inline uint32_t id_at(const uint8_t *p, int dtype_bytes, uint64_t k) {
+    if (dtype_bytes == 2) {
+        uint16_t u;
+        memcpy(&u, p + 2 * k, 2);
+        return u;
+    }
+    uint32_t v;
+    memcpy(&v, p + 4 * k, 4);
+    return v;
+}
+
+/* The largest id of file i and where it first stands, so that ids outside a
+ * vocabulary are found when the shards are opened, not steps into a run. */
+static void scan_max_id(mlm_shards *sh, int i, uint64_t count) {
+    const uint8_t *p = sh->maps[i] + MLM_SHARD_HEADER_BYTES;
+    uint64_t n = count * (uint64_t)sh->seq_len;
+    uint32_t best = 0;
+    uint64_t at = 0;
+    for (uint64_t k = 0; k < n; k++) {
+        uint32_t v = id_at(p, sh->dtype_bytes, k);
+        if (v > best) best = v, at = k;
+    }
+    if (i == 0 || best > sh->max_id) {
+        sh->max_id = best;
+        sh->max_file = i;
+        sh->max_at = at;
+    }
+}
+
+int mlm_shards_check_ids(const mlm_shards *sh, int vocab_size, char *err, size_t err_len) {
+    if (sh->max_id < (uint32_t)vocab_size) return 0;
+    return mlm_fail(err, err_len, "%s: sequence %llu, position %llu: token id %u is outside the vocabulary (size %d)",
+                    sh->paths[sh->max_file], (unsigned long long)(sh->max_at / (uint64_t)sh->seq_len),
+                    (unsigned long long)(sh->max_at % (uint64_t)sh->seq_len), sh->max_id, vocab_size);
+}
+
 int mlm_shards_open(mlm_shards *sh, const char *path, int expect_seq_len, uint64_t expect_vocab_hash,
                     char *err, size_t err_len) {
     memset(sh, 0, sizeof *sh);
@@ -183,6 +220,7 @@ int mlm_shards_open(mlm_shards *sh, const char *path, int expect_seq_len, uint64
             goto bad;
         }
         sh->first[i + 1] = sh->first[i] + h.count;
+        scan_max_id(sh, i, h.count);
     }
     sh->total = sh->first[sh->nfiles];
     if (sh->total == 0) {
@@ -217,14 +255,7 @@ int mlm_shards_get(const mlm_shards *sh, uint64_t idx, int32_t *ids, int vocab_s
     int len = 0;
     uint32_t pad = (uint32_t)sh->pad_id;
     for (int s = 0; s < sh->seq_len; s++) {
-        uint32_t v;
-        if (sh->dtype_bytes == 2) {
-            uint16_t u;
-            memcpy(&u, p + 2 * s, 2);
-            v = u;
-        } else {
-            memcpy(&v, p + 4 * s, 4);
-        }
+        uint32_t v = id_at(p, sh->dtype_bytes, (uint64_t)s);
         if (v >= (uint32_t)vocab_size)
             return mlm_fail(err, err_len, "%s: sequence %llu, position %d: token id %u is outside the vocabulary (size %d)",
                         sh->paths[f], (unsigned long long)(idx - sh->first[f]), s, v, vocab_size);

@@ -19,12 +19,16 @@
  */
 #include "mlm/train.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -38,12 +42,99 @@
 
 /* ---------------------------------------------------------------- run directory */
 
+/* Opens dir/name for writing; only a regular file (or none) is accepted there: a
+ * FIFO would block the run, a device swallow its metrics. */
 static FILE *open_in_run(const char *dir, const char *name, const char *mode) {
-    char path[MLM_PATH_MAX + 64];
+    char path[MLM_PATH_MAX + 64], err[2 * MLM_PATH_MAX + 128], *target;
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, mode);
+    if (mlm_output_target(path, &target, err, sizeof err) != 0) mlm_die(MLM_EXIT_INPUT, "train.out_dir: %s", err);
+    FILE *f = fopen(target, mode);
     if (!f) mlm_die(MLM_EXIT_INPUT, "%s: cannot write: %s", path, strerror(errno));
+    free(target);
     return f;
+}
+
+/* Takes the run directory for this process: an exclusive lock on out_dir/.lock that
+ * the kernel drops when the process ends (however it ends), so a second trainer on
+ * the same directory is refused instead of interleaving with the first. */
+static int lock_run_dir(const char *dir) {
+    char path[MLM_PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
+    if (fd < 0) mlm_die(MLM_EXIT_INPUT, "train.out_dir: %s: cannot create the lock: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        mlm_die(MLM_EXIT_INPUT, "train.out_dir: %s is in use by another mlmgpu train (pid %s); wait for it or "
+                "choose another train.out_dir", dir, pid[0] ? pid : "?");
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+        mlm_die(MLM_EXIT_INPUT, "train.out_dir: %s: cannot write the lock: %s", path, strerror(errno));
+    return fd;
+}
+
+/* What of a run dir holds: a non-empty metrics.jsonl or any checkpoint. */
+static int holds_a_run(const char *dir, char *what, size_t n) {
+    char path[MLM_PATH_MAX + 64];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    if (lstat(path, &st) == 0 && st.st_size > 0) {
+        snprintf(what, n, "%s", path);
+        return 1;
+    }
+    snprintf(path, sizeof path, "%s/checkpoints", dir);
+    DIR *d = opendir(path);
+    if (!d) return 0;
+    int found = 0;
+    for (struct dirent *e; !found && (e = readdir(d));)
+        if (e->d_name[0] != '.') found = 1, snprintf(what, n, "%s/%s", path, e->d_name);
+    closedir(d);
+    return found;
+}
+
+/* Rank 0, before any work: locks out_dir, finds the checkpoint to resume from (dir,
+ * "" for a fresh start), and refuses to start over in a directory that holds a run
+ * unless overwrite, which then clears its checkpoints. */
+static int claim_run_dir(const mlm_config *cfg, const char *resume, int overwrite, char *dir, size_t dir_len) {
+    const char *out = cfg->train.out_dir;
+    char err[4 * MLM_PATH_MAX], what[2 * MLM_PATH_MAX];
+    if (mlm_mkdir_p(out) != 0) mlm_die(MLM_EXIT_INPUT, "train.out_dir: cannot create %s: %s", out, strerror(errno));
+    int fd = lock_run_dir(out);
+    dir[0] = 0;
+    if (resume && mlm_checkpoint_find(cfg, resume, dir, dir_len, err, sizeof err) != 0)
+        mlm_die(MLM_EXIT_INPUT, "%s", err);
+    if (dir[0] || !holds_a_run(out, what, sizeof what)) return fd;
+    if (!overwrite)
+        mlm_die(MLM_EXIT_INPUT, "train.out_dir: %s holds a run (%s): continue it with --resume auto, start over "
+                "with --overwrite (its checkpoints and metrics are deleted), or choose another train.out_dir", out,
+                what);
+    snprintf(what, sizeof what, "%s/checkpoints", out);
+    mlm_remove_tree(what);
+    mlm_log("--overwrite: starting over in %s (its checkpoints and metrics deleted)", out);
+    return fd;
+}
+
+/* Appends one line to metrics.jsonl, whole or not at all: a failed write (a full
+ * disk, a file-size limit) cuts the file back to its last whole line and stops the
+ * run with an error, instead of losing steps silently and leaving a torn line. */
+__attribute__((format(printf, 3, 4)))
+static void metrics_line(FILE *f, const char *dir, const char *fmt, ...) {
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    long good = ftell(f);
+    if (n > 0 && (size_t)n < sizeof line && fwrite(line, 1, (size_t)n, f) == (size_t)n && fflush(f) == 0) return;
+    int e = errno;
+    clearerr(f);
+    int cut = good >= 0 && ftruncate(fileno(f), good) == 0 && fseek(f, good, SEEK_SET) == 0;
+    mlm_die(MLM_EXIT_RUNTIME, "%s/metrics.jsonl: write failed: %s; %s", dir, strerror(e),
+            cut ? "the file ends at its last whole line" : "its last line may be torn");
 }
 
 static void fmt_duration(char *buf, size_t n, double s) {
@@ -106,6 +197,9 @@ static uint64_t open_vocab(run_state *r) {
  * say which vocabulary made them (the word starts come from it). */
 static void check_shards(const run_state *r, const mlm_shards *sh, const char *key) {
     const mlm_config *cfg = r->cfg;
+    char err[2 * MLM_PATH_MAX];
+    if (mlm_shards_check_ids(sh, cfg->model.vocab_size, err, sizeof err) != 0)
+        mlm_die(MLM_EXIT_INPUT, "%s: %s", key, err);
     if (sh->pad_id != r->sp.pad)
         mlm_die(MLM_EXIT_INPUT, "%s: %s: the shards pad with id %d, the %s pads with id %d (%s): they were "
                 "prepared for another vocabulary", key, sh->paths[0], sh->pad_id,
@@ -144,16 +238,29 @@ static void log_eval(run_state *r, int step) {
     if ((uint64_t)n > avail) n = (int)avail;
     mlm_eval_result e = mlm_evaluate(&r->model, &r->val, cfg, &r->sp, r->word_start, n);   // every rank: a slice each
     if (r->rank != 0) return;
+    if (e.tokens == 0) {   // a loss of 0 and perplexity 1 would read as a perfect score
+        mlm_log("val  step %6d | nothing to score: no masked tokens in %d micro-batch(es) of data.val (all padding, "
+                "or data.mask_prob = %g)", step, n, (double)cfg->data.mask_prob);
+        metrics_line(r->metrics, cfg->train.out_dir,
+                     "{\"split\":\"val\",\"step\":%d,\"loss\":null,\"acc\":null,\"ppl\":null,\"tokens\":0}\n", step);
+        return;
+    }
     mlm_log("val  step %6d | loss %.4f | acc %.4f | ppl %.2f | %ld masked tokens", step, e.loss, e.acc,
             exp(e.loss), e.tokens);
-    fprintf(r->metrics, "{\"split\":\"val\",\"step\":%d,\"loss\":%.6f,\"acc\":%.6f,\"ppl\":%.4f,\"tokens\":%ld}\n",
-            step, e.loss, e.acc, exp(e.loss), e.tokens);
-    fflush(r->metrics);
+    metrics_line(r->metrics, cfg->train.out_dir,
+                 "{\"split\":\"val\",\"step\":%d,\"loss\":%.6f,\"acc\":%.6f,\"ppl\":%.4f,\"tokens\":%ld}\n", step,
+                 e.loss, e.acc, exp(e.loss), e.tokens);
 }
 
 static volatile sig_atomic_t stop_signal;
 
 static void on_signal(int sig) {
+    static const char msg[] = "\nmlmgpu: signal received: the step finishes, a checkpoint is written, then exit "
+                              "(a second signal ends the process at once, without a checkpoint)\n";
+    if (!stop_signal) {
+        ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);   // async-signal-safe; nothing to do on failure
+        (void)w;
+    }
     stop_signal = sig;
     signal(sig, SIG_DFL);   // a second signal ends the process at once
 }
@@ -212,21 +319,18 @@ static void print_startup(run_state *r, mlm_backend *be) {
             n * (be->wgt_size + (be->wgt_size != 4 ? 4 : 0)) / 1048576.0, n * 12 / 1048576.0,
             r->model.act_bytes / 1048576.0);
     size_t room = be->mem_free(be) + r->model.act_bytes;   // the arena is what grows with the micro-batch
-    int fits = mlm_model_max_micro_batch(lay, be, r->cfg->data.seq_len, (double)r->model.max_M / r->model.max_B,
+    int fits = mlm_model_max_micro_batch(lay, be, r->cfg->data.seq_len, r->cfg->data.mask_prob,
                                          room);
     mlm_log("memory (%s): %.2f GiB free after allocation; the largest micro_batch that fits is %d", be->name,
             (room - r->model.act_bytes) / 1073741824.0, fits);
 }
 
-/* Creates the model: fresh, imported from model.init_from, or resumed from a
- * checkpoint. Returns the first step to train. */
-static int setup_model(run_state *r, mlm_config *cfg, mlm_backend *be, const char *resume, int max_M) {
+/* Creates the model: fresh or imported from model.init_from (whose config.json
+ * sets the shape). Reads files, writes none. */
+static void setup_model(run_state *r, mlm_config *cfg, mlm_backend *be, int max_M) {
     const mlm_train_config *t = &cfg->train;
     int S = cfg->data.seq_len;
-    char err[2048], dir[2 * MLM_PATH_MAX] = "";
-    // rank 0 alone reads a checkpoint; sync_replicas hands it to the others
-    if (resume && r->rank == 0 && mlm_checkpoint_find(cfg, resume, dir, sizeof dir, err, sizeof err) != 0)
-        mlm_die(MLM_EXIT_INPUT, "%s", err);
+    char err[2048];
     if (cfg->model.init_from[0]) {
         if (mlm_model_load_dir(&r->model, cfg->model.init_from, &cfg->model, be, t->micro_batch, S, max_M,
                                t->seed, err, sizeof err) != 0)
@@ -237,6 +341,11 @@ static int setup_model(run_state *r, mlm_config *cfg, mlm_backend *be, const cha
         mlm_model_create(&r->model, &cfg->model, be, t->micro_batch, S, max_M, t->seed);
         mlm_model_init_params(&r->model, t->seed);
     }
+}
+
+/* Loads the checkpoint of dir ("": none) into the model; returns the first step. */
+static int resume_from(run_state *r, const mlm_config *cfg, const char *dir) {
+    char err[2048];
     if (!dir[0]) return 1;
     int step;
     if (mlm_checkpoint_resume(&r->model, cfg, dir, &step, err, sizeof err) != 0)
@@ -279,11 +388,10 @@ static void log_train(run_state *r, log_window *w, const step_stats *s, int step
     fmt_duration(eta, sizeof eta, (now - t0) / (step - first + 1) * (t->steps - step));
     mlm_log("step %6d/%d | loss %.4f | acc %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | %s elapsed | ETA %s", step,
             t->steps, loss, acc, lr, s->grad_norm, tps, el, eta);
-    fprintf(r->metrics,
-            "{\"split\":\"train\",\"step\":%d,\"loss\":%.6f,\"acc\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,"
-            "\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f}\n",
-            step, loss, acc, lr, s->grad_norm, tps, now - t0);
-    fflush(r->metrics);
+    metrics_line(r->metrics, t->out_dir,
+                 "{\"split\":\"train\",\"step\":%d,\"loss\":%.6f,\"acc\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,"
+                 "\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f}\n",
+                 step, loss, acc, lr, s->grad_norm, tps, now - t0);
     *w = (log_window){0, 0, now, 0, step};
 }
 
@@ -317,7 +425,7 @@ static void check_split(const mlm_config *cfg, int world) {
                          t->micro_batch * world);
 }
 
-int mlm_train(const mlm_config *config, mlm_backend *be, const char *resume) {
+int mlm_train(const mlm_config *config, mlm_backend *be, const char *resume, int overwrite) {
     mlm_config cfg = *config;
     run_state r = {.cfg = &cfg, .rank = mlm_dist_rank(), .world = mlm_dist_world()};
     const mlm_train_config *t = &cfg.train;
@@ -326,15 +434,22 @@ int mlm_train(const mlm_config *config, mlm_backend *be, const char *resume) {
     check_split(&cfg, r.world);
     mlm_dist_attach(be);
     int max_M = mlm_max_masked(t->micro_batch * S, cfg.data.mask_prob);
-    int first = setup_model(&r, &cfg, be, resume, max_M);   // first: init_from may set the shape
-    first = sync_replicas(&r, first);
+    signal(SIGXFSZ, SIG_IGN);   // a file-size limit: a write error that names the file, not a silent kill
+    setup_model(&r, &cfg, be, max_M);   // first: init_from may set the shape the data is checked against
     open_data(&r);
+    // every input checked: now the run directory (rank 0 alone reads a checkpoint,
+    // sync_replicas hands it to the others)
+    char ckpt[2 * MLM_PATH_MAX] = "";
+    int lock = r.rank == 0 ? claim_run_dir(&cfg, resume, overwrite, ckpt, sizeof ckpt) : -1;
+    int first = sync_replicas(&r, resume_from(&r, &cfg, ckpt));
     if (r.rank == 0) {
-        if (mlm_mkdir_p(t->out_dir) != 0)
-            mlm_die(MLM_EXIT_INPUT, "train.out_dir: cannot create %s: %s", t->out_dir, strerror(errno));
+        printf("# resolved configuration\n");   // after init_from: the shape actually trained
+        mlm_config_write(&cfg, stdout);
+        fflush(stdout);
         FILE *cf = open_in_run(t->out_dir, "config.ini", "w");
         mlm_config_write(&cfg, cf);
-        fclose(cf);
+        if (fflush(cf) != 0 || ferror(cf) || fclose(cf) != 0)
+            mlm_die(MLM_EXIT_RUNTIME, "%s/config.ini: write failed: %s", t->out_dir, strerror(errno));
         r.metrics = open_in_run(t->out_dir, "metrics.jsonl", first > 1 ? "a" : "w");
         print_startup(&r, be);
         if (first > t->steps)
@@ -369,7 +484,10 @@ int mlm_train(const mlm_config *config, mlm_backend *be, const char *resume) {
         mlm_model_stats_start(&r.model, f->s);   // read after the next step is queued
         int at_eval = r.have_val && ((t->eval_every && step % t->eval_every == 0) || step == t->steps);
         int at_ckpt = step == t->steps || (t->checkpoint_every && step % t->checkpoint_every == 0);
-        if (r.world == 1 && !at_eval && !at_ckpt && !stop_signal) {
+        // a logged step is read at once too: its tokens/s then spans whole steps the
+        // device has finished, not the host's bookkeeping one step behind
+        int at_log = step % t->log_every == 0;
+        if (r.world == 1 && !at_eval && !at_ckpt && !at_log && !stop_signal) {
             behind = f;
             continue;
         }
@@ -377,24 +495,29 @@ int mlm_train(const mlm_config *config, mlm_backend *be, const char *resume) {
         if ((rc = account_step(&r, &w, f, &s, first, t0)) != 0) break;
         if (at_eval) log_eval(&r, step);
         if (s.stop) {
+            int sig = s.sigint ? SIGINT : SIGTERM;
             if (r.rank == 0) {
-                mlm_log("%s at step %d: writing a checkpoint; continue with --resume auto",
-                        s.sigint ? "interrupted" : "terminated", step);
+                mlm_log("%s at step %d: writing a checkpoint; continue with --resume auto (exit code %d)",
+                        s.sigint ? "interrupted" : "terminated", step, 128 + sig);
                 save_checkpoint(&r, step);
             }
             stopped = 1;
+            rc = 128 + sig;   // as a shell reports a signal: not a finished run
             break;
         }
         if (r.rank == 0 && at_ckpt) save_checkpoint(&r, step);
+        if (at_eval || at_ckpt) w.t = mlm_now_s();   // tokens/s leaves out evaluation and checkpoint time
     }
-    if (rc == 0 && !stopped && r.rank == 0 && r.have_val && r.tok)
+    if (!stopped && rc == 0 && r.rank == 0 && r.have_val && r.tok)
         mlm_print_predictions(&r.model, &r.val, &cfg, &r.sp, r.tok, r.word_start, 8);
     mlm_loader_stop(&ld);
     mlm_grad_sync_destroy(r.sync);
     mlm_dist_detach();
     if (r.tok) mlm_tokenizer_free(r.tok);
     free(r.word_start);
-    if (r.metrics) fclose(r.metrics);
+    if (r.metrics && fclose(r.metrics) != 0 && rc == 0)
+        mlm_die(MLM_EXIT_RUNTIME, "%s/metrics.jsonl: closing failed: %s", t->out_dir, strerror(errno));
+    if (lock >= 0) close(lock);
     mlm_model_destroy(&r.model);
     mlm_shards_close(&r.train);
     if (r.have_val) mlm_shards_close(&r.val);
