@@ -8,12 +8,14 @@
  * full, no dropout. Each repetition is one attention_fwd and one attention_bwd
  * through the backend's op table, timed between two device syncs; the median of
  * --reps repetitions after --warmup is reported. On CUDA both attention paths
- * run: the flash kernels and the cuBLAS path (GEMMs around a softmax kernel).
+ * run: the flash kernels and the cuBLAS path (GEMMs around a softmax kernel);
+ * --flash-only skips the latter (bench/gpu_check.sh's second run, MLM_FLASH_BWD=wide:
+ * the flash backward's other variant, reported as backend "flash-wide").
  *
  * One JSON line per (shape, path) on stdout:
  *   {"impl":"mlmgpu_attention","backend":"flash","B":256,"H":12,"S":128,"dh":64,"ms":...}
  *
- *   bench_attention [--device cuda|cpu] [--tiny] [--reps N] [--warmup W] [--seed X]
+ *   bench_attention [--device cuda|cpu] [--tiny] [--flash-only] [--reps N] [--warmup W] [--seed X]
  */
 #include <math.h>
 #include <stdio.h>
@@ -30,9 +32,11 @@
 #endif
 
 static const char USAGE[] =
-    "usage: bench_attention [--device cuda|cpu] [--tiny] [--reps N] [--warmup W] [--seed X]\n"
+    "usage: bench_attention [--device cuda|cpu] [--tiny] [--flash-only] [--reps N] [--warmup W] [--seed X]\n"
     "Times attention forward + backward (median of N) on B256 H12 S128 d64 and B64 H12\n"
-    "S512 d64 (--tiny: small shapes for a smoke test), half the sequences shorter.\n";
+    "S512 d64 (--tiny: small shapes for a smoke test), half the sequences shorter; on CUDA\n"
+    "the flash kernels (backward as MLM_FLASH_BWD: narrow, the default, or wide) and the\n"
+    "cuBLAS path (not with --flash-only).\n";
 
 static uint64_t rng;
 static float normal(void) {   // Box-Muller; lcg_next gives 31 bits
@@ -77,7 +81,7 @@ static double time_attention(mlm_backend *be, int B, int S, int H, int dh, const
 
 int main(int argc, char **argv) {
     const char *device = "cuda";
-    int tiny = 0, reps = 20, warmup = 3;
+    int tiny = 0, reps = 20, warmup = 3, flash_only = 0;
     rng = 1234;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -86,6 +90,8 @@ int main(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--tiny")) {
             tiny = 1;
+        } else if (!strcmp(a, "--flash-only")) {
+            flash_only = 1;
         } else if (!strcmp(a, "--device") && v && (!strcmp(v, "cuda") || !strcmp(v, "cpu"))) {
             device = argv[++i];
         } else if (!strcmp(a, "--reps")) {
@@ -137,12 +143,13 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < N * d; i++) h[i] = normal();
         be->upload_f32_as_act(be, dout, h, N * d);
         be->upload(be, lengths, len, B * sizeof(int32_t));
-        int paths = strcmp(be->name, "cuda") == 0 ? 2 : 1;
+        int paths = strcmp(be->name, "cuda") == 0 && !flash_only ? 2 : 1;
+        const char *bwd = getenv("MLM_FLASH_BWD"), *flash = bwd && !strcmp(bwd, "wide") ? "flash-wide" : "flash";
         for (int p = 0; p < paths; p++) {
 #ifdef MLM_HAVE_CUDA
             if (paths == 2) mlm_cuda_use_cublas_attention(be, p);
 #endif
-            const char *path = paths == 1 ? "cpu" : p ? "cublas" : "flash";
+            const char *path = strcmp(be->name, "cuda") ? "cpu" : p ? "cublas" : flash;
             double ms = time_attention(be, B, S, H, dh, qkv, dout, lengths, out, dqkv, warmup, reps);
             double flops = 4.0 * B * H * S * S * dh * 3.5;   // as hf_gpu_bench.py: nominal at full S
             printf("{\"impl\":\"mlmgpu_attention\",\"device\":\"%s\",\"backend\":\"%s\",\"B\":%d,\"H\":%d,\"S\":%d,"

@@ -9,7 +9,9 @@
 #   a 60-step bert-tiny training run on the GPU and on the CPU (the loss curves must
 #   agree); bench_step BERT-base S128 B256 dropout 0.1, with CUDA graphs and without
 #   (MLM_CUDA_GRAPHS=0), and bert-mini S128 B32 both ways (launch-bound: where graphs
-#   matter most); the attention kernels (bench_attention, flash and cuBLAS paths)
+#   matter most); the first config again with the wide flash backward
+#   (MLM_FLASH_BWD=wide: the one-block-per-SM kernel the narrow default replaced);
+#   the attention kernels (bench_attention, flash with either backward and cuBLAS paths)
 #   beside torch SDPA (cuDNN and mem-efficient, key-padding mask) on the same shapes;
 #   an op-by-op profile of a BERT-base step (bench_step --profile) beside the
 #   performance model's prediction of every op (bench_step --predict, which also
@@ -189,11 +191,13 @@ shape() {
   esac
 }
 
-bench_mlmgpu() {   # NAME DROPOUT [GRAPHS]: GRAPHS=0 launches every op (MLM_CUDA_GRAPHS=0)
-  local cfg seq batch so=$out/.last.json graphs=${3:-1} impl=mlmgpu
+bench_mlmgpu() {   # NAME DROPOUT [GRAPHS [FLASH_BWD]]: GRAPHS=0 launches every op (MLM_CUDA_GRAPHS=0);
+  # FLASH_BWD=wide runs the wide flash backward (MLM_FLASH_BWD)
+  local cfg seq batch so=$out/.last.json graphs=${3:-1} bwd=${4:-narrow} impl=mlmgpu
   read -r cfg seq batch <<<"$(shape "$1")"
   [ "$graphs" = 0 ] && impl=mlmgpu_nographs
-  step "$impl $1 dropout $2" 240 "$so" "${ours[@]}" "MLM_CUDA_GRAPHS=$graphs" "$build/bench/bench_step" --device cuda \
+  [ "$bwd" = wide ] && impl=mlmgpu_widebwd
+  step "$impl $1 dropout $2" 240 "$so" "${ours[@]}" "MLM_CUDA_GRAPHS=$graphs" "MLM_FLASH_BWD=$bwd" "$build/bench/bench_step" --device cuda \
     --config "$cfg" --seq "$seq" --batch "$batch" --dropout "$2" --steps "$steps" --warmup 8
   record "${impl}_$1_d$2" $? "$so" "impl=$impl" "config=$cfg" "seq=$seq" "batch=$batch" "dropout=$2"
 }
@@ -227,6 +231,7 @@ dropouts=(0.1)
 for n in "${names[@]}"; do for p in "${dropouts[@]}"; do predict_mlmgpu "$n" "$p"; done; done
 for n in "${names[@]}"; do for p in "${dropouts[@]}"; do bench_mlmgpu "$n" "$p"; done; done
 bench_mlmgpu "${names[0]}" 0.1 0
+bench_mlmgpu "${names[0]}" 0.1 1 wide
 bench_mlmgpu mini128 0.1 1
 bench_mlmgpu mini128 0.1 0
 read -r cfg seq batch <<<"$(shape "${names[0]}")"
@@ -239,6 +244,11 @@ step "mlmgpu attention kernels" 120 "$out/.attention.jsonl" "${ours[@]}" "$build
 rc=$?
 [ -s "$out/.attention.jsonl" ] && grep '^{' "$out/.attention.jsonl" >>"$results"
 [ $rc -ne 0 ] && record attention_mlmgpu $rc - impl=mlmgpu_attention
+step "mlmgpu attention kernels, wide flash backward" 90 "$out/.attention.jsonl" "${ours[@]}" MLM_FLASH_BWD=wide \
+  "$build/bench/bench_attention" --device cuda --flash-only
+rc=$?
+[ -s "$out/.attention.jsonl" ] && grep '^{' "$out/.attention.jsonl" >>"$results"
+[ $rc -ne 0 ] && record attention_mlmgpu_wide $rc - impl=mlmgpu_attention backend=flash-wide
 step "SDPA attention, key-padding mask" 180 "$out/.attention.jsonl" "$py" bench/hf_gpu_bench.py --device cuda --attention
 rc=$?
 [ -s "$out/.attention.jsonl" ] && grep '^{' "$out/.attention.jsonl" >>"$results"
@@ -286,7 +296,8 @@ bench = {}
 for r in rows:
     if str(r.get("impl", "")).startswith(("mlmgpu", "hf_")) and "config" in r and "seq" in r:
         bench[(r["config"], r["seq"], r["batch"], float(r["dropout"]), r["impl"])] = r
-shapes = sorted({k[:4] for k in bench if k[4] not in ("mlmgpu_nographs", "mlmgpu_predicted") and k[0] != "mini"},
+shapes = sorted({k[:4] for k in bench if k[4] not in ("mlmgpu_nographs", "mlmgpu_predicted", "mlmgpu_widebwd")
+                  and k[0] != "mini"},
                 key=lambda k: ({"base": 0, "large": 1}.get(k[0], 2), k[1], -k[3]))
 hdr = ("config", "mlmgpu", "predicted", "HF compile", "rows_comp", "HF eager", "x compile", "x rows", "MFU ours",
        "MFU rows", "GiB ours", "GiB pred", "GiB rows", "loss ours")
@@ -321,6 +332,13 @@ if graph_rows:
             gain = "-"
         print(f"  {s[0]} S{s[1]} B{s[2]} p{s[3]:g}: {cell(on, 'seq_per_s', '{:.0f}')} | "
               f"{cell(off, 'seq_per_s', '{:.0f}')} | {gain}")
+wide_rows = sorted({k[:4] for k in bench if k[4] == "mlmgpu_widebwd"})
+if wide_rows:
+    print("\nflash backward (mlmgpu, seq/s): narrow (default) | wide (MLM_FLASH_BWD=wide)")
+    for s in wide_rows:
+        narrow, wide = bench.get(s + ("mlmgpu",)), bench.get(s + ("mlmgpu_widebwd",))
+        print(f"  {s[0]} S{s[1]} B{s[2]} p{s[3]:g}: {cell(narrow, 'seq_per_s', '{:.0f}')} | "
+              f"{cell(wide, 'seq_per_s', '{:.0f}')}")
 prof = [r for r in rows if "profile_op" in r]
 if prof:
     predicted = {(r["predict_op"], r["shape"]): r["ms"] for r in rows

@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "mlm/config.h"
@@ -36,6 +37,24 @@ static void expect_counts(const char *op, double flops, double bytes, long launc
     cr_expect_eq(v.launches, launches, "%s: %ld launches, by hand %ld", op, v.launches, launches);
 }
 
+/* The flash backward's variants (MLM_FLASH_BWD): narrow (the default) at S 128 holds
+ * its two key tiles' dq rows in shared memory (74 KB with its tiles, under a third
+ * of the SM's), at S 200 takes the fp32 scratch, 224 rows (query steps of 32);
+ * wide at S 200 takes it for its two key tiles of 128, 256 rows (steps of 64). */
+Test(predict, flash_backward_variants) {
+    char *x = be->alloc(be, 1 << 20, "test");
+    const double S[3] = {128, 200, 200}, rows[3] = {0, 224, 256};
+    for (int k = 0; k < 3; k++) {
+        mlm_predict_reset(pred);
+        if (k == 2) setenv("MLM_FLASH_BWD", "wide", 1);
+        be->attention_bwd(be, x, x, x, x, x, (int32_t *)x, 1, (int)S[k], 2, 64, NULL);
+        unsetenv("MLM_FLASH_BWD");
+        expect_counts("attention_bwd", 10.0 * 2 * S[k] * S[k] * 64,
+                      2 * (5 * S[k] * 64 * 2 + S[k] * 4 + rows[k] * 64 * 4 * 2 + 3 * S[k] * 64 * 2), 1);
+    }
+    be->free(be, x);
+}
+
 Test(predict, single_ops_by_hand) {
     char *x = be->alloc(be, 1 << 20, "test");   // addresses only: nothing is read or written
     // GEMM 64 x 32 x 16 with a bf16 bias: A, B, C and the bias; then the GELU pass reads
@@ -62,8 +81,10 @@ Test(predict, single_ops_by_hand) {
     // the log-sum-exp written, four heads
     be->attention_fwd(be, x, x, x, (int32_t *)x, 2, 32, 2, 16, NULL);
     expect_counts("attention_fwd", 4.0 * 4 * 32 * 32 * 64, 4 * (3 * 32 * 16 * 2) + 4 * 32 * 16 * 2 + 4 * 32 * 4, 1);
-    // backward at S 256, two key tiles: q, k, v, dout, out and the log-sum-exp read,
-    // dqkv written, the fp32 dq rows (256 of 64 columns) written and read once
+    // backward at S 256, four key tiles of the narrow kernel (the default): q, k, v,
+    // dout, out and the log-sum-exp read, dqkv written, the fp32 dq rows (256 of 64
+    // columns) written and read once
+    unsetenv("MLM_FLASH_BWD");
     be->attention_bwd(be, x, x, x, x, x, (int32_t *)x, 1, 256, 2, 64, NULL);
     expect_counts("attention_bwd", 10.0 * 2 * 256 * 256 * 64,
                   2 * (5 * 256 * 64 * 2 + 256 * 4 + 256 * 64 * 4 * 2 + 3 * 256 * 64 * 2), 1);

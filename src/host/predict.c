@@ -27,7 +27,7 @@ enum {
     CE_THREADS = 512, CE_HELD_RUNS = 16,                                  // mlm_head.cu
     SUMSQ_PER_BLOCK = 256 * 8, SUMSQ_MAX_BLOCKS = 1024,                   // reduce.cu
     SEG_CHUNK = 128, SORT_PASSES = 4,                                     // embedding.cu: 31-bit keys, 8 bits a pass
-    FLASH_MAX_S = 512, FLASH_BWD_BN = 128,                                // flash_kernels.cuh
+    FLASH_MAX_S = 512, SMEM_ALIGN = 256, SMEM_PER_SM = 228 * 1024,        // flash_kernels.cuh
 };
 
 mlm_ceilings mlm_ceilings_h100(void) {
@@ -279,13 +279,27 @@ static void flash_fwd(mlm_predict *p, double B, double S, double H, int dh) {
     launch(p, 4 * heads * S * S * flash_dh(dh), p->c.attn_flops, heads * (4 * S * dh * A + S * F));
 }
 
+/* The backward variant flash_attention.cu runs: MLM_FLASH_BWD = wide, else narrow
+ * (its default; a bad value dies there). The model sees the variants' FLOPs and
+ * bytes, not their occupancy (narrow: three blocks per SM at DH 64, two at DH 128,
+ * wide: one). */
+static int flash_bwd_narrow(void) {
+    const char *e = getenv("MLM_FLASH_BWD");
+    return !e || strcmp(e, "wide") != 0;
+}
+
 /* Backward, one block per (head, sequence): q, k, v, dout, out and the log-sum-exp
- * read, dqkv written, and with more than one key tile of 128 the fp32 dq rows (a
- * head's stay in the cache between key tiles: written and read once). */
+ * read, dqkv written, and with more than one key tile (128 keys wide, 64 narrow)
+ * the fp32 dq rows (a head's stay in the cache between key tiles: written and read
+ * once), unless narrow holds them in shared memory (bwd_cfg::dq_in_smem). */
 static void flash_bwd(mlm_predict *p, double B, double S, double H, int dh) {
-    int DH = flash_dh(dh), BM = DH == 64 ? 64 : 32;
+    int DH = flash_dh(dh), narrow = flash_bwd_narrow();
+    int BN = narrow ? 64 : 128, BM = narrow ? (DH == 64 ? 32 : 16) : (DH == 64 ? 64 : 32);
     double heads = B * H, rows = ceil(S / BM) * BM, dq = 0;
-    if (S > FLASH_BWD_BN) {
+    double tiles = SMEM_ALIGN + (2.0 * BN * DH + 4.0 * BM * DH + BN * (BM + 8)) * A + 2 * rows * F;
+    int blocks = DH == 64 ? 3 : 2;   // narrow: per SM, as its registers allow; its dq rows get a block's share
+    int dq_in_smem = narrow && tiles + rows * (DH + 8) * F <= SMEM_PER_SM / blocks - 1024;
+    if (S > BN && !dq_in_smem) {
         size_t acc = (size_t)(heads * rows * DH * F);
         need_scratch(p, 1, &acc);
         dq = rows * DH * F * 2;

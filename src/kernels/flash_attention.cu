@@ -4,6 +4,8 @@
  * attention ops of attention.cu call it for up to FLASH_MAX_S positions.
  */
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "common.cuh"
 #include "flash_ptx.cuh"
@@ -60,23 +62,45 @@ template <int DH> static void launch_fwd(cuda_state *st, const flash_params &p, 
     launchCheck();
 }
 
-template <int DH> static void launch_bwd(cuda_state *st, flash_params p, int B) {
-    typedef bwd_cfg<DH> C;
+template <int DH, int V> static void launch_bwd(cuda_state *st, flash_params p, int B) {
+    typedef bwd_cfg<DH, V> C;
     size_t smem = C::smem_bytes(p.S);
-    if (p.S > C::BN) {   // more than one key tile: dq partial sums in fp32
+    if (C::dq_scratch(p.S)) {   // more than one key tile, dq partial sums not in shared memory: fp32 scratch
         size_t bytes = (size_t)B * p.H * C::rows(p.S) * DH * sizeof(float);
         void *scratch;
         cuda_scratch_slices(st, 1, &bytes, &scratch);
         p.dq_acc = (float *)scratch;
     }
-    // set once, for the largest S: the limit is shared by every launch, recorded graphs included
+    // set once, for the largest S (narrow: dq rows in shared memory stop at SMEM_BUDGET): the limit is
+    // shared by every launch, recorded graphs included
     static bool raised = false;
-    if (!raised)
-        cudaCheck(cudaFuncSetAttribute(flash_bwd_kernel<DH>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       (int)C::smem_bytes(FLASH_MAX_S)));
+    if (!raised) {
+        size_t most = C::smem_bytes(FLASH_MAX_S);
+        if (C::NARROW && most < C::SMEM_BUDGET) most = C::SMEM_BUDGET;
+        cudaCheck(cudaFuncSetAttribute(flash_bwd_kernel<DH, V>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)most));
+        if (C::NARROW)   // all of the SM's 228 KB as shared memory (percent), so that MIN_BLOCKS blocks fit
+            cudaCheck(cudaFuncSetAttribute(flash_bwd_kernel<DH, V>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                           100));
+    }
     raised = true;
-    flash_bwd_kernel<DH><<<dim3(p.H, B), C::THREADS, smem, st->stream>>>(p);
+    flash_bwd_kernel<DH, V><<<dim3(p.H, B), C::THREADS, smem, st->stream>>>(p);
     launchCheck();
+}
+
+/* The backward variant (flash_kernels.cuh), read once from MLM_FLASH_BWD: "narrow"
+ * (the default: no spills, three blocks per SM at DH 64, two at DH 128) or "wide"
+ * (8 warps, one block per SM: the kernel it replaced), so that one build measures
+ * both (bench/gpu_check.sh). Anything else is refused. */
+static int flash_bwd_variant(void) {
+    static int variant = -1;
+    if (variant < 0) {
+        const char *e = getenv("MLM_FLASH_BWD");
+        if (!e || !*e || !strcmp(e, "narrow")) variant = FLASH_BWD_NARROW;
+        else if (!strcmp(e, "wide")) variant = FLASH_BWD_WIDE;
+        else mlm_die(MLM_EXIT_INPUT, "MLM_FLASH_BWD=%s: expected narrow or wide", e);
+    }
+    return variant;
 }
 
 void flash_attention_fwd(mlm_backend *be, void *out, void *saved, const void *qkv, const int32_t *lengths, int B,
@@ -84,6 +108,7 @@ void flash_attention_fwd(mlm_backend *be, void *out, void *saved, const void *qk
     if (B * S == 0) return;
     check_flash(S, H, dh);
     check_batch(B);
+    flash_bwd_variant();   // a bad MLM_FLASH_BWD dies at the first forward, not after it
     flash_params p = flash_args(qkv, lengths, out, saved, NULL, NULL, S, H, dh, drop);
     if (dh <= 64) launch_fwd<64>(cuda_st(be), p, B);
     else launch_fwd<128>(cuda_st(be), p, B);
@@ -96,6 +121,7 @@ void flash_attention_bwd(mlm_backend *be, void *dqkv, const void *dout, const vo
     check_flash(S, H, dh);
     check_batch(B);
     flash_params p = flash_args(qkv, lengths, (void *)out, saved, dout, dqkv, S, H, dh, drop);
-    if (dh <= 64) launch_bwd<64>(cuda_st(be), p, B);
-    else launch_bwd<128>(cuda_st(be), p, B);
+    bool narrow = flash_bwd_variant() == FLASH_BWD_NARROW;
+    if (dh <= 64) narrow ? launch_bwd<64, FLASH_BWD_NARROW>(cuda_st(be), p, B) : launch_bwd<64, FLASH_BWD_WIDE>(cuda_st(be), p, B);
+    else narrow ? launch_bwd<128, FLASH_BWD_NARROW>(cuda_st(be), p, B) : launch_bwd<128, FLASH_BWD_WIDE>(cuda_st(be), p, B);
 }

@@ -18,15 +18,18 @@
  * lse = m + log l, the natural log-sum-exp of the scaled scores of each query row,
  * saved (B, H, S) fp32 for the backward: P = exp(s / sqrt(dh) - lse).
  *
- * Backward, one block per (head h, sequence b), deterministic without atomics:
- * for each key tile j of BN = 128 keys below L (warp w owns keys 16w .. 16w + 15),
+ * Backward, one block per (head h, sequence b), deterministic without atomics, in
+ * two variants of the same code (bwd_cfg: 8 warps and BN = 128, or 4 warps and
+ * BN = 64 with more blocks per SM): for each key tile j of BN keys below L (warp
+ * w owns keys 16w .. 16w + 15),
  * dk_j and dv_j accumulate in registers over the query tiles i below L:
  *   s^T = k_j q_i^T, P^T = exp(s^T / sqrt(dh) - lse), dv_j += dropout(P)^T do_i,
  *   dP^T = v_j do_i^T, dS^T = P^T (dropout(dP^T) - D), dk_j += dS^T q_i / sqrt(dh),
  * with D = rowsum(do o) computed by the block for its head at the start; dS^T goes
  * through shared memory and every warp then computes a fixed (16 x 32) piece of
- * dq_i += dS k_j / sqrt(dh), which the block adds into an fp32 scratch row block it
- * alone owns (the same thread reads and writes the same elements, in the order of
+ * dq_i += dS k_j / sqrt(dh), which the block adds into an fp32 row block it alone
+ * owns, in the scratch or (narrow, where it fits) in shared memory (the same
+ * thread reads and writes the same elements, in the order of
  * j), and rounds to bf16 into dqkv at the last key tile. One head never splits over
  * blocks, so no sum depends on scheduling: dqkv is bit-identical between runs.
  *
@@ -68,17 +71,41 @@ template <int DH> struct fwd_cfg {
     static size_t smem_bytes() { return SMEM_ALIGN + (size_t)(BM + 4 * BN) * DH * sizeof(bf16); }   // q, 2 x (k, v)
 };
 
-template <int DH> struct bwd_cfg {
-    static constexpr int WARPS = 8, THREADS = 256, BN = 128;
-    static constexpr int BM = DH == 64 ? 64 : 32;        // query rows per step: register budget of dk, dv
+/* Backward variants, chosen at run time (flash_attention.cu, MLM_FLASH_BWD):
+ * FLASH_BWD_WIDE, 8 warps and 128-key tiles, one block per SM (255 registers on
+ * sm_90); FLASH_BWD_NARROW, 4 warps and 64-key tiles with half the query rows per
+ * step, so that its registers fit three blocks per SM (DH 64: 168 registers) or two
+ * (DH 128), without spills, and its fp32 dq partial sums in shared memory when they
+ * fit beside its tiles in that many blocks' share (DH 64 up to S = 128: no scratch
+ * traffic for the extra key tile; docs/PERF.md, "Flash backward"). */
+enum { FLASH_BWD_WIDE = 0, FLASH_BWD_NARROW = 1 };
+static constexpr size_t SMEM_PER_SM = 228 * 1024, SMEM_PER_BLOCK = 1024;   // sm_90; and reserved per block
+
+template <int DH, int V = FLASH_BWD_WIDE> struct bwd_cfg {
+    static constexpr bool NARROW = V == FLASH_BWD_NARROW;
+    static constexpr int WARPS = NARROW ? 4 : 8, THREADS = 32 * WARPS, BN = 16 * WARPS;
+    // blocks per SM the registers allow: 168 (DH 64) or 255 registers a thread, no spills
+    static constexpr int MIN_BLOCKS = NARROW ? (DH == 64 ? 3 : 2) : 1;
+    static constexpr size_t SMEM_BUDGET = SMEM_PER_SM / MIN_BLOCKS - SMEM_PER_BLOCK;   // a block's, for that many
+    // query rows per step: the register budget of the score fragments beside dk, dv
+    static constexpr int BM = NARROW ? (DH == 64 ? 32 : 16) : (DH == 64 ? 64 : 32);
     static constexpr int DS_LD = BM + 8;                 // dS^T row stride, padded against bank conflicts
     static constexpr int MT = BM / 16, NC = WARPS / MT;  // the dq step: m16 tiles x column chunks
     static constexpr int CW = DH / NC;                   // columns of dq per warp (32)
+    static constexpr int DQ_LD = DH + 8;                 // row stride of dq in shared memory (2 wavefronts)
     __host__ __device__ static int rows(int S) { return (S + BM - 1) / BM * BM; }   // query rows of the tiles
-    static size_t smem_bytes(int S) {                    // k, v, 2 x (q, do), dS^T; lse, D
+    __host__ __device__ static size_t tile_bytes(int S) {   // k, v, 2 x (q, do), dS^T; lse, D
         return SMEM_ALIGN + (size_t)(2 * BN * DH + 4 * BM * DH + BN * DS_LD) * sizeof(bf16) +
                2 * (size_t)rows(S) * sizeof(float);
     }
+    // dq partial sums (more than one key tile) in shared memory rather than the fp32 scratch
+    __host__ __device__ static bool dq_in_smem(int S) {
+        return NARROW && S > BN && tile_bytes(S) + (size_t)rows(S) * DQ_LD * sizeof(float) <= SMEM_BUDGET;
+    }
+    __host__ __device__ static size_t smem_bytes(int S) {
+        return tile_bytes(S) + (dq_in_smem(S) ? (size_t)rows(S) * DQ_LD * sizeof(float) : 0);
+    }
+    static bool dq_scratch(int S) { return S > BN && !dq_in_smem(S); }   // launch: the fp32 scratch is needed
 };
 
 struct flash_params {
@@ -88,7 +115,7 @@ struct flash_params {
     float *lse;               // (B, H, S)
     const bf16 *dout;         // (N, d), backward
     bf16 *dqkv;               // (N, 3d), backward
-    float *dq_acc;            // (B, H, bwd_cfg::rows(S), DH) fp32 partial dq, backward, when S > 128
+    float *dq_acc;            // (B, H, bwd_cfg::rows(S), DH) fp32 partial dq, backward, when dq_scratch(S)
     int S, H, dh;
     float scale;              // 1 / sqrt(dh)
     bool vec;                 // dh == DH and 16-byte aligned qkv, dout: cp.async tile loads
@@ -142,6 +169,21 @@ __device__ __forceinline__ int fwd_key(int c) { return 4 * ((c & 7) >> 1) + 2 * 
  * g (lanes 4g .. 4g + 3) holds keys 2g and 2g + 1 (fragment rows g and g + 8). */
 __device__ __forceinline__ int bwd_key(int r) { return 2 * (r & 7) + (r >> 3); }
 
+/* threadIdx.x, read again where it is called: an asm volatile that the compiler cannot
+ * hoist, so that the tile loads' per-thread addresses are recomputed at each load (a
+ * few integer ops) instead of held in registers across the loops (64 bits per 16-byte
+ * unit of each tile: they cost the backward its spills, 40 and 88 B on sm_90, and
+ * the narrow one its third block). The emulator reads threadIdx. */
+__device__ __forceinline__ int tid_here() {
+#ifdef __CUDA_ARCH__
+    int t;
+    asm volatile("mov.u32 %0, %%tid.x;\n" : "=r"(t));
+    return t;
+#else
+    return threadIdx.x;
+#endif
+}
+
 /* tile[r][c] = src[(row0 + r) ld + c] for row0 + r < limit and c < dh, else 0; all
  * THREADS threads of the block take part. vec: cp.async (the caller commits and
  * waits); else element loads. */
@@ -152,7 +194,7 @@ __device__ __forceinline__ void load_tile(bf16 *tile, const bf16 *src, size_t ld
     static_assert(UNITS % THREADS == 0, "tile units must spread evenly over the threads");
 #pragma unroll
     for (int k = 0; k < UNITS / THREADS; k++) {
-        int u = threadIdx.x + k * THREADS, r = u / (DH / 8), c = u % (DH / 8) * 8;
+        int u = tid_here() + k * THREADS, r = u / (DH / 8), c = u % (DH / 8) * 8;
         bool ok = row0 + r < limit;
         const bf16 *p = src + (size_t)(ok ? row0 + r : 0) * ld + c;
         bf16 *dst = tile + sw<DH>(r, c);
@@ -430,9 +472,10 @@ __device__ __forceinline__ void row_stats(float *lse2, float *D, const float *ls
     }
 }
 
-template <int DH>
-__global__ void __launch_bounds__(bwd_cfg<DH>::THREADS, 1) flash_bwd_kernel(flash_params p) {
-    typedef bwd_cfg<DH> C;
+template <int DH, int V>
+__global__ void __launch_bounds__(bwd_cfg<DH, V>::THREADS, bwd_cfg<DH, V>::MIN_BLOCKS)
+    flash_bwd_kernel(flash_params p) {
+    typedef bwd_cfg<DH, V> C;
     constexpr int BM = C::BM, BN = C::BN, DS_LD = C::DS_LD, QT = BM * DH;
     FLASH_DYNAMIC_SMEM(smem);
     bf16 *Ks = (bf16 *)aligned_smem(smem), *Vs = Ks + BN * DH;   // k, v (BN, DH) of the key tile
@@ -449,7 +492,10 @@ __global__ void __launch_bounds__(bwd_cfg<DH>::THREADS, 1) flash_bwd_kernel(flas
     const bf16 *o = p.out + (size_t)b * S * d + (size_t)h * p.dh;                            // (S, dh), stride d
     const bf16 *dO = p.dout + (size_t)b * S * d + (size_t)h * p.dh;
     bf16 *dq = p.dqkv + (size_t)b * S * ld + (size_t)h * p.dh, *dk = dq + d, *dv = dk + d;   // (S, dh), stride 3d
-    float *acc = p.dq_acc ? p.dq_acc + head * rows * DH : nullptr;                            // (rows, DH)
+    // dq partial sums (rows, acc_ld): in shared memory after lse2, D when they fit, else the scratch
+    const bool dq_smem = C::dq_in_smem(S);
+    const int acc_ld = dq_smem ? C::DQ_LD : DH;
+    float *acc = dq_smem ? Dr + rows : p.dq_acc ? p.dq_acc + head * rows * DH : nullptr;
     const int nq = (L + BM - 1) / BM, nk = (L + BN - 1) / BN;   // tiles holding a valid row / key
     const float sl2 = p.scale * LOG2E;
     const mlm_dropout drop = dropout_live(p.drop);   // step and seq_base from live when set
@@ -579,7 +625,7 @@ __global__ void __launch_bounds__(bwd_cfg<DH>::THREADS, 1) flash_bwd_kernel(flas
                 for (int nt = 0; nt < C::CW / 8; nt++) {
 #pragma unroll
                     for (int r = 0; r < 2; r++) {
-                        float2 x = *reinterpret_cast<const float2 *>(acc + (size_t)(qrow + 8 * r) * DH + col + 8 * nt);
+                        float2 x = *reinterpret_cast<const float2 *>(acc + (size_t)(qrow + 8 * r) * acc_ld + col + 8 * nt);
                         old[nt][2 * r] = x.x;
                         old[nt][2 * r + 1] = x.y;
                     }
@@ -604,7 +650,7 @@ __global__ void __launch_bounds__(bwd_cfg<DH>::THREADS, 1) flash_bwd_kernel(flas
                     float x = old[nt][2 * r] + dqp[nt][2 * r], y = old[nt][2 * r + 1] + dqp[nt][2 * r + 1];
                     int qi = qrow + 8 * r, c = col + 8 * nt;
                     if (j + 1 < nk)
-                        *reinterpret_cast<float2 *>(acc + (size_t)qi * DH + c) = make_float2(x, y);
+                        *reinterpret_cast<float2 *>(acc + (size_t)qi * acc_ld + c) = make_float2(x, y);
                     else if (qi < S && c < p.dh)
                         store2(dq + (size_t)qi * ld + c, x * p.scale, y * p.scale, p.dh - c);
                 }

@@ -1,7 +1,8 @@
 /*
  * The flash-attention kernels (src/kernels/flash_kernels.cuh), unchanged, run on
  * the CPU under tests/emu/emu.h, against the CPU backend's attention (the oracle):
- * forward out, backward dq, dk, dv on fresh random bf16 inputs. Shapes cover both
+ * forward out, backward dq, dk, dv on fresh random bf16 inputs, with either backward
+ * (wide, and narrow: the default, cases at the end). Shapes cover both
  * kernel widths (DH 64 and 128), head sizes that are not (12, 100: zero-filled
  * columns, element loads), lengths that are not multiples of the tiles, a
  * one-token sequence, one and several key tiles (the fp32 dq scratch), S = 512,
@@ -43,26 +44,27 @@ struct flash_case {
     double p;          // dropout
     bool live;         // step and seq_base from live values
     bool unaligned;    // out and dout one element off 16-byte alignment
+    int variant = FLASH_BWD_WIDE;   // the backward kernel: FLASH_BWD_WIDE or FLASH_BWD_NARROW
 };
 
-template <int DH> static void run_kernels(flash_params p, int B, long *conflicts, long *phases) {
+template <int DH, int V> static void run_kernels(flash_params p, int B, long *conflicts, long *phases) {
+    typedef bwd_cfg<DH, V> C;
     *conflicts += emu_run_kernel(flash_fwd_kernel<DH>, dim3((p.S + fwd_cfg<DH>::BM - 1) / fwd_cfg<DH>::BM, p.H, B),
                                  fwd_cfg<DH>::THREADS, fwd_cfg<DH>::smem_bytes(), p, phases);
     std::vector<float> acc;
-    if (p.S > bwd_cfg<DH>::BN) {   // as launch_bwd: fp32 dq partial sums, poisoned
-        acc.assign((size_t)B * p.H * bwd_cfg<DH>::rows(p.S) * DH, NAN);
+    if (C::dq_scratch(p.S)) {   // as launch_bwd: fp32 dq partial sums, poisoned
+        acc.assign((size_t)B * p.H * C::rows(p.S) * DH, NAN);
         p.dq_acc = acc.data();
     }
-    *conflicts += emu_run_kernel(flash_bwd_kernel<DH>, dim3(p.H, B), bwd_cfg<DH>::THREADS,
-                                 bwd_cfg<DH>::smem_bytes(p.S), p, phases);
+    *conflicts += emu_run_kernel(flash_bwd_kernel<DH, V>, dim3(p.H, B), C::THREADS, C::smem_bytes(p.S), p, phases);
 }
 
 static void check_case(const flash_case &c) {
     const int B = c.B, S = c.S, H = c.H, dh = c.dh, d = H * dh, DH = dh <= 64 ? 64 : 128;
     const size_t N = (size_t)B * S;
     char name[160];
-    snprintf(name, sizeof name, "B%d S%d H%d dh%d L0=%d p=%.2f live=%d unaligned=%d", B, S, H, dh, c.lengths[0], c.p,
-             c.live, c.unaligned);
+    snprintf(name, sizeof name, "%s B%d S%d H%d dh%d L0=%d p=%.2f live=%d unaligned=%d",
+             c.variant == FLASH_BWD_NARROW ? "narrow" : "wide", B, S, H, dh, c.lengths[0], c.p, c.live, c.unaligned);
     // inputs, bf16-exact so that both sides see the same numbers; dout is zero on
     // padded rows, as in training
     std::vector<float> qkv_f(N * 3 * d), dout_f(N * d);
@@ -107,14 +109,18 @@ static void check_case(const flash_case &c) {
     p.vec = dh == DH && (((uintptr_t)p.qkv | (uintptr_t)p.dout) & 15) == 0;   // as flash_args
     p.drop = drop;
     long conflicts = 0, phases = 0;
-    if (DH == 64) run_kernels<64>(p, B, &conflicts, &phases);
-    else run_kernels<128>(p, B, &conflicts, &phases);
+    bool narrow = c.variant == FLASH_BWD_NARROW;
+    if (DH == 64) narrow ? run_kernels<64, FLASH_BWD_NARROW>(p, B, &conflicts, &phases)
+                         : run_kernels<64, FLASH_BWD_WIDE>(p, B, &conflicts, &phases);
+    else narrow ? run_kernels<128, FLASH_BWD_NARROW>(p, B, &conflicts, &phases)
+                : run_kernels<128, FLASH_BWD_WIDE>(p, B, &conflicts, &phases);
 
     // compare: out and dq on the valid rows, dk and dv everywhere; rows of query
     // tiles wholly past the length are zero (the kernels skip them)
     relerr e_out, e_dq, e_dk, e_dv;
     long untouched = 0, skipped_nonzero = 0;
-    const int fwd_bm = DH == 64 ? fwd_cfg<64>::BM : fwd_cfg<128>::BM, bwd_bm = DH == 64 ? bwd_cfg<64>::BM : bwd_cfg<128>::BM;
+    const int fwd_bm = DH == 64 ? fwd_cfg<64>::BM : fwd_cfg<128>::BM, bwd_bm = DH == 64 ? (narrow ? bwd_cfg<64, FLASH_BWD_NARROW>::BM : bwd_cfg<64>::BM)
+                                       : (narrow ? bwd_cfg<128, FLASH_BWD_NARROW>::BM : bwd_cfg<128>::BM);
     for (int b = 0; b < B; b++)
         for (int i = 0; i < S; i++) {
             size_t r = (size_t)b * S + i;
@@ -158,3 +164,21 @@ Test(flash_emu, head_size_100_on_the_wide_kernel) { check_case({2, 150, 2, 100, 
 Test(flash_emu, head_size_128) { check_case({2, 300, 1, 128, {300, 257}, 0.1, false, false}); }
 Test(flash_emu, unaligned_output) { check_case({1, 130, 3, 64, {130}, 0.1, false, true}); }
 Test(flash_emu, seq_512) { check_case({1, 512, 1, 64, {512}, 0.1, false, false}); }
+
+/* The narrow backward (4 warps, 64-key tiles, 32 or 16 query rows a step): one key
+ * tile, two (DH 64: dq partial sums in shared memory; DH 128: the scratch), more
+ * (the fp32 scratch: S 150 .. 512), odd lengths, padding, dropout by value and from
+ * live values, head sizes 12, 100 and 128, an unaligned output. */
+static flash_case narrow(flash_case c) {
+    c.variant = FLASH_BWD_NARROW;
+    return c;
+}
+Test(flash_emu, narrow_one_key_tile_with_padding) { check_case(narrow({2, 61, 2, 64, {61, 37}, 0.1, false, false})); }
+Test(flash_emu, narrow_two_key_tiles_dq_in_smem) { check_case(narrow({3, 128, 2, 64, {128, 77, 1}, 0.1, false, false})); }
+Test(flash_emu, narrow_dropout_from_live_values) { check_case(narrow({2, 203, 1, 64, {203, 129}, 0.1, true, false})); }
+Test(flash_emu, narrow_head_size_12) { check_case(narrow({2, 77, 2, 12, {77, 40}, 0.1, false, false})); }
+Test(flash_emu, narrow_head_size_100) { check_case(narrow({2, 150, 2, 100, {150, 65}, 0.1, false, false})); }
+Test(flash_emu, narrow_head_size_128_two_key_tiles) { check_case(narrow({2, 113, 1, 128, {113, 70}, 0.1, false, false})); }
+Test(flash_emu, narrow_head_size_128_scratch) { check_case(narrow({2, 300, 1, 128, {300, 257}, 0.1, false, false})); }
+Test(flash_emu, narrow_unaligned_output) { check_case(narrow({1, 130, 3, 64, {130}, 0.1, false, true})); }
+Test(flash_emu, narrow_seq_512) { check_case(narrow({1, 512, 1, 64, {512}, 0.0, false, false})); }
