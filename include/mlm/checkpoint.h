@@ -41,6 +41,12 @@ int mlm_model_load_dir(mlm_model *m, const char *dir, const mlm_model_config *ba
  * checkpoint_keep. Returns 0 or -1 with err (the previous checkpoints stay). */
 int mlm_checkpoint_save(mlm_model *m, const mlm_config *cfg, int step, char *err, size_t err_len);
 
+/* The same, for a job whose collective failed (dist.h): trainer_state.json also says
+ * "written_on_failure": true and "unanswered_ranks": the ranks listed in missing
+ * ("1, 3"; "" or NULL when not known). */
+int mlm_checkpoint_save_on_failure(mlm_model *m, const mlm_config *cfg, int step, const char *missing, char *err,
+                                   size_t err_len);
+
 /* The checkpoint directory for --resume: "auto" is out_dir/checkpoints/latest when
  * it exists (else "" = start fresh), anything else is a directory. */
 int mlm_checkpoint_find(const mlm_config *cfg, const char *resume, char *dir, size_t dir_len, char *err,

@@ -57,6 +57,21 @@ void mlm_dist_set_timeout(double seconds);
 /* The training step, for messages. */
 void mlm_dist_set_step(int step);
 
+/* Rank 0's last act when a collective fails or times out, before the job is aborted:
+ * fn(ctx, missing) with the ranks that never reached it ("1, 3"; "" when not known).
+ * The trainer writes the last completed step there (a checkpoint marked as written on
+ * failure). Meanwhile the other ranks wait for it (at most [dist] timeout_s more);
+ * then, as on every abort, MPI_Abort runs under an alarm that ends the process after
+ * a few seconds should the launcher not. NULL: none. */
+typedef void (*mlm_dist_failure_fn)(void *ctx, const char *missing);
+void mlm_dist_set_failure_hook(mlm_dist_failure_fn fn, void *ctx);
+
+/* For the trainer's SIGINT/SIGTERM handler (async-signal-safe). mpirun signals the
+ * ranks when it loses a host, and kills them 1 s later: rank 0, waiting in a
+ * collective for ranks that have not reached it 0.5 s after a signal, takes them as
+ * lost and fails the collective (the failure hook writes the checkpoint) at once. */
+void mlm_dist_signal_received(void);
+
 /* Binds the comm layer to the backend the ranks train on: on CUDA with world > 1
  * creates the NCCL communicator (dies when this build has no NCCL). Checks that all
  * ranks use the same kind of backend. */
@@ -71,7 +86,8 @@ _Noreturn void mlm_dist_die_all(int code, const char *fmt, ...) __attribute__((f
 
 /* Fault injection for the tests: MLM_FAULT_KILL_RANK=r MLM_FAULT_KILL_STEP=s makes
  * rank r SIGKILL itself at the start of step s; MLM_FAULT_HANG_RANK/_STEP makes it
- * stop answering (sleep forever) instead. */
+ * stop answering (sleep forever) instead; MLM_FAULT_PAUSE_STEP=s (MLM_FAULT_PAUSE_S=t,
+ * default 2) makes every rank sleep t seconds at the start of step s. */
 void mlm_dist_fault_point(int step);
 
 /* ---------------------------------------------------------------- collectives */

@@ -324,6 +324,10 @@ static int write_optimizer(const char *dir, const mlm_model *m, const float *mom
     return mlm_st_write(path, out, 2, keys, values, 3, err, len);
 }
 
+/* Set by mlm_checkpoint_save_on_failure for the one checkpoint it writes: the ranks
+ * that did not answer ("" when not known), for trainer_state.json. */
+static const char *failure_missing;
+
 static char *trainer_state_json(const mlm_config *cfg, int step, uint64_t vocab_hash) {
     cJSON *j = cJSON_CreateObject();
     char hex[32];
@@ -337,6 +341,17 @@ static char *trainer_state_json(const mlm_config *cfg, int step, uint64_t vocab_
     cJSON_AddNumberToObject(j, "batch", cfg->train.batch);
     cJSON *loader = cJSON_AddObjectToObject(j, "loader");
     cJSON_AddNumberToObject(loader, "next_step", step + 1);
+    if (failure_missing) {   // a collective failed: written by rank 0 before the job was aborted
+        cJSON_AddBoolToObject(j, "written_on_failure", 1);
+        cJSON *ranks = cJSON_AddArrayToObject(j, "unanswered_ranks");
+        for (const char *p = failure_missing; *p;) {
+            char *end;
+            long r = strtol(p, &end, 10);
+            if (end == p) { p++; continue; }
+            cJSON_AddItemToArray(ranks, cJSON_CreateNumber((double)r));
+            p = end;
+        }
+    }
     char *text = cJSON_Print(j);
     cJSON_Delete(j);
     return text;
@@ -550,6 +565,14 @@ int mlm_checkpoint_save(mlm_model *m, const mlm_config *cfg, int step, char *err
     }
     rc = move_latest(ckdir, name, err, len);
     prune(ckdir, cfg->train.checkpoint_keep);
+    return rc;
+}
+
+int mlm_checkpoint_save_on_failure(mlm_model *m, const mlm_config *cfg, int step, const char *missing, char *err,
+                                   size_t len) {
+    failure_missing = missing ? missing : "";
+    int rc = mlm_checkpoint_save(m, cfg, step, err, len);
+    failure_missing = NULL;
     return rc;
 }
 

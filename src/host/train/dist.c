@@ -10,6 +10,15 @@
  * message is the one printed. Then MPI_Abort (after ncclCommAbort) ends the job. A
  * rank that dies outright is usually reported first by mpirun itself.
  *
+ * A failed collective on rank 0 first runs the trainer's failure hook (it writes the
+ * last completed step as a checkpoint): rank 0 tells the other ranks it is doing so
+ * (TAG_HOLD), and a rank whose own deadline passes meanwhile waits for rank 0's
+ * second notice (at most another timeout_s) instead of aborting the job under it.
+ * MPI_Abort need not return, nor end the job: mpirun may wait for a daemon on a host
+ * that cannot be reached. So before it an alarm is armed that ends the process with
+ * _exit after ABORT_GRACE_S, and every surviving process exits non-zero within
+ * timeout_s (+ ARRIVAL_GRACE_S, + the checkpoint's time) + ABORT_GRACE_S.
+ *
  * Without MPI in the build, or without an MPI launcher, the world has one rank and
  * every collective returns at once.
  */
@@ -33,6 +42,8 @@
 #endif
 
 #define ARRIVAL_GRACE_S 3.0
+#define ABORT_GRACE_S 5     // seconds MPI_Abort may take before the process ends itself
+#define SIGNAL_WAIT_S 0.5   // a signal came: how long rank 0 still waits for ranks that have not arrived
 #define MPI_CHUNK (1u << 30)   // elements per MPI call (counts are int)
 
 static struct {
@@ -50,6 +61,8 @@ static struct {
 #ifdef MLM_HAVE_NCCL
     mlm_nccl *nccl;
 #endif
+    mlm_dist_failure_fn fail_hook;   // rank 0: run before a failed collective aborts the job
+    void *fail_ctx;
 } g = {.world = 1, .local_size = 1, .timeout_s = 300.0};
 
 /* ---------------------------------------------------------------- the job */
@@ -61,6 +74,10 @@ int mlm_dist_local_size(void) { return g.local_size; }
 int mlm_dist_active(void) { return g.active; }
 void mlm_dist_set_timeout(double seconds) { g.timeout_s = seconds; }
 void mlm_dist_set_step(int step) { g.step = step; }
+void mlm_dist_set_failure_hook(mlm_dist_failure_fn fn, void *ctx) { g.fail_hook = fn, g.fail_ctx = ctx; }
+
+static volatile sig_atomic_t signalled;   // SIGINT/SIGTERM reached this process
+void mlm_dist_signal_received(void) { signalled = 1; }
 
 int mlm_dist_have_mpi(void) {
 #ifdef MLM_HAVE_MPI
@@ -76,24 +93,51 @@ int mlm_dist_cpu_threads(int configured) {
     return cores / g.local_size > 1 ? (int)(cores / g.local_size) : 1;
 }
 
-/* Prints "mlmgpu: error: [rank r] MSG" and ends the whole job with code (MPI_Abort;
- * exit when this is the only rank). */
-static _Noreturn __attribute__((format(printf, 2, 3))) void abort_job(int code, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    if (g.world > 1) fprintf(stderr, "mlmgpu: error: [rank %d of %d] ", g.rank, g.world);
-    else fputs("mlmgpu: error: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+static volatile sig_atomic_t abort_code = MLM_EXIT_RUNTIME;
+
+/* The alarm after MPI_Abort: the launcher did not end this process in time. */
+static void on_abort_alarm(int sig) {
+    static const char msg[] = "mlmgpu: error: the job was not ended within the abort grace; this process exits\n";
+    ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);   // async-signal-safe; nothing to do on failure
+    (void)w, (void)sig;
+    _exit(abort_code);
+}
+
+/* Ends the whole job with code: ncclCommAbort and MPI_Abort under an alarm that ends
+ * this process after ABORT_GRACE_S should either hang or the launcher not kill it;
+ * _exit should MPI_Abort return (exit handlers could block on MPI). */
+static _Noreturn void end_job(int code) {
+    fflush(stdout);
     fflush(stderr);
-    va_end(ap);
+    abort_code = code;
+    signal(SIGALRM, on_abort_alarm);
+    alarm(ABORT_GRACE_S);
 #ifdef MLM_HAVE_NCCL
     mlm_nccl_abort(g.nccl);
 #endif
 #ifdef MLM_HAVE_MPI
     if (g.mpi) MPI_Abort(MPI_COMM_WORLD, code);
 #endif
-    exit(code);
+    _exit(code);
+}
+
+static void print_error(const char *fmt, va_list ap) {
+    if (g.world > 1) fprintf(stderr, "mlmgpu: error: [rank %d of %d] ", g.rank, g.world);
+    else fputs("mlmgpu: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    fflush(stderr);
+}
+
+/* Prints "mlmgpu: error: [rank r] MSG" and ends the whole job with code (MPI_Abort;
+ * exit when this is the only rank). */
+static _Noreturn __attribute__((format(printf, 2, 3))) void abort_job(int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    print_error(fmt, ap);
+    va_end(ap);
+    if (!g.mpi) exit(code);
+    end_job(code);
 }
 
 _Noreturn void mlm_dist_die_all(int code, const char *fmt, ...) {
@@ -127,12 +171,26 @@ static int launcher_size(const char **var) {
 }
 
 #ifdef MLM_HAVE_MPI
+#define INIT_TIMEOUT_S 300   // MPI start-up, before [dist] timeout_s is known (MLM_DIST_INIT_TIMEOUT_S)
+static char init_alarm_msg[512];
+
+/* MPI_Init and the node split are blocking: a host that MPI cannot reach (the wrong
+ * interface, a firewall) or nodes that share one host name would hang them for good. */
+static void on_init_alarm(int sig) {
+    ssize_t w = write(STDERR_FILENO, init_alarm_msg, strlen(init_alarm_msg));   // async-signal-safe
+    (void)w, (void)sig;
+    _exit(MLM_EXIT_RUNTIME);
+}
+
+static _Noreturn __attribute__((format(printf, 2, 3))) void fail_collective(const char *missing, const char *fmt,
+                                                                           ...);
+
 static void mpi_check(int rc, const char *call) {
     if (rc == MPI_SUCCESS) return;
     char msg[MPI_MAX_ERROR_STRING];
     int len = 0;
     MPI_Error_string(rc, msg, &len);
-    abort_job(MLM_EXIT_RUNTIME, "step %d: %s failed: %s (did a rank die?)", g.step, call, msg);
+    fail_collective("", "step %d: %s failed: %s (did a rank die?)", g.step, call, msg);
 }
 #endif
 
@@ -150,6 +208,15 @@ void mlm_dist_init(int *argc, char ***argv) {
 #else
     if (size == 0) return;   // no launcher: one rank, no MPI
     int provided = 0;
+    const char *it = getenv("MLM_DIST_INIT_TIMEOUT_S");
+    unsigned init_s = it && atoi(it) > 0 ? (unsigned)atoi(it) : INIT_TIMEOUT_S;
+    const char *rank = getenv("OMPI_COMM_WORLD_RANK") ? getenv("OMPI_COMM_WORLD_RANK") : getenv("PMIX_RANK");
+    snprintf(init_alarm_msg, sizeof init_alarm_msg,
+             "mlmgpu: error: [rank %s] MPI start-up (MPI_Init, the node split) did not complete within %u s "
+             "(MLM_DIST_INIT_TIMEOUT_S): a host that MPI cannot reach (check btl_tcp_if_include / "
+             "oob_tcp_if_include, firewalls), or nodes that share one host name\n", rank ? rank : "?", init_s);
+    signal(SIGALRM, on_init_alarm);
+    alarm(init_s);
     if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
         mlm_die(MLM_EXIT_RUNTIME, "MPI_Init_thread failed (launched by mpirun: %s is set)", var);
     g.mpi = 1;
@@ -163,6 +230,8 @@ void mlm_dist_init(int *argc, char ***argv) {
     MPI_Comm_rank(node, &g.local_rank);
     MPI_Comm_size(node, &g.local_size);
     MPI_Comm_free(&node);
+    alarm(0);
+    signal(SIGALRM, SIG_DFL);
     const char *force = getenv("MLM_DIST_FORCE");
     g.active = g.world > 1 || (force && atoi(force) != 0);
     if (provided < MPI_THREAD_FUNNELED && g.rank == 0)
@@ -187,6 +256,14 @@ void mlm_dist_fault_point(int step) {
     if (kr && ks && atoi(kr) == g.rank && atoi(ks) == step) {
         fprintf(stderr, "mlmgpu: fault injection: rank %d kills itself at step %d\n", g.rank, step);
         raise(SIGKILL);
+    }
+    const char *ps = getenv("MLM_FAULT_PAUSE_STEP"), *pt = getenv("MLM_FAULT_PAUSE_S");
+    if (ps && atoi(ps) == step) {   // every rank: a window for the multinode tests to cut a link in
+        struct timespec ts = {0, 0};
+        double secs = pt ? atof(pt) : 2.0;
+        ts.tv_sec = (time_t)secs;
+        ts.tv_nsec = (long)((secs - (double)ts.tv_sec) * 1e9);
+        nanosleep(&ts, NULL);   // a signal (the launcher ending the job) ends it early
     }
     if (hr && hs && atoi(hr) == g.rank && atoi(hs) == step) {
         fprintf(stderr, "mlmgpu: fault injection: rank %d stops answering at step %d\n", g.rank, step);
@@ -218,7 +295,52 @@ static int poll_mpi(void *arg, char *err, size_t len) {
     return mlm_fail(err, len, "%s", msg);
 }
 
-enum { TAG_ARRIVAL = 0x6d6c };
+enum { TAG_ARRIVAL = 0x6d6c, TAG_HOLD = 0x6d6d };
+
+/* A collective failed or timed out (missing: the ranks that never reached it, "" when
+ * not known): prints the error; rank 0 runs the failure hook between two notices to
+ * the other ranks (hold, then done), so that none aborts the job under it; ends the job. */
+static _Noreturn __attribute__((format(printf, 2, 3))) void fail_collective(const char *missing, const char *fmt,
+                                                                           ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    print_error(fmt, ap);
+    va_end(ap);
+    if (g.rank == 0 && g.fail_hook) {
+        static int note[2] = {1, 2};   // hold, done: sent, never waited for (a peer may be gone)
+        MPI_Request req;
+        for (int r = 1; r < g.world; r++)
+            if (MPI_Isend(&note[0], 1, MPI_INT, r, TAG_HOLD, g.comm, &req) == MPI_SUCCESS) MPI_Request_free(&req);
+        mlm_dist_failure_fn hook = g.fail_hook;
+        g.fail_hook = NULL;   // a failure inside the hook does not run it again
+        hook(g.fail_ctx, missing);
+        for (int r = 1; r < g.world; r++)
+            if (MPI_Isend(&note[1], 1, MPI_INT, r, TAG_HOLD, g.comm, &req) == MPI_SUCCESS) MPI_Request_free(&req);
+        for (int i = 0; i < 100; i++) {   // let the done notices leave (MPI moves them inside MPI calls)
+            int flag;
+            MPI_Iprobe(MPI_ANY_SOURCE, TAG_HOLD, g.comm, &flag, MPI_STATUS_IGNORE);
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    end_job(MLM_EXIT_RUNTIME);
+}
+
+/* A rank other than 0 whose deadline passed: when rank 0 has said it is writing the
+ * failure checkpoint, waits for its done notice (or rank 0's MPI_Abort), at most
+ * timeout_s, so as not to abort the job while rank 0 writes. */
+static void wait_for_rank0_hook(void) {
+    int flag = 0, note = 0;
+    if (g.rank == 0 || MPI_Iprobe(0, TAG_HOLD, g.comm, &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS || !flag) return;
+    MPI_Recv(&note, 1, MPI_INT, 0, TAG_HOLD, g.comm, MPI_STATUS_IGNORE);
+    double until = mlm_now_s() + g.timeout_s;
+    while (note != 2 && mlm_now_s() < until) {
+        if (MPI_Iprobe(0, TAG_HOLD, g.comm, &flag, MPI_STATUS_IGNORE) == MPI_SUCCESS && flag)
+            MPI_Recv(&note, 1, MPI_INT, 0, TAG_HOLD, g.comm, MPI_STATUS_IGNORE);
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
+}
 
 /* Arrival notices {collective number, step} of the ranks to rank 0. */
 typedef struct {
@@ -275,24 +397,41 @@ static void watch(const char *what, poll_fn poll, void *arg) {
     mpi_reqs notices = {a.req, a.n};
     double deadline = mlm_now_s() + g.timeout_s + (g.rank ? ARRIVAL_GRACE_S : 0);
     int done = 0, arrived = 0;
+    char who[256] = "";
+    double sig_seen = 0;
     for (long spins = 0; !(done && arrived); spins++) {
-        if (!done && (done = poll(arg, err, sizeof err)) < 0)
-            abort_job(MLM_EXIT_RUNTIME, "step %d: %s failed: %s (did a rank die?)", g.step, what, err);
-        if (!arrived && (arrived = poll_mpi(&notices, err, sizeof err)) < 0)
-            abort_job(MLM_EXIT_RUNTIME, "step %d: %s: arrival notice failed: %s", g.step, what, err);
+        if (!done && (done = poll(arg, err, sizeof err)) < 0) {
+            missing_ranks(&a, who, sizeof who);
+            fail_collective(who, "step %d: %s failed: %s (did a rank die?%s%s)", g.step, what, err,
+                            who[0] ? " not heard from: rank(s) " : "", who);
+        }
+        if (!arrived && (arrived = poll_mpi(&notices, err, sizeof err)) < 0) {
+            missing_ranks(&a, who, sizeof who);
+            fail_collective(who, "step %d: %s: arrival notice failed: %s", g.step, what, err);
+        }
         if (done && arrived) break;
-        if (mlm_now_s() > deadline) {
-            char who[256];
+        // mpirun signals the ranks when it lost a host's daemon (its processes killed),
+        // then SIGKILLs them 1 s later: a rank still missing soon after is taken as lost
+        if (signalled && g.rank == 0 && sig_seen == 0) sig_seen = mlm_now_s();
+        if (sig_seen > 0 && mlm_now_s() > sig_seen + SIGNAL_WAIT_S) {
             missing_ranks(&a, who, sizeof who);
             if (who[0])
-                abort_job(MLM_EXIT_RUNTIME,
-                          "step %d: rank(s) %s did not reach the %s within [dist] timeout_s = %g s (dead, hung or "
-                          "far slower); aborting the job",
-                          g.step, who, what, g.timeout_s);
-            abort_job(MLM_EXIT_RUNTIME,
-                      "step %d: the %s did not complete within [dist] timeout_s = %g s%s; aborting the job", g.step,
-                      what, g.timeout_s,
-                      g.rank == 0 ? " although every rank reached it" : " (rank 0 names missing ranks)");
+                fail_collective(who,
+                                "step %d: a signal came while rank(s) %s had not reached the %s (the launcher "
+                                "ending the job after losing them?); aborting the job", g.step, who, what);
+            sig_seen = -1;   // every rank is here: the collective finishes, the signal is handled after it
+        }
+        if (mlm_now_s() > deadline) {
+            missing_ranks(&a, who, sizeof who);
+            if (who[0])
+                fail_collective(who,
+                                "step %d: rank(s) %s did not reach the %s within [dist] timeout_s = %g s (dead, hung "
+                                "or far slower); aborting the job",
+                                g.step, who, what, g.timeout_s);
+            wait_for_rank0_hook();
+            fail_collective("", "step %d: the %s did not complete within [dist] timeout_s = %g s%s; aborting the job",
+                            g.step, what, g.timeout_s,
+                            g.rank == 0 ? " although every rank reached it" : " (rank 0 names missing ranks)");
         }
         nap(spins);
     }

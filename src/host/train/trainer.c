@@ -156,6 +156,9 @@ typedef struct {
     mlm_tokenizer *tok;   // NULL when data.vocab is not given
     uint8_t *word_start;  // whole-word masking's table, else NULL
     FILE *metrics;        // rank 0 only
+    int state_step;       // the model holds the weights and moments after this step
+    int state_busy;       // CUDA: an update is queued behind the gradient all-reduce (no safe state)
+    int saved_step;       // the newest checkpoint written or resumed from (0: none)
 } run_state;
 
 /* Opens data.vocab (either kind, mlm_tokenizer_open) and checks it against the
@@ -262,6 +265,7 @@ static void on_signal(int sig) {
         (void)w;
     }
     stop_signal = sig;
+    mlm_dist_signal_received();
     signal(sig, SIG_DFL);   // a second signal ends the process at once
 }
 
@@ -286,10 +290,14 @@ static void queue_step(run_state *r, mlm_loader *ld, step_flight *f) {
         if (k == ld->nmicro - 1) mlm_grad_sync_arm(r->sync);   // buckets leave as the backward ends them
         mlm_model_step_micro(&r->model, &d->micro[k].batch, scale);
     }
+    // CPU: the all-reduce completes here, before AdamW touches weights or moments. CUDA:
+    // AdamW is queued behind NCCL, so until the wait the device state is mid-update.
+    r->state_busy = r->sync && strcmp(r->model.be->name, "cuda") == 0;
     mlm_grad_sync_finish(r->sync);
     mlm_loader_release(ld);
     mlm_optim_step(&r->model, &r->cfg->optim, f->step, f->lr);
     mlm_grad_sync_wait(r->sync);
+    r->state_step = f->step, r->state_busy = 0;
 }
 
 /* The step's loss sum, correct count, masked count and grad norm, all global, and
@@ -373,7 +381,34 @@ static void save_checkpoint(run_state *r, int step) {
     char err[2048];
     if (mlm_checkpoint_save(&r->model, r->cfg, step, err, sizeof err) != 0)
         mlm_die(MLM_EXIT_RUNTIME, "checkpoint at step %d: %s", step, err);
+    r->saved_step = step;
     mlm_log("checkpoint: %s/checkpoints/step_%07d", r->cfg->train.out_dir, step);
+}
+
+/* Rank 0, when a collective failed or timed out (dist.h; the job is aborted next):
+ * saves the last completed step, which rank 0 holds whole (weights and moments are
+ * those after state_step: the failing step's update has not been applied), so the
+ * steps since the last regular checkpoint are not lost. Not on CUDA while AdamW waits
+ * behind the gradient all-reduce (the update would be applied over partial sums). */
+static void on_dist_failure(void *ctx, const char *missing) {
+    run_state *r = ctx;
+    char err[2048];
+    if (r->state_busy) {
+        mlm_log("no checkpoint on failure: the failure hit the gradient all-reduce of step %d on CUDA, with the "
+                "update queued behind it; the checkpoint of step %d stands", r->state_step + 1, r->saved_step);
+        return;
+    }
+    if (r->state_step <= r->saved_step) {
+        if (r->saved_step > 0) mlm_log("checkpoint on failure: step %d is saved already", r->saved_step);
+        return;
+    }
+    if (mlm_checkpoint_save_on_failure(&r->model, r->cfg, r->state_step, missing, err, sizeof err) != 0) {
+        mlm_log("error: checkpoint on failure at step %d: %s", r->state_step, err);
+        return;
+    }
+    mlm_log("checkpoint on failure: %s/checkpoints/step_%07d (step %d%s%s); once the fault is fixed, continue with "
+            "--resume auto", r->cfg->train.out_dir, r->state_step, r->state_step, missing[0] ? ", no answer from rank(s) " : "",
+            missing);
 }
 
 /* Loss and accuracy over the steps since the last log line. */
@@ -442,6 +477,8 @@ int mlm_train(const mlm_config *config, mlm_backend *be, const char *resume, int
     char ckpt[2 * MLM_PATH_MAX] = "";
     int lock = r.rank == 0 ? claim_run_dir(&cfg, resume, overwrite, ckpt, sizeof ckpt) : -1;
     int first = sync_replicas(&r, resume_from(&r, &cfg, ckpt));
+    r.state_step = r.saved_step = first - 1;
+    if (r.rank == 0) mlm_dist_set_failure_hook(on_dist_failure, &r);
     if (r.rank == 0) {
         printf("# resolved configuration\n");   // after init_from: the shape actually trained
         mlm_config_write(&cfg, stdout);
@@ -510,6 +547,7 @@ int mlm_train(const mlm_config *config, mlm_backend *be, const char *resume, int
     }
     if (!stopped && rc == 0 && r.rank == 0 && r.have_val && r.tok)
         mlm_print_predictions(&r.model, &r.val, &cfg, &r.sp, r.tok, r.word_start, 8);
+    mlm_dist_set_failure_hook(NULL, NULL);
     mlm_loader_stop(&ld);
     mlm_grad_sync_destroy(r.sync);
     mlm_dist_detach();
