@@ -1,9 +1,11 @@
 /*
  * mlmgpu prepare: packing (FULL-SENTENCES with [SEP] between documents, padding
  * only at the end), the split by document, determinism across thread counts,
- * paragraph documents, and every bad input named.
+ * blank-line documents by default (--file-documents: a file is one), every bad
+ * input named, and the unigram baseline the trainer prints from the shards.
  */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +13,7 @@
 
 #include "common.h"
 #include "mlm/data.h"
+#include "mlm/eval.h"
 #include "mlm/fileio.h"
 #include "mlm/prepare.h"
 
@@ -174,20 +177,65 @@ Test(prepare, an_empty_split_is_named) {
     cr_expect(strstr(out, "no document went to train (0 documents"), "%s", out);
 }
 
-Test(prepare, paragraphs_are_documents) {
+/* The default, BERT's format: blocks of lines between blank lines (a line of only
+ * spaces is blank) are documents, [SEP] between them; --file-documents makes the
+ * file one document, its blank lines mere whitespace. */
+Test(prepare, blank_lines_split_documents_by_default) {
     write_file("vocab.txt", VOCAB);
     write_file("p.txt", "alpha beta\ngamma\n\n  \ndelta\n\n\nalpha\n");
     char p[256], err[1024];
     tmp_path(p, sizeof p, "p.txt");
     const char *in[] = {p};
     mlm_prepare_opts o = opts(in, 1, 32, "out");
-    o.paragraphs = 1;
     mlm_prepare_stats st;
     cr_assert_eq(mlm_prepare(&o, &st, err, sizeof err), 0, "%s", err);
     cr_expect_eq(st.train.docs, 3);
     int32_t seqs[64], want[] = {2, 5, 6, 7, 3, 8, 3, 5, 3, 0};
     cr_assert_eq(read_split("out", "train", 32, seqs, 2), 1);
     for (int i = 0; i < 10; i++) cr_expect_eq(seqs[i], want[i], "position %d: %d", i, seqs[i]);
+    o = opts(in, 1, 32, "whole");
+    o.file_documents = 1;
+    cr_assert_eq(mlm_prepare(&o, &st, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(st.train.docs, 1);
+    int32_t want1[] = {2, 5, 6, 7, 8, 5, 3, 0};
+    cr_assert_eq(read_split("whole", "train", 32, seqs, 2), 1);
+    for (int i = 0; i < 8; i++) cr_expect_eq(seqs[i], want1[i], "position %d: %d", i, seqs[i]);
+    // the command line: the default, --file-documents, and --paragraphs (the old
+    // name of the default) accepted and changing nothing; the manifest says which
+    static const char *const cli[][2] = {{"", "paragraphs"}, {"--file-documents", "files"},
+                                         {"--paragraphs", "paragraphs"}};
+    for (int i = 0; i < 3; i++) {
+        char args[256], cmd[512];
+        snprintf(args, sizeof args, "prepare --input p.txt --vocab vocab.txt --seq-len 32 --out c%d %s", i, cli[i][0]);
+        cr_assert_eq(run_mlmgpu("", args, out, sizeof out), 0, "%s", out);
+        cr_expect(strstr(out, i == 1 ? "train: 1 documents" : "train: 3 documents"), "%s: %s", args, out);
+        snprintf(cmd, sizeof cmd, "grep -q '\"documents\":[[:space:]]*\"%s\"' %s/c%d/manifest.json", cli[i][1], tmpdir, i);
+        cr_expect_eq(run_shell(cmd, out, sizeof out), 0, "%s: manifest should say documents = %s", args, cli[i][1]);
+    }
+}
+
+/* One big file (a wikitext or a dump): split at blank lines, its documents fill
+ * both splits by default; as one document (--file-documents) val stays empty and
+ * the warning names the way out. */
+Test(prepare, one_big_file_gets_a_val_split) {
+    write_file("vocab.txt", VOCAB);
+    char *text = malloc(200 * 32), *w = text;
+    for (int i = 0; i < 200; i++) w += sprintf(w, "%s gamma\n%s\n\n", i % 2 ? "alpha" : "beta", i % 3 ? "delta" : ".");
+    write_file("big.txt", text);
+    free(text);
+    cr_assert_eq(run_mlmgpu("", "prepare --input big.txt --vocab vocab.txt --seq-len 16 --out d --val-fraction 0.1",
+                            out, sizeof out), 0, "%s", out);
+    unsigned long tr = 0, va = 0;
+    const char *t = strstr(out, "train: "), *v = strstr(out, "val:   ");
+    cr_assert(t && v, "%s", out);
+    cr_assert_eq(sscanf(t, "train: %lu documents", &tr), 1);
+    cr_assert_eq(sscanf(v, "val:   %lu documents", &va), 1);
+    cr_expect_eq(tr + va, 200, "%s", out);
+    cr_expect(va >= 5 && va <= 40, "val holds %lu of 200 documents at --val-fraction 0.1", va);
+    cr_assert_eq(run_mlmgpu("", "prepare --input big.txt --vocab vocab.txt --seq-len 16 --out f --val-fraction 0.1 "
+                                "--file-documents", out, sizeof out), 0, "%s", out);
+    cr_expect(strstr(out, "put none of the 1 documents in val"), "%s", out);
+    cr_expect(strstr(out, "without --file-documents, blank lines split files into documents"), "%s", out);
 }
 
 Test(prepare, bad_inputs_are_named) {
@@ -229,7 +277,7 @@ Test(prepare, shards_train) {
     mlm_prepare_opts o = opts(in, 1, 64, "data");
     o.vocab = SAMPLE "/vocab.txt";
     o.val_fraction = 0.25;
-    o.paragraphs = 1;   // hundreds of documents, so both splits hold some
+    // blank-line documents (the default): hundreds of them, so both splits hold some
     o.shard_sequences = 1000;
     mlm_prepare_stats st;
     cr_assert_eq(mlm_prepare(&o, &st, err, sizeof err), 0, "%s", err);
@@ -315,4 +363,46 @@ Test(prepare, bpe_vocabulary) {
     cr_expect_eq(run_mlmgpu("", "prepare --input a.txt --vocab lone/vocab.json --seq-len 8 --out o", out, sizeof out),
                  2, "%s", out);
     cr_expect(strstr(out, "merges.txt"), "%s", out);
+}
+
+/* The unigram baseline (eval.c) by hand: "alpha alpha" and "beta zeta" (zeta is
+ * not in the vocabulary: [UNK], which masking can pick) pack at seq_len 4 into
+ * [CLS] 5 5 [SEP] | [CLS] 6 1 [SEP]. [CLS], [SEP] and padding do not count, so the
+ * frequencies are alpha 1/2, beta 1/4, [UNK] 1/4: entropy 1.5 ln 2 nats. Sampling one
+ * sequence of the two (the first) leaves only alpha: 0. */
+Test(prepare, unigram_baseline_by_hand) {
+    write_file("vocab.txt", VOCAB);
+    write_file("a.txt", "alpha alpha");
+    write_file("b.txt", "beta zeta");
+    char a[256], b[256], err[1024], path[256];
+    tmp_path(a, sizeof a, "a.txt");
+    tmp_path(b, sizeof b, "b.txt");
+    const char *in[] = {a, b};
+    mlm_prepare_opts o = opts(in, 2, 4, "u");
+    mlm_prepare_stats st;
+    cr_assert_eq(mlm_prepare(&o, &st, err, sizeof err), 0, "%s", err);
+    int32_t seqs[16], want[] = {2, 5, 5, 3, 2, 6, 1, 3};
+    cr_assert_eq(read_split("u", "train", 4, seqs, 4), 2);
+    for (int i = 0; i < 8; i++) cr_assert_eq(seqs[i], want[i], "position %d: %d", i, seqs[i]);
+    tmp_path(path, sizeof path, "u/train");
+    mlm_shards sh;
+    cr_assert_eq(mlm_shards_open(&sh, path, 4, 0, err, sizeof err), 0, "%s", err);
+    mlm_special_ids sp = mlm_special_ids_default(10);
+    cr_expect_float_eq(mlm_unigram_baseline(&sh, &sp, 0), 1.5 * log(2.0), 1e-12);
+    cr_expect_float_eq(mlm_unigram_baseline(&sh, &sp, 1), 0.0, 1e-12);
+    // a padded tail: one more file, at seq_len 8 ([CLS] 5 5 [SEP] 6 1 [SEP] 8 | [CLS] 8 [SEP] pad...):
+    // alpha 2, beta 1, [UNK] 1, delta 2 of 6
+    mlm_shards_close(&sh);
+    write_file("c.txt", "delta delta");
+    char c[256];
+    tmp_path(c, sizeof c, "c.txt");
+    const char *in3[] = {a, b, c};
+    o = opts(in3, 3, 8, "u8");
+    cr_assert_eq(mlm_prepare(&o, &st, err, sizeof err), 0, "%s", err);
+    tmp_path(path, sizeof path, "u8/train");
+    cr_assert_eq(mlm_shards_open(&sh, path, 8, 0, err, sizeof err), 0, "%s", err);
+    double p[] = {2 / 6.0, 1 / 6.0, 1 / 6.0, 2 / 6.0}, h = 0;
+    for (int i = 0; i < 4; i++) h -= p[i] * log(p[i]);
+    cr_expect_float_eq(mlm_unigram_baseline(&sh, &sp, 0), h, 1e-12);
+    mlm_shards_close(&sh);
 }

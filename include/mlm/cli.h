@@ -12,6 +12,7 @@ int mlm_cmd_vocab(int argc, char **argv);     // src/host/cli/cmd_vocab.c
 int mlm_cmd_prepare(int argc, char **argv);   // src/host/cli/cmd_prepare.c
 int mlm_cmd_eval(int argc, char **argv);      // src/host/cli/cmd_eval.c
 int mlm_cmd_fill_mask(int argc, char **argv); // src/host/cli/cmd_fill_mask.c
+int mlm_cmd_plot(int argc, char **argv);      // src/host/cli/cmd_plot.c
 
 /* The backend for --device auto|cpu|cuda: auto takes a usable GPU, else the CPU,
  * and says which; cuda without a usable GPU exits 2 with the reason. */

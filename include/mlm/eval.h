@@ -20,6 +20,14 @@ typedef struct { double loss, acc; long tokens; } mlm_eval_result;
 mlm_eval_result mlm_evaluate(mlm_model *m, const mlm_shards *sh, const mlm_config *cfg,
                              const mlm_special_ids *sp, const uint8_t *word_start, int n);
 
+/* The unigram baseline: the loss, in nats, of predicting every masked token from the
+ * token frequencies of sh alone, without context: the entropy -sum p log p of the
+ * frequencies of the ids masking can pick (all but pad, [CLS], [SEP], [MASK]; sp).
+ * Counts at most max_seqs sequences, evenly spread over sh (0: all). A model whose
+ * validation loss is not well below it has learned nothing but frequencies. Returns
+ * -1 when sh holds no such token. */
+double mlm_unigram_baseline(const mlm_shards *sh, const mlm_special_ids *sp, uint64_t max_seqs);
+
 /* Prints on stdout what the model predicts for up to max_shown masked tokens of the
  * first sequence of val (every scored token shown as [MASK]), with their context and
  * the truth, the tokens spelled by tok (either kind) and masked as in evaluation. */

@@ -3,10 +3,10 @@
  * recursively, in name order) are tokenized in parallel and packed, in order, into
  * fixed-length sequences (RoBERTa FULL-SENTENCES): [CLS], then the tokens of
  * consecutive documents with [SEP] between documents, then [SEP]; only the last
- * sequence of a split is padded. A document is a file, or with paragraphs set a
- * block of lines between blank lines. Documents go to the validation split by a
- * hash of (file name, block index) below val_fraction, so the split is stable and
- * by document. Output:
+ * sequence of a split is padded. A document is a block of lines between blank
+ * lines (BERT's pretraining-data format), or with file_documents set a whole
+ * file. Documents go to the validation split by a hash of (file name, block
+ * index) below val_fraction, so the split is stable and by document. Output:
  *   OUT/train/train-NNNNN.shard, OUT/val/val-NNNNN.shard, OUT/vocab.txt,
  *   OUT/manifest.json (counts, vocab hash, inputs)
  * Same inputs, same options: byte-identical output.
@@ -26,7 +26,7 @@ typedef struct {
     const char *out;          // output directory: must not hold shards yet unless force
     double val_fraction;      // [0, 1)
     int threads;
-    int paragraphs;           // 1: blank-line-separated blocks are documents
+    int file_documents;       // 0: blank-line-separated blocks are documents; 1: each file is one
     uint64_t shard_sequences; // sequences per shard file
     int force;                // replace an existing output
     int progress;             // progress line on stderr

@@ -12,7 +12,7 @@
 
 static const char *PREPARE_USAGE =
     "usage: mlmgpu prepare --input PATH... --vocab PATH --seq-len N --out DIR [--val-fraction F]\n"
-    "                      [--threads T] [--cased] [--paragraphs] [--shard-sequences K] [--force]\n"
+    "                      [--threads T] [--cased] [--file-documents] [--shard-sequences K] [--force]\n"
     "\n"
     "Tokenizes text files (directories are read recursively, in name order) and packs\n"
     "them into shards of N-token sequences: OUT/train/*.shard, OUT/val/*.shard, the\n"
@@ -29,7 +29,9 @@ static const char *PREPARE_USAGE =
     "  --threads T           tokenizer threads (default: all cores)\n"
     "  --cased               keep case and accents (for a cased WordPiece vocabulary; BPE\n"
     "                        always keeps the text as is)\n"
-    "  --paragraphs          a document is a blank-line-separated block (default: a file)\n"
+    "  --file-documents      a document is a whole file (default: a block of lines between\n"
+    "                        blank lines, as in BERT's pretraining data; --paragraphs, the\n"
+    "                        old name of that default, is still accepted and changes nothing)\n"
     "  --shard-sequences K   sequences per shard file (default 65536)\n"
     "  --force               replace the prepared data already in DIR\n";
 
@@ -46,8 +48,9 @@ int mlm_cmd_prepare(int argc, char **argv) {
             return 0;
         }
         // flags take no value: the next argument is not skipped
-        int *flag = !strcmp(a, "--cased") ? &o.cased : !strcmp(a, "--paragraphs") ? &o.paragraphs
-                  : !strcmp(a, "--force") ? &o.force : NULL;
+        int ignored = 0;   // --paragraphs: what used to be asked for is now the default
+        int *flag = !strcmp(a, "--cased") ? &o.cased : !strcmp(a, "--file-documents") ? &o.file_documents
+                  : !strcmp(a, "--paragraphs") ? &ignored : !strcmp(a, "--force") ? &o.force : NULL;
         if (flag) {
             *flag = 1;
             continue;

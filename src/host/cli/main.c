@@ -28,6 +28,7 @@ static const char *USAGE =
     "  prepare   tokenize text into training shards\n"
     "  eval      masked-LM loss, accuracy and perplexity of a model on shards\n"
     "  fill-mask the most likely tokens for each [MASK] of a text\n"
+    "  plot      draw RUN_DIR/loss.svg (loss, learning rate) from its metrics.jsonl\n"
 
     "\n"
     "  mlmgpu COMMAND --help   options of a command\n"
@@ -87,6 +88,7 @@ int main(int argc, char **argv) {
         {"prepare", mlm_cmd_prepare},
         {"eval", mlm_cmd_eval},
         {"fill-mask", mlm_cmd_fill_mask},
+        {"plot", mlm_cmd_plot},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (!strcmp(cmd, cmds[i].name)) return cmds[i].run(argc - 2, argv + 2);

@@ -111,7 +111,7 @@ typedef struct {
 static void *worker(void *arg) {
     window_job *j = arg;
     for (int i; (i = atomic_fetch_add(&j->next, 1)) < j->count;) {
-        tokenize_file(j->tok, j->files->paths[j->first + i], j->o->paragraphs, &j->docs[i]);
+        tokenize_file(j->tok, j->files->paths[j->first + i], !j->o->file_documents, &j->docs[i]);
         atomic_fetch_add(&j->bytes_done, j->files->sizes[j->first + i]);
     }
     atomic_fetch_add(&j->finished, 1);
@@ -247,7 +247,7 @@ static int write_manifest(const char *dir, const mlm_prepare_opts *o, const pack
     cJSON_AddStringToObject(j, "vocab_hash", hex);
     cJSON_AddStringToObject(j, "tokenizer", bpe ? "bpe" : "wordpiece");
     if (!bpe) cJSON_AddBoolToObject(j, "cased", o->cased);
-    cJSON_AddStringToObject(j, "documents", o->paragraphs ? "paragraphs" : "files");
+    cJSON_AddStringToObject(j, "documents", o->file_documents ? "files" : "paragraphs");
     cJSON_AddNumberToObject(j, "val_fraction", o->val_fraction);
     cJSON_AddItemToObject(j, "train", split_json(&pk[0]));
     cJSON_AddItemToObject(j, "val", split_json(&pk[1]));
@@ -396,7 +396,9 @@ static int run_all(const mlm_prepare_opts *o, const mlm_tokenizer *tok, const ml
     if (rc == 0 && o->val_fraction > 0 && pk[1].st.sequences == 0)
         mlm_log("warning: --val-fraction %g put none of the %" PRIu64 " documents in val (the split is drawn per "
                 "document): val/ is empty, so leave data.val empty in the config, or give more documents "
-                "(--paragraphs splits files at blank lines)", o->val_fraction, pk[0].st.docs);
+                "(%s)", o->val_fraction, pk[0].st.docs,
+                o->file_documents ? "without --file-documents, blank lines split files into documents"
+                                  : "separate them with blank lines");
     st->bytes = total;
     st->files = files->n;
     st->seconds = mlm_now_s() - t0;

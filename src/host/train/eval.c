@@ -1,7 +1,7 @@
 /*
  * Evaluation (include/mlm/eval.h): the masked-LM loss and accuracy of a model on
- * shards with the fixed masking of validation, split over the ranks, and the
- * predictions printout at the end of a run. Callers: the trainer (trainer.c) and
+ * shards with the fixed masking of validation, split over the ranks, the unigram
+ * baseline that loss is shown beside, and the predictions printout at the end of a run. Callers: the trainer (trainer.c) and
  * `mlmgpu eval` (src/host/cli/cmd_eval.c).
  */
 #include "mlm/eval.h"
@@ -40,6 +40,45 @@ mlm_eval_result mlm_evaluate(mlm_model *m, const mlm_shards *sh, const mlm_confi
     long tokens = (long)sums[2];
     mlm_eval_result r = {tokens ? sums[0] / tokens : 0, tokens ? sums[1] / tokens : 0, tokens};
     return r;
+}
+
+/* ---------------------------------------------------------------- unigram baseline */
+
+/* One pass over the ids (read straight from the mapped shards: no vocabulary check,
+ * mlm_shards_check_ids did that at open), counted per id; the entropy in nats. */
+double mlm_unigram_baseline(const mlm_shards *sh, const mlm_special_ids *sp, uint64_t max_seqs) {
+    uint32_t V = sh->max_id + 1;
+    uint64_t *count = mlm_xcalloc(V, sizeof(uint64_t), "token counts");
+    uint64_t n = sh->total, take = max_seqs && max_seqs < n ? max_seqs : n, total = 0;
+    int file = 0, S = sh->seq_len;
+    for (uint64_t k = 0; k < take; k++) {
+        uint64_t idx = take == n ? k : k * n / take;   // evenly spread when sampling
+        while (file + 1 < sh->nfiles && idx >= sh->first[file + 1]) file++;
+        const uint8_t *p = sh->maps[file] + MLM_SHARD_HEADER_BYTES +
+                           (idx - sh->first[file]) * (uint64_t)S * (uint64_t)sh->dtype_bytes;
+        for (int s = 0; s < S; s++) {
+            uint32_t id;
+            if (sh->dtype_bytes == 2) {
+                uint16_t v;
+                memcpy(&v, p + 2 * s, 2);
+                id = v;
+            } else memcpy(&id, p + 4 * (size_t)s, 4);
+            if (id >= V) continue;
+            count[id]++;
+        }
+    }
+    int specials[4] = {sh->pad_id, sp->cls, sp->sep, sp->mask};
+    for (int i = 0; i < 4; i++)
+        if (specials[i] >= 0 && (uint32_t)specials[i] < V) count[specials[i]] = 0;
+    for (uint32_t i = 0; i < V; i++) total += count[i];
+    double h = 0;
+    for (uint32_t i = 0; i < V; i++)
+        if (count[i]) {
+            double p = (double)count[i] / (double)total;
+            h -= p * log(p);
+        }
+    free(count);
+    return total ? h : -1;
 }
 
 /* ---------------------------------------------------------------- predictions */

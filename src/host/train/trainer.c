@@ -39,6 +39,8 @@
 #include "mlm/loader.h"
 #include "mlm/log.h"
 #include "mlm/optimizer.h"
+#include "mlm/events.h"
+#include "mlm/plot.h"
 
 /* ---------------------------------------------------------------- run directory */
 
@@ -137,6 +139,25 @@ static void metrics_line(FILE *f, const char *dir, const char *fmt, ...) {
             cut ? "the file ends at its last whole line" : "its last line may be torn");
 }
 
+/* The scalars of a metrics line, as one TensorBoard event (events.h); a failed
+ * write stops the run as metrics_line's does, the file cut back to its last whole
+ * record. */
+static void event_scalars(mlm_events *ev, int step, const char *const *tags, const double *v, int n) {
+    char err[2 * MLM_PATH_MAX];
+    if (ev && mlm_events_scalars(ev, step, tags, v, n, err, sizeof err) != 0) mlm_die(MLM_EXIT_RUNTIME, "%s", err);
+}
+
+/* out_dir/loss.svg from metrics.jsonl (plot.h), when rank 0 ends a run however it
+ * ends: a finished run fails when it cannot be drawn, a stopped or failed one keeps
+ * its exit code and warns. */
+static void draw_loss(const char *dir, int rc) {
+    char err[4 * MLM_PATH_MAX];
+    mlm_plot_counts c;
+    if (mlm_plot_run(dir, &c, err, sizeof err) == 0) mlm_log("loss picture: %s/loss.svg", dir);
+    else if (rc == 0) mlm_die(MLM_EXIT_RUNTIME, "loss.svg: %s", err);
+    else mlm_log("warning: no loss.svg: %s", err);
+}
+
 static void fmt_duration(char *buf, size_t n, double s) {
     int t = (int)(s + 0.5);
     if (t >= 3600) snprintf(buf, n, "%dh%02dm", t / 3600, t / 60 % 60);
@@ -155,7 +176,9 @@ typedef struct {
     mlm_special_ids sp;
     mlm_tokenizer *tok;   // NULL when data.vocab is not given
     uint8_t *word_start;  // whole-word masking's table, else NULL
+    double baseline;      // the unigram baseline of data.train (mlm_unigram_baseline), rank 0; < 0: none
     FILE *metrics;        // rank 0 only
+    mlm_events *events;   // rank 0 only: the TensorBoard event file of this process
     int state_step;       // the model holds the weights and moments after this step
     int state_busy;       // CUDA: an update is queued behind the gradient all-reduce (no safe state)
     int saved_step;       // the newest checkpoint written or resumed from (0: none)
@@ -224,6 +247,9 @@ static void open_data(run_state *r) {
     if (mlm_shards_open(&r->train, cfg->data.train, cfg->data.seq_len, vhash, err, sizeof err) != 0)
         mlm_die(MLM_EXIT_INPUT, "data.train: %s", err);
     check_shards(r, &r->train, "data.train");
+    // beside every validation loss: what predicting token frequencies alone scores
+    // (at most 2^17 sequences of data.train, evenly spread: a fraction of a second)
+    r->baseline = r->rank == 0 ? mlm_unigram_baseline(&r->train, &r->sp, 1u << 17) : -1;
     r->have_val = cfg->data.val[0] != 0;
     if (r->have_val && mlm_shards_open(&r->val, cfg->data.val, cfg->data.seq_len, vhash, err, sizeof err) != 0)
         mlm_die(MLM_EXIT_INPUT, "data.val: %s", err);
@@ -248,11 +274,18 @@ static void log_eval(run_state *r, int step) {
                      "{\"split\":\"val\",\"step\":%d,\"loss\":null,\"acc\":null,\"ppl\":null,\"tokens\":0}\n", step);
         return;
     }
-    mlm_log("val  step %6d | loss %.4f | acc %.4f | ppl %.2f | %ld masked tokens", step, e.loss, e.acc,
+    char base[64] = "", base_json[48] = "";
+    if (r->baseline >= 0) {
+        snprintf(base, sizeof base, " (unigram baseline %.4f)", r->baseline);
+        snprintf(base_json, sizeof base_json, ",\"baseline\":%.6f", r->baseline);
+    }
+    mlm_log("val  step %6d | loss %.4f%s | acc %.4f | ppl %.2f | %ld masked tokens", step, e.loss, base, e.acc,
             exp(e.loss), e.tokens);
     metrics_line(r->metrics, cfg->train.out_dir,
-                 "{\"split\":\"val\",\"step\":%d,\"loss\":%.6f,\"acc\":%.6f,\"ppl\":%.4f,\"tokens\":%ld}\n", step,
-                 e.loss, e.acc, exp(e.loss), e.tokens);
+                 "{\"split\":\"val\",\"step\":%d,\"loss\":%.6f%s,\"acc\":%.6f,\"ppl\":%.4f,\"tokens\":%ld}\n",
+                 step, e.loss, base_json, e.acc, exp(e.loss), e.tokens);
+    static const char *const tags[] = {"val/loss", "val/acc", "val/ppl", "val/unigram_baseline"};
+    event_scalars(r->events, step, tags, (double[]){e.loss, e.acc, exp(e.loss), r->baseline}, r->baseline >= 0 ? 4 : 3);
 }
 
 static volatile sig_atomic_t stop_signal;
@@ -427,6 +460,8 @@ static void log_train(run_state *r, log_window *w, const step_stats *s, int step
                  "{\"split\":\"train\",\"step\":%d,\"loss\":%.6f,\"acc\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,"
                  "\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f}\n",
                  step, loss, acc, lr, s->grad_norm, tps, now - t0);
+    static const char *const tags[] = {"train/loss", "train/acc", "train/lr", "train/grad_norm", "train/tokens_per_s"};
+    event_scalars(r->events, step, tags, (double[]){loss, acc, lr, s->grad_norm, tps}, 5);
     *w = (log_window){0, 0, now, 0, step};
 }
 
@@ -488,6 +523,9 @@ int mlm_train(const mlm_config *config, mlm_backend *be, const char *resume, int
         if (fflush(cf) != 0 || ferror(cf) || fclose(cf) != 0)
             mlm_die(MLM_EXIT_RUNTIME, "%s/config.ini: write failed: %s", t->out_dir, strerror(errno));
         r.metrics = open_in_run(t->out_dir, "metrics.jsonl", first > 1 ? "a" : "w");
+        char err[4 * MLM_PATH_MAX];   // a fresh start clears the event files, as metrics.jsonl
+        if (!(r.events = mlm_events_open(t->out_dir, first, err, sizeof err)))
+            mlm_die(MLM_EXIT_INPUT, "train.out_dir: %s", err);
         print_startup(&r, be);
         if (first > t->steps)
             mlm_log("the checkpoint is at step %d of %d: nothing left to train", first - 1, t->steps);
@@ -555,6 +593,10 @@ int mlm_train(const mlm_config *config, mlm_backend *be, const char *resume, int
     free(r.word_start);
     if (r.metrics && fclose(r.metrics) != 0 && rc == 0)
         mlm_die(MLM_EXIT_RUNTIME, "%s/metrics.jsonl: closing failed: %s", t->out_dir, strerror(errno));
+    char cerr[4 * MLM_PATH_MAX];
+    if (r.events && mlm_events_close(r.events, cerr, sizeof cerr) != 0 && rc == 0)
+        mlm_die(MLM_EXIT_RUNTIME, "%s", cerr);
+    if (r.rank == 0) draw_loss(t->out_dir, rc);
     if (lock >= 0) close(lock);
     mlm_model_destroy(&r.model);
     mlm_shards_close(&r.train);
