@@ -332,7 +332,13 @@ Test(multinode, start_up_that_hangs_is_bounded) {
     cr_expect_neq(rc, 0, "%s", out);
     cr_expect_neq(rc, 124, "mpirun hung: %s", out);
     cr_expect_lt(secs, 20, "took %.1f s", secs);
-    cr_expect(strstr(out, "MPI start-up (MPI_Init, the node split) did not complete within 3 s"), "%s", out);
+    const char *ours = "MPI start-up (MPI_Init, the node split) did not complete within 3 s";
+    // Open MPI's node split with two nodes of one name usually hangs, but sometimes
+    // segfaults first: then the bound was not exercised, which is no pass either
+    if (!strstr(out, ours) && strstr(out, "exited on signal"))
+        cr_skip_test("Open MPI crashed in the node split instead of hanging (rc %d in %.1f s): the start-up "
+                     "timeout was not exercised this run", rc, secs);
+    cr_expect(strstr(out, ours), "%s", out);
 }
 
 /* The failure checkpoint of step 3 with its marker naming the lost ranks. */
