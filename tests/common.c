@@ -2,10 +2,14 @@
 #include "common.h"
 
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+
+#include "mlm/fileio.h"
+#include "mlm/safetensors.h"
 
 char tmpdir[64];
 
@@ -63,4 +67,48 @@ int read_metric_losses(const char *run, const char *split, double *loss, int max
     }
     fclose(f);
     return n;
+}
+
+char *read_tmp(const char *name, size_t *n) {
+    char path[256], *text, err[512];
+    size_t len;
+    tmp_path(path, sizeof path, name);
+    cr_assert_eq(mlm_read_file(path, &text, &len, err, sizeof err), 0, "%s", err);
+    if (n) *n = len;
+    return text;
+}
+
+int same_tmp_files(const char *a, const char *b) {
+    size_t na, nb;
+    char *x = read_tmp(a, &na), *y = read_tmp(b, &nb);
+    int same = na == nb && memcmp(x, y, na) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
+double max_rel_diff(const char *a, const char *b, char *worst, size_t n) {
+    char pa[256], pb[256], err[1024];
+    tmp_path(pa, sizeof pa, a);
+    tmp_path(pb, sizeof pb, b);
+    mlm_st_file fa, fb;
+    cr_assert_eq(mlm_st_open(&fa, pa, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(mlm_st_open(&fb, pb, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(fa.count, fb.count);
+    double rel = 0;
+    for (int i = 0; i < fa.count; i++) {
+        const mlm_st_tensor *ta = &fa.tensors[i], *tb = mlm_st_find(&fb, ta->name);
+        cr_assert(tb && tb->numel == ta->numel && ta->dtype == MLM_ST_F32, "%s", ta->name);
+        const float *x = ta->data, *y = tb->data;
+        double diff = 0, mag = 0;
+        for (size_t k = 0; k < ta->numel; k++) {
+            diff = fmax(diff, fabs((double)x[k] - y[k]));
+            mag = fmax(mag, fabs((double)x[k]));
+        }
+        double r = diff / fmax(mag, 1e-3);
+        if (r >= rel) rel = r, snprintf(worst, n, "%s", ta->name);
+    }
+    mlm_st_close(&fa);
+    mlm_st_close(&fb);
+    return rel;
 }

@@ -26,5 +26,16 @@ int run_mlmgpu(const char *env, const char *args, char *out, size_t n);
 int read_metric_losses(const char *run, const char *split, double *loss, int max);
 /* Runs a shell command, stdout+stderr into out; exit code as run_mlmgpu's. */
 int run_shell(const char *cmd, char *out, size_t n);
+/* tmpdir/name whole, NUL-terminated (free it), its length into *n unless n is NULL;
+ * the test fails when it cannot be read. */
+char *read_tmp(const char *name, size_t *n);
+/* Whether tmpdir/a and tmpdir/b hold the same bytes. */
+int same_tmp_files(const char *a, const char *b);
+/* Largest |a - b| over largest |a| per tensor of two fp32 safetensors files in
+ * tmpdir, the worst tensor's name into worst. The denominator is at least 1e-3: the
+ * key bias has a gradient of exactly zero in exact arithmetic (softmax ignores a
+ * shift of all of a query's scores), so it holds only rounding noise of about 1e-10
+ * that no relative measure can match. */
+double max_rel_diff(const char *a, const char *b, char *worst, size_t n);
 
 #endif

@@ -34,19 +34,6 @@ static int train(const char *env, const char *extra) {
     return run_mlmgpu(env, args, out, sizeof out);
 }
 
-static int same_file(const char *a, const char *b) {
-    char pa[256], pb[256], *x, *y, err[512];
-    size_t na, nb;
-    tmp_path(pa, sizeof pa, a);
-    tmp_path(pb, sizeof pb, b);
-    cr_assert_eq(mlm_read_file(pa, &x, &na, err, sizeof err), 0, "%s", err);
-    cr_assert_eq(mlm_read_file(pb, &y, &nb, err, sizeof err), 0, "%s", err);
-    int same = na == nb && memcmp(x, y, na) == 0;
-    free(x);
-    free(y);
-    return same;
-}
-
 TestSuite(checkpoint, .init = make_tmpdir, .fini = rm_tmpdir, .timeout = 240);
 
 Test(checkpoint, directory_loads_in_transformers) {
@@ -94,9 +81,9 @@ Test(checkpoint, resume_is_bit_identical) {
     cr_assert_eq(na, 20);
     cr_assert_eq(nb, 20);
     for (int i = 0; i < 20; i++) cr_expect_eq(a[i], b[i], "step %d: %.6f vs %.6f", i + 1, a[i], b[i]);
-    cr_expect(same_file("full/checkpoints/step_0000020/model.safetensors",
+    cr_expect(same_tmp_files("full/checkpoints/step_0000020/model.safetensors",
                         "split/checkpoints/step_0000020/model.safetensors"), "weights differ");
-    cr_expect(same_file("full/checkpoints/step_0000020/optimizer.safetensors",
+    cr_expect(same_tmp_files("full/checkpoints/step_0000020/optimizer.safetensors",
                         "split/checkpoints/step_0000020/optimizer.safetensors"), "AdamW moments differ");
     // checkpoint_keep = 2: step 10 and 20 remain in split
     char p[256];
@@ -118,7 +105,7 @@ Test(checkpoint, killed_writer_leaves_the_previous_checkpoint) {
     tmp_path(p, sizeof p, "run/checkpoints/step_0000004");
     cr_expect_neq(access(p, F_OK), 0, "a half-written checkpoint is visible");
     cr_assert_eq(train("", "--set train.steps=4 --set train.checkpoint_every=2 --resume auto"), 0, "%s", out);
-    cr_expect(same_file("full/checkpoints/step_0000004/model.safetensors",
+    cr_expect(same_tmp_files("full/checkpoints/step_0000004/model.safetensors",
                         "run/checkpoints/step_0000004/model.safetensors"), "resumed run differs");
 }
 
@@ -533,7 +520,7 @@ Test(checkpoint, roberta_trains_evaluates_fills_and_resumes) {
     cr_assert_eq(read_metric_losses("full", "train", a, 8), 6);
     cr_assert_eq(read_metric_losses("rrun", "train", b, 8), 6);
     for (int i = 0; i < 6; i++) cr_expect_eq(a[i], b[i], "step %d: %.6f vs %.6f", i + 1, a[i], b[i]);
-    cr_expect(same_file("full/checkpoints/step_0000006/model.safetensors",
+    cr_expect(same_tmp_files("full/checkpoints/step_0000006/model.safetensors",
                         "rrun/checkpoints/step_0000006/model.safetensors"), "resumed weights differ");
     // a resume as another architecture is refused before any work
     cr_expect_eq(roberta_train("--resume auto --set train.steps=8 --set model.architecture=bert"), 2, "%s", out);

@@ -72,36 +72,6 @@ static int train_mpi(int np, const char *env, const char *extra, double *secs) {
     return rc;
 }
 
-/* Largest |a - b| over largest |a| per tensor, the worst tensor's name into worst.
- * The denominator is at least 1e-3: the key bias has a gradient of exactly zero in
- * exact arithmetic (softmax ignores a shift of all of a query's scores), so it holds
- * only rounding noise of about 1e-10 that no relative measure can match. */
-static double max_rel_diff(const char *a, const char *b, char *worst, size_t n) {
-    char pa[256], pb[256], err[1024];
-    tmp_path(pa, sizeof pa, a);
-    tmp_path(pb, sizeof pb, b);
-    mlm_st_file fa, fb;
-    cr_assert_eq(mlm_st_open(&fa, pa, err, sizeof err), 0, "%s", err);
-    cr_assert_eq(mlm_st_open(&fb, pb, err, sizeof err), 0, "%s", err);
-    cr_assert_eq(fa.count, fb.count);
-    double rel = 0;
-    for (int i = 0; i < fa.count; i++) {
-        const mlm_st_tensor *ta = &fa.tensors[i], *tb = mlm_st_find(&fb, ta->name);
-        cr_assert(tb && tb->numel == ta->numel && ta->dtype == MLM_ST_F32, "%s", ta->name);
-        const float *x = ta->data, *y = tb->data;
-        double diff = 0, mag = 0;
-        for (size_t k = 0; k < ta->numel; k++) {
-            diff = fmax(diff, fabs((double)x[k] - y[k]));
-            mag = fmax(mag, fabs((double)x[k]));
-        }
-        double r = diff / fmax(mag, 1e-3);
-        if (r >= rel) rel = r, snprintf(worst, n, "%s", ta->name);
-    }
-    mlm_st_close(&fa);
-    mlm_st_close(&fb);
-    return rel;
-}
-
 /* Reads `step S rank R pos P sample I` lines; fills rank[s][p] and sample[s][p]. */
 static void read_data_log(const char *name, int steps, int batch, int rank[][8], long sample[][8]) {
     char path[256], line[256];

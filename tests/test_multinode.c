@@ -159,14 +159,6 @@ static void start_job(int nhosts, int ppn, const char *env, const char *extra) {
     }
 }
 
-static char *read_tmp(const char *name) {
-    char path[256], *text, err[512];
-    size_t len;
-    tmp_path(path, sizeof path, name);
-    cr_assert_eq(mlm_read_file(path, &text, &len, err, sizeof err), 0, "%s", err);
-    return text;
-}
-
 /* Waits (at most secs) for rank 0 to log step `step` of out_dir run. */
 static void wait_for_step(int step, double secs) {
     char path[256], *text, err[512], key[64];
@@ -177,7 +169,7 @@ static void wait_for_step(int step, double secs) {
         int status;
         if (waitpid(job, &status, WNOHANG) == job) {
             job = -1;
-            char *log = read_tmp("log");
+            char *log = read_tmp("log", NULL);
             cr_assert_fail("the job ended (status %d) before step %d: %s", status, step, log);
         }
         if (mlm_read_file(path, &text, &len, err, sizeof err) != 0) continue;
@@ -233,46 +225,14 @@ static void end_job(int nhosts) {
 }
 
 
-/* Largest |a - b| over largest |a| (at least 1e-3: the key bias's gradient is only
- * rounding noise) over the tensors of two safetensors files. */
-static double max_rel_diff(const char *a, const char *b, char *worst, size_t n) {
-    char pa[256], pb[256], err[1024];
-    tmp_path(pa, sizeof pa, a);
-    tmp_path(pb, sizeof pb, b);
-    mlm_st_file fa, fb;
-    cr_assert_eq(mlm_st_open(&fa, pa, err, sizeof err), 0, "%s", err);
-    cr_assert_eq(mlm_st_open(&fb, pb, err, sizeof err), 0, "%s", err);
-    cr_assert_eq(fa.count, fb.count);
-    double rel = 0;
-    for (int i = 0; i < fa.count; i++) {
-        const mlm_st_tensor *ta = &fa.tensors[i], *tb = mlm_st_find(&fb, ta->name);
-        cr_assert(tb && tb->numel == ta->numel && ta->dtype == MLM_ST_F32, "%s", ta->name);
-        const float *x = ta->data, *y = tb->data;
-        double diff = 0, mag = 0;
-        for (size_t k = 0; k < ta->numel; k++) {
-            diff = fmax(diff, fabs((double)x[k] - y[k]));
-            mag = fmax(mag, fabs((double)x[k]));
-        }
-        if (diff / fmax(mag, 1e-3) >= rel) rel = diff / fmax(mag, 1e-3), snprintf(worst, n, "%s", ta->name);
-    }
-    mlm_st_close(&fa);
-    mlm_st_close(&fb);
-    return rel;
-}
-
 /* Weights and AdamW moments of two checkpoints, byte for byte. */
 static void expect_same_bytes(const char *a, const char *b) {
     static const char *files[] = {"model.safetensors", "optimizer.safetensors"};
     for (int i = 0; i < 2; i++) {
-        char pa[256], pb[256], *x, *y, err[512];
-        size_t na, nb;
-        snprintf(pa, sizeof pa, "%s/%s/%s", tmpdir, a, files[i]);
-        snprintf(pb, sizeof pb, "%s/%s/%s", tmpdir, b, files[i]);
-        cr_assert_eq(mlm_read_file(pa, &x, &na, err, sizeof err), 0, "%s", err);
-        cr_assert_eq(mlm_read_file(pb, &y, &nb, err, sizeof err), 0, "%s", err);
-        cr_expect(na == nb && memcmp(x, y, na) == 0, "%s differs between %s and %s", files[i], a, b);
-        free(x);
-        free(y);
+        char pa[256], pb[256];
+        snprintf(pa, sizeof pa, "%s/%s", a, files[i]);
+        snprintf(pb, sizeof pb, "%s/%s", b, files[i]);
+        cr_expect(same_tmp_files(pa, pb), "%s differs between %s and %s", files[i], a, b);
     }
 }
 
@@ -343,12 +303,12 @@ Test(multinode, start_up_that_hangs_is_bounded) {
 
 /* The failure checkpoint of step 3 with its marker naming the lost ranks. */
 static void expect_failure_checkpoint(const char *ranks) {
-    char *state = read_tmp("run/checkpoints/latest/trainer_state.json");
+    char *state = read_tmp("run/checkpoints/latest/trainer_state.json", NULL);
     cr_expect(strstr(state, "\"step\":\t3,"), "%s", state);
     cr_expect(strstr(state, "\"written_on_failure\":\ttrue"), "%s", state);
     cr_expect(strstr(state, ranks), "not %s: %s", ranks, state);
     free(state);
-    char *regular = read_tmp("run/checkpoints/step_0000002/trainer_state.json");
+    char *regular = read_tmp("run/checkpoints/step_0000002/trainer_state.json", NULL);
     cr_expect(strstr(regular, "written_on_failure") == NULL, "%s", regular);
     free(regular);
 }
@@ -366,7 +326,7 @@ static void lost_host(int ppn, void (*fault)(void), void (*repair)(void), const 
     fault();
     double secs = wait_mlmgpu_gone(2, t0, EXIT_BOUND_S);
     end_job(2);
-    char *log = read_tmp("log");
+    char *log = read_tmp("log", NULL);
     cr_expect(strstr(log, named), "the lost ranks are not named (%s): %s", named, log);
     cr_expect(strstr(log, "checkpoint on failure: run/checkpoints/step_0000003"), "%s", log);
     free(log);
@@ -410,7 +370,7 @@ Test(multinode, short_link_drop_costs_nothing) {
     int status = 0;
     cr_assert_eq(waitpid(job, &status, 0), job);
     job = -1;
-    char *log = read_tmp("log");
+    char *log = read_tmp("log", NULL);
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the job failed: %s", log);
     free(log);
     int rc = run_job(2, 1, "", "--set train.out_dir=whole", NULL);

@@ -130,24 +130,17 @@ static int train(const char *env, const char *extra) {
     return run_mlmgpu(env, args, out, sizeof out);
 }
 
-static char *slurp(const char *name, size_t *n) {
-    char path[256], *buf, err[512];
-    tmp_path(path, sizeof path, name);
-    cr_assert_eq(mlm_read_file(path, &buf, n, err, sizeof err), 0, "%s", err);
-    return buf;
-}
-
 /* A fresh train into a directory that holds a run truncated its metrics and
  * overwrote its checkpoints; now that needs --overwrite. */
 Test(robust, fresh_train_refuses_a_run_directory) {
     write_file("tiny.ini", TINY);
     cr_assert_eq(train("", "--set train.checkpoint_every=1"), 0, "%s", out);
     size_t n0, n1;
-    char *before = slurp("R/metrics.jsonl", &n0);
+    char *before = read_tmp("R/metrics.jsonl", &n0);
     int rc = train("", "--set train.seed=7");
     cr_expect_eq(rc, 2, "%s", out);
     cr_expect(strstr(out, "holds a run") && strstr(out, "--resume auto") && strstr(out, "--overwrite"), "%s", out);
-    char *after = slurp("R/metrics.jsonl", &n1);
+    char *after = read_tmp("R/metrics.jsonl", &n1);
     cr_expect(n0 == n1 && !memcmp(before, after, n0), "metrics.jsonl changed");
     free(after);
     char p[256];
@@ -156,7 +149,7 @@ Test(robust, fresh_train_refuses_a_run_directory) {
     cr_expect_eq(train("", "--overwrite --resume auto"), 2, "%s", out);
     cr_assert_eq(train("", "--overwrite --set train.steps=1"), 0, "%s", out);
     cr_expect_neq(access(p, F_OK), 0, "--overwrite keeps an old checkpoint beside the new run's");
-    after = slurp("R/metrics.jsonl", &n1);
+    after = read_tmp("R/metrics.jsonl", &n1);
     cr_expect(!strstr(after, "\"step\":2,"), "old metrics kept: %s", after);
     free(before);
     free(after);
@@ -168,7 +161,7 @@ Test(robust, resume_auto_never_silently_starts_over) {
     write_file("tiny.ini", TINY);
     cr_assert_eq(train("", "--set train.steps=4 --set train.checkpoint_every=2"), 0, "%s", out);
     size_t n0, n1;
-    char *before = slurp("R/metrics.jsonl", &n0), *after;
+    char *before = read_tmp("R/metrics.jsonl", &n0), *after;
     char latest[256];
     tmp_path(latest, sizeof latest, "R/checkpoints/latest");
     const char *targets[] = {"step_0000099", "latest", NULL};   // dangling, a loop, missing
@@ -178,7 +171,7 @@ Test(robust, resume_auto_never_silently_starts_over) {
         int rc = train("", "--set train.steps=6 --set train.checkpoint_every=2 --resume auto");
         cr_expect_eq(rc, 2, "latest -> %s: %s", targets[i] ? targets[i] : "(missing)", out);
         cr_expect(strstr(out, "step_0000004"), "the newest checkpoint is not named: %s", out);
-        after = slurp("R/metrics.jsonl", &n1);
+        after = read_tmp("R/metrics.jsonl", &n1);
         cr_expect(n0 == n1 && !memcmp(before, after, n0), "metrics.jsonl changed");
         free(after);
     }
@@ -220,7 +213,7 @@ Test(robust, metrics_write_error_stops_the_run_cleanly) {
     cr_expect((strstr(out, "metrics.jsonl: write failed") && strstr(out, "its last whole line")) ||
               (strstr(out, "events.out.tfevents.") && strstr(out, "its last whole record")), "%s", out);
     size_t n;
-    char *m = slurp("R/metrics.jsonl", &n);
+    char *m = read_tmp("R/metrics.jsonl", &n);
     cr_expect_gt(n, 0);
     cr_expect_leq(n, 3072);
     cr_expect_eq(m[n - 1], '\n', "a torn last line");
@@ -232,7 +225,7 @@ Test(robust, tokens_per_second_is_plausible_on_every_step) {
     write_file("tiny.ini", TINY);
     cr_assert_eq(train("", "--set train.steps=8 --set train.checkpoint_every=4"), 0, "%s", out);
     size_t n;
-    char *m = slurp("R/metrics.jsonl", &n);
+    char *m = read_tmp("R/metrics.jsonl", &n);
     double lo = 1e300, hi = 0;
     int steps = 0;
     for (const char *p = m; (p = strstr(p, "\"tokens_per_s\":")); p++, steps++) {
@@ -253,7 +246,7 @@ Test(robust, resolved_config_shows_the_imported_shape) {
                            "--set model.init_from=R/checkpoints/latest"), 0, "%s", out);
     cr_expect(strstr(out, "\nhidden_size = 32\n") && !strstr(out, "hidden_size = 128"), "%s", out);
     size_t n;
-    char *ini = slurp("B/config.ini", &n);
+    char *ini = read_tmp("B/config.ini", &n);
     cr_expect(strstr(ini, "\nhidden_size = 32\n"), "%s", ini);
     free(ini);
 }
@@ -305,7 +298,7 @@ Test(robust, nothing_to_score_is_not_a_perfect_score) {
     cr_assert_eq(train("", "--set data.val=pad.shard --set data.vocab= --set train.eval_every=1"), 0, "%s", out);
     cr_expect(strstr(out, "nothing to score") && !strstr(out, "ppl 1.00"), "%s", out);
     size_t n;
-    char *m = slurp("R/metrics.jsonl", &n);
+    char *m = read_tmp("R/metrics.jsonl", &n);
     cr_expect(strstr(m, "\"split\":\"val\",\"step\":1,\"loss\":null"), "%s", m);
     free(m);
     int rc = run_mlmgpu("", "eval --model R/checkpoints/latest --data pad.shard", out, sizeof out);
