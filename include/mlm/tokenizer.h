@@ -71,6 +71,10 @@ typedef enum { MLM_TOK_WORDPIECE = 0, MLM_TOK_BPE = 1 } mlm_tok_kind;
  * a directory holding one of them (vocab.json first). cased applies to WordPiece
  * only. NULL with err naming the file and the line or byte offset of what is wrong. */
 mlm_tokenizer *mlm_tokenizer_open(const char *path, int cased, char *err, size_t err_len);
+/* The files mlm_tokenizer_open reads for path, without reading them: *vocab (vocab.txt
+ * or vocab.json) and, for byte-level BPE, *merges (else NULL); both malloc'd. 0, or
+ * -1 with err as mlm_tokenizer_open's for a path that names no vocabulary. */
+int mlm_vocab_paths(const char *path, char **vocab, char **merges, char *err, size_t err_len);
 mlm_tok_kind mlm_tokenizer_kind(const mlm_tokenizer *t);
 /* Tokens in the vocabulary. */
 int mlm_tokenizer_size(const mlm_tokenizer *t);

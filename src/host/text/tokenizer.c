@@ -540,13 +540,11 @@ static int is_file(const char *path) {
 /* The kind is told by the file name: *.json is byte-level BPE (merges.txt beside
  * it), anything else a WordPiece vocab.txt; a directory by which of vocab.json and
  * vocab.txt it holds (vocab.json first). */
-mlm_tokenizer *mlm_tokenizer_open(const char *path, int cased, char *err, size_t err_len) {
+int mlm_vocab_paths(const char *path, char **vocab_out, char **merges_out, char *err, size_t err_len) {
+    *vocab_out = *merges_out = NULL;
     struct stat st;
-    if (stat(path, &st) != 0) {
-        mlm_fail(err, err_len, "%s: cannot open: no such file or directory", path);
-        return NULL;
-    }
-    char *vocab = NULL, *merges = NULL;
+    if (stat(path, &st) != 0) return mlm_fail(err, err_len, "%s: cannot open: no such file or directory", path);
+    char *vocab, *merges = NULL;
     if (S_ISDIR(st.st_mode)) {
         vocab = join_path(path, "vocab.json");
         if (!is_file(vocab)) {
@@ -554,8 +552,7 @@ mlm_tokenizer *mlm_tokenizer_open(const char *path, int cased, char *err, size_t
             vocab = join_path(path, "vocab.txt");
             if (!is_file(vocab)) {
                 free(vocab);
-                mlm_fail(err, err_len, "%s: holds neither vocab.json (+ merges.txt) nor vocab.txt", path);
-                return NULL;
+                return mlm_fail(err, err_len, "%s: holds neither vocab.json (+ merges.txt) nor vocab.txt", path);
             }
         }
     } else {
@@ -576,8 +573,18 @@ mlm_tokenizer *mlm_tokenizer_open(const char *path, int cased, char *err, size_t
                      vocab, merges);
             free(vocab);
             free(merges);
-            return NULL;
+            return -1;
         }
+    }
+    *vocab_out = vocab;
+    *merges_out = merges;
+    return 0;
+}
+
+mlm_tokenizer *mlm_tokenizer_open(const char *path, int cased, char *err, size_t err_len) {
+    char *vocab, *merges;
+    if (mlm_vocab_paths(path, &vocab, &merges, err, err_len) != 0) return NULL;
+    if (merges) {
         mlm_bpe *b = mlm_bpe_load(vocab, merges, err, err_len);
         if (!b) {
             free(vocab);

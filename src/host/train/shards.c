@@ -17,6 +17,7 @@
 #include "mlm/data.h"
 #include "mlm/fileio.h"
 #include "mlm/log.h"
+#include "mlm/tokenizer.h"
 
 _Static_assert(sizeof(mlm_shard_header) == MLM_SHARD_HEADER_BYTES, "shard header is 64 bytes");
 
@@ -61,31 +62,15 @@ uint64_t mlm_vocab_hash_files(const char *const *paths, int n, char *err, size_t
     return h ? h : 1;   // 0 means "unknown"
 }
 
-static int is_file(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-/* The files of the vocabulary path names, in the order mlm_tokenizer_open reads
- * them (a directory: vocab.json + merges.txt first, else vocab.txt). */
+/* The files of the vocabulary path names, as mlm_tokenizer_open reads them. */
 uint64_t mlm_vocab_hash(const char *path, char *err, size_t err_len) {
-    char a[2 * MLM_PATH_MAX + 16], b[2 * MLM_PATH_MAX + 16];
-    const char *files[2] = {path, NULL};
-    int n = 1;
-    struct stat st;
-    size_t len = strlen(path);
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-        snprintf(a, sizeof a, "%s/vocab.json", path);
-        snprintf(b, sizeof b, "%s/merges.txt", path);
-        if (is_file(a)) files[0] = a, files[1] = b, n = 2;
-        else snprintf(a, sizeof a, "%s/vocab.txt", path), files[0] = a;
-    } else if (len >= 5 && strcmp(path + len - 5, ".json") == 0) {
-        const char *slash = strrchr(path, '/');
-        snprintf(b, sizeof b, "%.*smerges.txt", slash ? (int)(slash - path + 1) : 0, path);
-        files[1] = b;
-        n = 2;
-    }
-    return mlm_vocab_hash_files(files, n, err, err_len);
+    char *vocab, *merges;
+    if (mlm_vocab_paths(path, &vocab, &merges, err, err_len) != 0) return 0;
+    const char *files[2] = {vocab, merges};
+    uint64_t h = mlm_vocab_hash_files(files, merges ? 2 : 1, err, err_len);
+    free(vocab);
+    free(merges);
+    return h;
 }
 
 /* Checks one mapped shard's header and payload against its checksum. */
