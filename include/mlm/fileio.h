@@ -29,6 +29,10 @@ int mlm_output_target(const char *path, char **target, char *err, size_t err_len
 int mlm_write_file_atomic(const char *path, const void *const *parts, const size_t *sizes, int nparts, char *err,
                           size_t err_len);
 
+/* Writes all n bytes to fd, retrying short and interrupted writes; 0, or -1 with
+ * errno (ENOSPC when a write took nothing). */
+int mlm_write_all(int fd, const void *p, size_t n);
+
 /* Makes a rename or a new entry in dir durable (fsync of the directory). */
 int mlm_fsync_dir(const char *dir, char *err, size_t err_len);
 

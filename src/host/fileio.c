@@ -50,12 +50,12 @@ int mlm_read_file(const char *path, char **buf, size_t *bytes, char *err, size_t
     return mlm_fail(err, len, "%s: read %zu of %zu bytes (file changed or unreadable)", path, got, *bytes);
 }
 
-/* Writes all n bytes to fd (retrying short writes); 0 or -1 with errno. */
-static int write_all(int fd, const void *p, size_t n) {
+int mlm_write_all(int fd, const void *p, size_t n) {
     const char *b = p;
     while (n > 0) {
         ssize_t w = write(fd, b, n);
         if (w < 0 && errno == EINTR) continue;
+        if (w == 0) errno = ENOSPC;   // nothing written and no error: the device took no more
         if (w <= 0) return -1;
         b += w;
         n -= (size_t)w;
@@ -80,7 +80,7 @@ static int write_new(const char *tmp, const void *const *parts, const size_t *si
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) return -1;
     int rc = 0;
-    for (int i = 0; i < nparts && rc == 0; i++) rc = write_all(fd, parts[i], sizes[i]);
+    for (int i = 0; i < nparts && rc == 0; i++) rc = mlm_write_all(fd, parts[i], sizes[i]);
     if (rc == 0) rc = fsync(fd);
     int saved = errno;
     if (close(fd) != 0 && rc == 0) rc = -1, saved = errno;

@@ -191,19 +191,11 @@ static int write_record(mlm_events *ev, const uint8_t *event, size_t n, char *er
     uint8_t rec[4096 + 16];
     if (n > 4096) return mlm_fail(err, err_len, "%s: an event of %zu bytes is too large", ev->path, n);
     size_t len = mlm_tfrecord_frame(event, n, rec);
-    const uint8_t *p = rec;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(ev->fd, p, left);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            int e = w < 0 ? errno : ENOSPC;
-            int cut = ftruncate(ev->fd, ev->size) == 0;
-            return mlm_fail(err, err_len, "%s: write failed: %s; %s", ev->path, strerror(e),
-                            cut ? "the file ends at its last whole record" : "its last record may be torn");
-        }
-        p += w;
-        left -= (size_t)w;
+    if (mlm_write_all(ev->fd, rec, len) != 0) {
+        int e = errno;
+        int cut = ftruncate(ev->fd, ev->size) == 0;
+        return mlm_fail(err, err_len, "%s: write failed: %s; %s", ev->path, strerror(e),
+                        cut ? "the file ends at its last whole record" : "its last record may be torn");
     }
     ev->size += (off_t)len;
     return 0;
