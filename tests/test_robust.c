@@ -446,3 +446,17 @@ Test(robust, vocab_out_target_checked_before_training) {
     cr_expect(strstr(out, "a FIFO") && !strstr(out, "words"), "refused after reading the input: %s", out);
     cr_expect_eq(kind(fifo), S_IFIFO);
 }
+
+/* A file-size limit killed every command but train with SIGXFSZ; it is now a write
+ * error that names the file, with nothing half-written left behind. */
+Test(robust, file_size_limit_is_a_named_write_error) {
+    char args[512];
+    snprintf(args, sizeof args, "vocab --input %s/vocab.txt --vocab-size 2000 --out v.txt", SAMPLE);
+    int rc = run_mlmgpu("ulimit -f 1;", args, out, sizeof out);
+    cr_expect_eq(rc, 1, "%s", out);
+    cr_expect(strstr(out, "v.txt: cannot write") && strstr(out, "File too large"), "%s", out);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "ls -A %s | grep -c v.txt", tmpdir);
+    run_shell(cmd, out, sizeof out);
+    cr_expect_eq(atoi(out), 0, "left behind: %s", out);
+}

@@ -5,6 +5,7 @@
  * arguments exit with code 2 and a message naming the argument.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +69,9 @@ mlm_backend *mlm_choose_backend(const char *device, int threads) {
 }
 
 int main(int argc, char **argv) {
+    // every command: a file-size limit is then a write error that names the file (the
+    // writers check every write and leave nothing half-written), not a silent kill
+    signal(SIGXFSZ, SIG_IGN);
     if (argc < 2) {
         fputs(USAGE, stderr);
         return MLM_EXIT_INPUT;

@@ -504,7 +504,6 @@ int mlm_train(const mlm_config *config, mlm_backend *be, const char *resume, int
     check_split(&cfg, r.world);
     mlm_dist_attach(be);
     int max_M = mlm_max_masked(t->micro_batch * S, cfg.data.mask_prob);
-    signal(SIGXFSZ, SIG_IGN);   // a file-size limit: a write error that names the file, not a silent kill
     setup_model(&r, &cfg, be, max_M);   // first: init_from may set the shape the data is checked against
     open_data(&r);
     // every input checked: now the run directory (rank 0 alone reads a checkpoint,
