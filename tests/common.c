@@ -112,3 +112,11 @@ double max_rel_diff(const char *a, const char *b, char *worst, size_t n) {
     mlm_st_close(&fb);
     return rel;
 }
+
+void prepare_roberta_data(void) {
+    char out[8192];
+    int rc = run_mlmgpu("", "prepare --input " MLM_SOURCE_ROOT "/tests/fixtures/vocab_corpus --vocab " MLM_SOURCE_ROOT
+                        "/tests/fixtures/roberta_bpe --seq-len 64 --out rdata --val-fraction 0.1 --threads 2",
+                        out, sizeof out);
+    cr_assert_eq(rc, 0, "%s", out);
+}

@@ -26,6 +26,16 @@ int run_mlmgpu(const char *env, const char *args, char *out, size_t n);
 int read_metric_losses(const char *run, const char *split, double *loss, int max);
 /* Runs a shell command, stdout+stderr into out; exit code as run_mlmgpu's. */
 int run_shell(const char *cmd, char *out, size_t n);
+/* A tiny RoBERTa on tests/fixtures/roberta_bpe's 300 tokens, its data in tmpdir/rdata
+ * (prepare_roberta_data): the [model] and [data] sections; a suite adds [train]. */
+#define ROBERTA_TINY_MODEL_AND_DATA                                                                        \
+    "[model]\narchitecture = roberta\nvocab_size = 300\nhidden_size = 32\nnum_layers = 2\nnum_heads = 2\n"     \
+    "intermediate_size = 64\nmax_position = 66\ntype_vocab_size = 1\nlayer_norm_eps = 1e-5\n"                  \
+    "[data]\ntrain = rdata/train\nval = rdata/val\nvocab = rdata/vocab.json\nseq_len = 64\n"
+/* Prepares tests/fixtures/vocab_corpus with that vocabulary into tmpdir/rdata (64-token
+ * sequences, a tenth for validation); fails the test when prepare does. */
+void prepare_roberta_data(void);
+
 /* tmpdir/name whole, NUL-terminated (free it), its length into *n unless n is NULL;
  * the test fails when it cannot be read. */
 char *read_tmp(const char *name, size_t *n);

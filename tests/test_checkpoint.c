@@ -474,10 +474,7 @@ Test(checkpoint, fill_mask_matches_the_hf_pipeline) {
 
 /* A tiny RoBERTa model on the vocab_corpus text, tokenized with the fixture BPE
  * vocabulary (300 tokens) into 64-token sequences padded with <pad> = 1. */
-static const char *ROBERTA_SMALL =
-    "[model]\narchitecture = roberta\nvocab_size = 300\nhidden_size = 32\nnum_layers = 2\nnum_heads = 2\n"
-    "intermediate_size = 64\nmax_position = 66\ntype_vocab_size = 1\nlayer_norm_eps = 1e-5\n"
-    "[data]\ntrain = rdata/train\nval = rdata/val\nvocab = rdata/vocab.json\nseq_len = 64\n"
+static const char *ROBERTA_SMALL = ROBERTA_TINY_MODEL_AND_DATA
     "[train]\nmicro_batch = 4\nbatch = 8\nsteps = 6\nlog_every = 1\neval_steps = 1\nthreads = 2\n"
     "checkpoint_keep = 2\nout_dir = rrun\n"
     "[optim]\nlr = 1e-3\nwarmup_steps = 0\nschedule = constant\n";
@@ -507,10 +504,8 @@ static void expect_python(const char *script_and_args, const char *what) {
 
 Test(checkpoint, roberta_trains_evaluates_fills_and_resumes) {
     write_file("rsmall.ini", ROBERTA_SMALL);
-    int rc = run_mlmgpu("", "prepare --input " MLM_SOURCE_ROOT "/tests/fixtures/vocab_corpus --vocab " MLM_SOURCE_ROOT
-                        "/tests/fixtures/roberta_bpe --seq-len 64 --out rdata --val-fraction 0.1 --threads 2 --paragraphs",
-                        out, sizeof out);
-    cr_assert_eq(rc, 0, "%s", out);
+    prepare_roberta_data();   // blank-line documents, the default (what --paragraphs asked for)
+    int rc;
     // straight through, and stopped at step 3 then resumed: the same losses and weights
     cr_assert_eq(roberta_train("--set train.out_dir=full"), 0, "%s", out);
     cr_assert_eq(roberta_train("--set train.steps=3"), 0, "%s", out);

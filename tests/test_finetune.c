@@ -25,10 +25,7 @@ static const char *BERT_SMALL =
     "[optim]\nlr = 1e-3\nwarmup_steps = 0\nschedule = constant\n";
 
 /* The same shapes as RoBERTa, on the fixture BPE vocabulary (300 tokens). */
-static const char *ROBERTA_SMALL =
-    "[model]\narchitecture = roberta\nvocab_size = 300\nhidden_size = 32\nnum_layers = 2\nnum_heads = 2\n"
-    "intermediate_size = 64\nmax_position = 66\ntype_vocab_size = 1\nlayer_norm_eps = 1e-5\n"
-    "[data]\ntrain = rdata/train\nval = rdata/val\nvocab = rdata/vocab.json\nseq_len = 64\n"
+static const char *ROBERTA_SMALL = ROBERTA_TINY_MODEL_AND_DATA
     "[train]\nmicro_batch = 4\nbatch = 8\nsteps = 3\nlog_every = 1\neval_steps = 1\nthreads = 2\nout_dir = rrun\n"
     "[optim]\nlr = 1e-3\nwarmup_steps = 0\nschedule = constant\n";
 
@@ -90,11 +87,8 @@ Test(finetune, bert_checkpoint_loads_for_three_tasks) {
 
 Test(finetune, roberta_checkpoint_loads_for_three_tasks) {
     write_file("rsmall.ini", ROBERTA_SMALL);
-    int rc = run_mlmgpu("", "prepare --input " MLM_SOURCE_ROOT "/tests/fixtures/vocab_corpus --vocab " MLM_SOURCE_ROOT
-                        "/tests/fixtures/roberta_bpe --seq-len 64 --out rdata --val-fraction 0.1 --threads 2",
-                        out, sizeof out);
-    cr_assert_eq(rc, 0, "%s", out);
-    rc = run_mlmgpu("", "train --config rsmall.ini --device cpu", out, sizeof out);
+    prepare_roberta_data();
+    int rc = run_mlmgpu("", "train --config rsmall.ini --device cpu", out, sizeof out);
     cr_assert_eq(rc, 0, "%s", out);
     rc = check_heads("rrun/checkpoints/latest");
     cr_expect_eq(rc, 0, "%s", out);
