@@ -120,3 +120,26 @@ void prepare_roberta_data(void) {
                         out, sizeof out);
     cr_assert_eq(rc, 0, "%s", out);
 }
+
+size_t parse_ids(const char *s, size_t n, int32_t *ids, size_t max) {
+    size_t k = 0, i = 0;
+    while (i < n) {
+        if (s[i] == ' ' || s[i] == '\n' || s[i] == '\r' || s[i] == '\t') {
+            i++;
+            continue;
+        }
+        if (s[i] < '0' || s[i] > '9') break;
+        int32_t v = 0;
+        for (; i < n && s[i] >= '0' && s[i] <= '9'; i++) v = 10 * v + (s[i] - '0');
+        cr_assert_lt(k, max, "more than %zu ids", max);
+        ids[k++] = v;
+    }
+    return k;
+}
+
+void expect_ids(const int32_t *got, size_t ngot, const int32_t *want, size_t nwant, const char *what, int line) {
+    size_t i = 0;
+    while (i < ngot && i < nwant && got[i] == want[i]) i++;
+    cr_expect(ngot == nwant && i == ngot, "%s, case %d: %zu ids, HF's %zu; first difference at %zu: %d vs %d", what,
+              line, ngot, nwant, i, i < ngot ? got[i] : -1, i < nwant ? want[i] : -1);
+}

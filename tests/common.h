@@ -7,6 +7,7 @@
 #define MLM_TESTS_COMMON_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define SAMPLE MLM_SOURCE_ROOT "/data/sample"
 
@@ -35,6 +36,12 @@ int run_shell(const char *cmd, char *out, size_t n);
 /* Prepares tests/fixtures/vocab_corpus with that vocabulary into tmpdir/rdata (64-token
  * sequences, a tenth for validation); fails the test when prepare does. */
 void prepare_roberta_data(void);
+
+/* Parses the blank-separated (space, tab, line break) decimal ids of s[0..n) into ids (at most max: more fail
+ * the test), stopping at anything else; returns how many. */
+size_t parse_ids(const char *s, size_t n, int32_t *ids, size_t max);
+/* Expects got == want, naming the first difference (what, line: the case). */
+void expect_ids(const int32_t *got, size_t ngot, const int32_t *want, size_t nwant, const char *what, int line);
 
 /* tmpdir/name whole, NUL-terminated (free it), its length into *n unless n is NULL;
  * the test fails when it cannot be read. */

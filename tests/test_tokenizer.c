@@ -67,33 +67,10 @@ static int split_lines(char *buf, size_t n, char **line, size_t *len, int max) {
     return count;
 }
 
-/* Parses space-separated ids; returns how many. */
-static size_t parse_ids(const char *s, size_t n, int32_t *ids, size_t max) {
-    size_t k = 0;
-    for (size_t i = 0; i < n && k < max;) {
-        if (s[i] == ' ') {
-            i++;
-            continue;
-        }
-        int32_t v = 0;
-        for (; i < n && s[i] >= '0' && s[i] <= '9'; i++) v = 10 * v + (s[i] - '0');
-        ids[k++] = v;
-    }
-    return k;
-}
-
 static size_t tokenize(const loaded *l, const char *text, size_t len, int32_t **ids, size_t *cap) {
     size_t n = 0;
     mlm_tokenize(l->tok, text, len, ids, &n, cap);
     return n;
-}
-
-static void expect_ids(const int32_t *got, size_t ngot, const int32_t *want, size_t nwant, const char *what,
-                       int line) {
-    size_t i = 0;
-    while (i < ngot && i < nwant && got[i] == want[i]) i++;
-    cr_expect(ngot == nwant && i == ngot, "%s line %d: %zu ids, expected %zu; first difference at %zu: %d vs %d",
-              what, line, ngot, nwant, i, i < ngot ? got[i] : -1, i < nwant ? want[i] : -1);
 }
 
 /* ---- parity with HF on the sample text ---- */
