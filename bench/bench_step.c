@@ -196,7 +196,8 @@ static device open_device(const options *o) {
     device dv = {0};
     if (!strcmp(o->device, "cpu")) {
         dv.be = mlm_backend_cpu(o->threads);
-        snprintf(dv.name, sizeof dv.name, "cpu");
+        char what[256];
+        snprintf(dv.name, sizeof dv.name, "%s", mlm_cpu_describe(what, sizeof what));
         return dv;
     }
 #ifdef MLM_HAVE_CUDA
@@ -359,6 +360,7 @@ static void json_number(const char *key, double v, const char *fmt) {
 }
 
 int main(int argc, char **argv) {
+    mlm_cpu_blas_reexec(argv);   // as mlmgpu's main: OpenBLAS's AVX kernels where it misread the CPU
     options o = parse_args(argc, argv);
     const shape *sh = o.sh;
     mlm_config cfg;

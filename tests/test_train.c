@@ -8,8 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common.h"
+#include "mlm/backend.h"
 #include "mlm/config.h"
 
 /* mlmgpu ARGS in tmpdir, output into out. */
@@ -144,6 +146,45 @@ Test(train, loss_falls_on_real_text, .timeout = 300) {
     cr_assert_eq(mlm_config_load(&c, path, NULL, 0, err, sizeof err), 0, "%s", err);
     cr_expect_eq(c.model.hidden_size, 64);
     cr_expect_eq(c.train.steps, 40);
+}
+
+/* "OpenBLAS NAME kernels" of the device line in out, NAME into name. */
+static int blas_kernels(const char *out, char *name, size_t n) {
+    const char *p = strstr(out, "OpenBLAS ");
+    return p && sscanf(p, "OpenBLAS %63s kernels", name) == 1 && n >= 64;
+}
+
+/* OpenBLAS 0.3.21 takes CPU models newer than itself (Emerald Rapids, model 207) for
+ * a Prescott and runs SSE3 kernels, 5x slower than the AVX-512 ones it has: the CPU
+ * backend must run the kernels the CPU's features call for, and leave a user's
+ * OPENBLAS_CORETYPE alone. */
+Test(train, cpu_runs_the_blas_kernels_the_cpu_supports, .timeout = 120) {
+    if (getenv("OPENBLAS_CORETYPE")) cr_skip_test("OPENBLAS_CORETYPE is set in the test's environment");
+    cr_expect_null(mlm_cpu_blas_core_choice("SkylakeX"));
+    cr_expect_null(mlm_cpu_blas_core_choice("Haswell"));
+    write_file("tiny.ini", TINY);
+    const char *cmd = "train --config tiny.ini --device cpu --set train.steps=1 --set train.eval_every=0 --overwrite";
+    int rc = run(cmd, out, sizeof out);
+    cr_assert_eq(rc, 0, "exit %d: %s", rc, out);
+    char name[64];
+    cr_assert(blas_kernels(out, name, sizeof name), "no OpenBLAS kernels named: %s", out);
+    __builtin_cpu_init();
+    int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const char *old[] = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom", "Katmai",
+                         "Coppermine", "Northwood", "Banias", "Sandybridge"};
+    if (avx2)
+        for (size_t i = 0; i < sizeof old / sizeof old[0]; i++)
+            cr_expect(strcasecmp(name, old[i]), "an AVX2%s CPU runs OpenBLAS's %s kernels: %s",
+                      avx512 ? "/AVX-512" : "", name, out);
+    cr_expect_str_eq(mlm_cpu_blas_core_choice("Prescott") ? mlm_cpu_blas_core_choice("Prescott") : "none",
+                     avx512 ? "SkylakeX" : avx2 ? "Haswell" : "none");
+    // the user's choice stands, even an old one
+    rc = run_mlmgpu("OPENBLAS_CORETYPE=Prescott", cmd, out, sizeof out);
+    cr_assert_eq(rc, 0, "exit %d: %s", rc, out);
+    cr_assert(blas_kernels(out, name, sizeof name), "no OpenBLAS kernels named: %s", out);
+    cr_expect_str_eq(name, "Prescott", "%s", out);
 }
 
 Test(train, divergence_stops_naming_the_step, .timeout = 120) {

@@ -100,4 +100,14 @@ void mlm_backend_check(const mlm_backend *be);
 /* CPU backend; threads <= 0 means all cores. */
 mlm_backend *mlm_backend_cpu(int threads);
 
+/* OpenBLAS kernels (src/host/cpu/blas_core.c). mlm_cpu_blas_reexec, first in a main():
+ * where OpenBLAS took the CPU for a pre-AVX2 core (a model newer than the library) and
+ * the CPU has AVX2 or AVX-512, runs the program again with OPENBLAS_CORETYPE naming
+ * those kernels (never when the user set it); returns where it does not. */
+void mlm_cpu_blas_reexec(char **argv);
+/* The kernel set to ask for when OpenBLAS detected `detected`, or NULL to keep it. */
+const char *mlm_cpu_blas_core_choice(const char *detected);
+/* "N threads, OpenBLAS NAME kernels" (and who chose them) into buf, for the log. */
+const char *mlm_cpu_describe(char *buf, size_t n);
+
 #endif

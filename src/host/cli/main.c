@@ -64,11 +64,16 @@ mlm_backend *mlm_choose_backend(const char *device, int threads) {
     int quiet = mlm_dist_rank() != 0;   // rank 0 speaks for the job
     if (!be && strcmp(device, "auto") == 0 && !quiet) mlm_log("device: auto: no usable GPU (%s); using the CPU", why);
     if (!be) be = mlm_backend_cpu(threads);
-    if (!quiet) mlm_log("device: %s", be->name);
+    char cpu[256];
+    if (!quiet && !strcmp(be->name, "cpu"))
+        mlm_log("device: cpu, %s", mlm_cpu_describe(cpu, sizeof cpu));
+    else if (!quiet)
+        mlm_log("device: %s", be->name);
     return be;
 }
 
 int main(int argc, char **argv) {
+    mlm_cpu_blas_reexec(argv);   // OpenBLAS's AVX2/AVX-512 kernels where it misread the CPU
     // every command: a file-size limit is then a write error that names the file (the
     // writers check every write and leave nothing half-written), not a silent kill
     signal(SIGXFSZ, SIG_IGN);
