@@ -187,6 +187,41 @@ Test(train, cpu_runs_the_blas_kernels_the_cpu_supports, .timeout = 120) {
     cr_expect_str_eq(name, "Prescott", "%s", out);
 }
 
+/* The end-of-run predictions show a validation sequence a person can read: in a
+ * split of mostly code-like documents, the prose one. */
+Test(train, predictions_show_a_prose_sequence, .timeout = 120) {
+    char corpus[1 << 15] = "";
+    for (int i = 0; i < 40; i++) {
+        // documents of 60-80 tokens: each fills whole 32-token sequences
+        for (int k = 0; k < 2; k++)
+            strcat(corpus, i % 8 == 5 ? "the people of the town went to the market to buy bread and milk and "
+                                        "they talked about the weather and the river and the old bridge. "
+                                      : "x = ( 1 + 2 ) ; { y [ 3 ] = 4 ; } z = x * 5 ; w = ( 6 ) ; { 7 ; 8 } ; ");
+        strcat(corpus, "\n\n");
+    }
+    write_file("corpus.txt", corpus);
+    int rc = run("prepare --input corpus.txt --vocab " SAMPLE "/vocab.txt --seq-len 32 --out pdata "
+                 "--val-fraction 0.5", out, sizeof out);
+    cr_assert_eq(rc, 0, "exit %d: %s", rc, out);
+    write_file("p.ini", "[model]\nhidden_size = 32\nnum_layers = 1\nnum_heads = 2\nintermediate_size = 64\n"
+                        "max_position = 32\n[data]\ntrain = pdata/train\nval = pdata/val\nvocab = pdata/vocab.txt\n"
+                        "seq_len = 32\n[train]\nmicro_batch = 4\nbatch = 4\nsteps = 2\nout_dir = run\n");
+    rc = run("train --config p.ini --device cpu", out, sizeof out);
+    cr_assert_eq(rc, 0, "exit %d: %s", rc, out);
+    const char *p = strstr(out, "predictions on a validation sequence");
+    cr_assert(p, "no predictions shown: %s", out);
+    int shown = 0;
+    for (const char *line = strstr(p, "\n"); line && *line; line = strstr(line + 1, "\n")) {
+        const char *end = strchr(line + 1, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        if (!memmem(line, len, "*[MASK]*", 8)) continue;
+        shown++;
+        cr_expect(!memmem(line, len, ";", 1) && !memmem(line, len, "{", 1), "a code-like sequence shown: %.*s",
+                  (int)len, line);
+    }
+    cr_expect_gt(shown, 0, "%s", p);
+}
+
 Test(train, divergence_stops_naming_the_step, .timeout = 120) {
     write_file("tiny.ini", TINY);
     int rc = run("train --config tiny.ini --device cpu --set optim.lr=1e30 --set optim.warmup_steps=0 "

@@ -28,9 +28,11 @@ mlm_eval_result mlm_evaluate(mlm_model *m, const mlm_shards *sh, const mlm_confi
  * -1 when sh holds no such token. */
 double mlm_unigram_baseline(const mlm_shards *sh, const mlm_special_ids *sp, uint64_t max_seqs);
 
-/* Prints on stdout what the model predicts for up to max_shown masked tokens of the
- * first sequence of val (every scored token shown as [MASK]), with their context and
- * the truth, the tokens spelled by tok (either kind) and masked as in evaluation. */
+/* Prints on stdout what the model predicts for up to max_shown masked tokens of one
+ * sequence of val (every scored token shown as [MASK]), with their context and the
+ * truth, the tokens spelled by tok (either kind) and masked as in evaluation. The
+ * sequence is the one of the first 256 with the largest share of word tokens (two
+ * letters or more): prose rather than code or tables, where there is some. */
 void mlm_print_predictions(mlm_model *m, const mlm_shards *val, const mlm_config *cfg, const mlm_special_ids *sp,
                            const mlm_tokenizer *tok, const uint8_t *word_start, int max_shown);
 
