@@ -54,20 +54,23 @@
 #endif
 
 #define PEAK_FLOPS 787e12   // bf16 GEMM 8192^3 on one H100 (docs/PERF.md, "Reference numbers and ceilings")
-#define VOCAB 30522
+#define VOCAB 30522         // the default --vocab: BERT's
 #define MAX_POSITION 512
 #define STEP_SETS 4         // distinct masked batches, cycled over the steps
 
 static const char USAGE[] =
     "usage: bench_step [--device cpu|cuda] [--config tiny|mini|base|large] [--seq S] [--batch B]\n"
     "                  [--micro B] [--dropout P] [--steps N] [--warmup W] [--threads T] [--seed X]\n"
+    "                  [--vocab V] [--layers L] [--mask P]\n"
     "                  [--profile] [--predict [--gemm-tflops T] [--attn-tflops T] [--tbps B]]\n"
     "Times full training steps on random full-length sequences (15% masked) and prints\n"
     "one JSON line: seq/s, tokens/s, step ms, MFU (787 TFLOP/s), peak memory.\n"
     "defaults: --device cuda --config base --seq 128 --batch 256 --micro = batch\n"
     "          --dropout 0.1 --steps 20 --warmup 8 --threads 0 (all cores, CPU only); a warm-up\n"
     "          of 8 visits each of the 4 masking sets twice: its first call (eager, scratch\n"
-    "          growth) and its CUDA-graph capture stay out of the timed steps\n"
+    "          growth) and its CUDA-graph capture stay out of the timed steps;\n"
+    "          --vocab 30522, --layers and heads of the --config, --mask 0.15\n"
+    "          (e.g. the quickstart: --device cpu --config tiny --vocab 4096 --seq 64 --batch 32)\n"
     "--profile: time every op of the timed steps (the device waited for around each op,\n"
     "           so the steps are slower); prints the table on stderr and one JSON line per\n"
     "           (op, shape) on stdout before the summary line.\n"
@@ -88,8 +91,8 @@ static const shape SHAPES[] = {
 typedef struct {
     const char *device;
     const shape *sh;
-    int S, B, micro, steps, warmup, threads, profile, predict;
-    float dropout;
+    int S, B, micro, steps, warmup, threads, profile, predict, V, L;
+    float dropout, mask;
     unsigned long long seed;
     double gemm_tflops, attn_tflops, tbps;   // --predict: ceilings in place of the H100's (0: keep)
 } options;
@@ -116,7 +119,8 @@ static double parse_positive(const char *flag, const char *text) {
 
 static options parse_args(int argc, char **argv) {
     options o = {.device = "cuda", .sh = &SHAPES[2], .S = 128, .B = 256, .micro = 0, .steps = 20,
-                 .warmup = 2 * STEP_SETS, .threads = 0, .profile = 0, .dropout = 0.1f, .seed = 1234};
+                 .warmup = 2 * STEP_SETS, .threads = 0, .profile = 0, .dropout = 0.1f, .seed = 1234,
+                 .V = VOCAB, .L = 0, .mask = 0.15f};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--profile")) {
@@ -147,7 +151,12 @@ static options parse_args(int argc, char **argv) {
         else if (!strcmp(a, "--steps")) o.steps = (int)parse_int(a, v, 1, 1 << 20);
         else if (!strcmp(a, "--warmup")) o.warmup = (int)parse_int(a, v, 0, 1 << 20);
         else if (!strcmp(a, "--threads")) o.threads = (int)parse_int(a, v, 0, 4096);
-        else if (!strcmp(a, "--seed")) o.seed = (unsigned long long)parse_int(a, v, 0, 0x7fffffffL);
+        else if (!strcmp(a, "--vocab")) o.V = (int)parse_int(a, v, 16, 1 << 24);
+        else if (!strcmp(a, "--layers")) o.L = (int)parse_int(a, v, 1, 1024);
+        else if (!strcmp(a, "--mask")) {
+            o.mask = (float)parse_positive(a, v);
+            if (o.mask >= 1) usage_error("--mask: expected 0 < p < 1, got", v);
+        } else if (!strcmp(a, "--seed")) o.seed = (unsigned long long)parse_int(a, v, 0, 0x7fffffffL);
         else if (!strcmp(a, "--dropout")) {
             char *end;
             o.dropout = strtof(v, &end);
@@ -160,6 +169,12 @@ static options parse_args(int argc, char **argv) {
     if (o.warmup < 2 * STEP_SETS && !o.predict)
         mlm_log("warning: --warmup %d: the timed steps include first calls or CUDA-graph captures of the %d masking "
                 "sets (each needs two visits: --warmup %d)", o.warmup, STEP_SETS, 2 * STEP_SETS);
+    if (o.L) {   // --layers: the config's shape with another depth
+        static shape custom;
+        custom = *o.sh;
+        custom.L = o.L;
+        o.sh = &custom;
+    }
     if (o.micro == 0) o.micro = o.B;
     if (o.B % o.micro != 0) {
         char b[32];
@@ -258,14 +273,14 @@ static void build_step(step_data *sd, int nmicro, const options *o, const mlm_da
 
 /* The first n masking sets of a run, from the seed. */
 static void build_sets(step_data *sets, int n, int nmicro, const options *o, const mlm_data_config *dc, int max_M) {
-    mlm_special_ids sp = mlm_special_ids_default(VOCAB);
+    mlm_special_ids sp = mlm_special_ids_default(o->V);
     uint64_t rng = o->seed;
     for (int k = 0; k < n; k++) build_step(&sets[k], nmicro, o, dc, &sp, max_M, (uint32_t)(k + 1), &rng);
 }
 
 /* Training FLOPs per token, the head on the masked fraction m only (docs/PERF.md). */
-static double flops_per_token(const shape *sh, double S, double m) {
-    double L = sh->L, d = sh->d, I = sh->I, V = VOCAB;
+static double flops_per_token(const shape *sh, double S, double m, double V) {
+    double L = sh->L, d = sh->d, I = sh->I;
     return 6 * L * (4 * d * d + 2 * d * I) + 12 * L * S * d + 6 * m * (d * d + d * V);
 }
 
@@ -314,14 +329,14 @@ static int predict(const options *o, const mlm_model_config *mc, const mlm_data_
     const shape *sh = o->sh;
     printf("predicted: %s L%d d%d H%d I%d V%d, S%d, batch %d in %d micro-batch(es), dropout %g; CUDA graphs %s;\n"
            "GEMM %.0f TFLOP/s, attention %.1f TFLOP/s, %.2f TB/s (per step, the mean of %d steps)\n\n",
-           sh->name, sh->L, sh->d, sh->H, sh->I, VOCAB, o->S, o->B, nmicro, o->dropout, graphs ? "on" : "off",
+           sh->name, sh->L, sh->d, sh->H, sh->I, o->V, o->S, o->B, nmicro, o->dropout, graphs ? "on" : "off",
            c.gemm_flops / 1e12, c.attn_flops / 1e12, c.device_bw / 1e12, STEP_SETS);
     mlm_predict_print(pred, stdout, STEP_SETS, 60);
     mlm_op_cost all = mlm_predict_get(pred, NULL, NULL);
     double step_s = all.seconds / STEP_SETS, gbytes = all.bytes / STEP_SETS / 1e9;
     double peak_gib = mlm_predict_peak_bytes(pred) / 1073741824.0;
     double m = (double)masked / ((double)STEP_SETS * o->B * o->S);
-    double flops_tok = flops_per_token(sh, o->S, m), tps = (double)o->B * o->S / step_s;
+    double flops_tok = flops_per_token(sh, o->S, m, o->V), tps = (double)o->B * o->S / step_s;
     printf("\nstep %.2f ms, %.0f seq/s, %.0f tokens/s, MFU %.3f (787 TFLOP/s), %.1f GB moved, %.1f TFLOP, "
            "peak device memory %.2f GiB\n",
            step_s * 1e3, o->B / step_s, tps, flops_tok * tps / PEAK_FLOPS, gbytes, all.flops / STEP_SETS / 1e12,
@@ -332,7 +347,7 @@ static int predict(const options *o, const mlm_model_config *mc, const mlm_data_
     printf("{\"impl\":\"mlmgpu_predicted\",\"config\":\"%s\",\"L\":%d,\"d\":%d,\"H\":%d,\"I\":%d,\"V\":%d,\"seq\":%d,"
            "\"batch\":%d,\"micro\":%d,\"dropout\":%g,\"graphs\":%d,\"step_ms\":%.3f,\"seq_per_s\":%.1f,"
            "\"gbytes\":%.3f,\"peak_gib\":%.3f,\"mfu\":%.4f}\n",
-           sh->name, sh->L, sh->d, sh->H, sh->I, VOCAB, o->S, o->B, o->micro, o->dropout, graphs, step_s * 1e3,
+           sh->name, sh->L, sh->d, sh->H, sh->I, o->V, o->S, o->B, o->micro, o->dropout, graphs, step_s * 1e3,
            o->B / step_s, gbytes, peak_gib, flops_tok * tps / PEAK_FLOPS);
     printf("predicted step_ms=%.3f seq_per_s=%.1f gbytes=%.3f peak_gib=%.3f\n", step_s * 1e3, o->B / step_s, gbytes,
            peak_gib);
@@ -366,7 +381,7 @@ int main(int argc, char **argv) {
     mlm_config cfg;
     mlm_config_defaults(&cfg);
     mlm_model_config *mc = &cfg.model;
-    mc->vocab_size = VOCAB;
+    mc->vocab_size = o.V;
     mc->hidden_size = sh->d;
     mc->num_layers = sh->L;
     mc->num_heads = sh->H;
@@ -378,7 +393,7 @@ int main(int argc, char **argv) {
     mc->init_range = 0.02f;
     mlm_data_config dc = cfg.data;
     dc.seq_len = o.S;
-    dc.mask_prob = 0.15f;
+    dc.mask_prob = o.mask;
     dc.mask_token_prob = 0.8f;
     dc.random_token_prob = 0.1f;
     mlm_optim_config oc = cfg.optim;
@@ -427,7 +442,7 @@ int main(int argc, char **argv) {
     double peak = peak_gib(&dv);
 
     double tokens = (double)o.steps * o.B * o.S, m = masked_timed / tokens;
-    double flops_tok = flops_per_token(sh, o.S, m);
+    double flops_tok = flops_per_token(sh, o.S, m, o.V);
     double tps = tokens / dt, loss = masked_timed ? stats[0] / masked_timed : NAN;
 
     if (prof) {
@@ -439,7 +454,7 @@ int main(int argc, char **argv) {
     printf(",\"device_name\":");
     json_string(dv.name);
     printf(",\"config\":\"%s\",\"L\":%d,\"d\":%d,\"H\":%d,\"I\":%d,\"V\":%d,\"seq\":%d,\"batch\":%d,\"micro\":%d",
-           sh->name, sh->L, sh->d, sh->H, sh->I, VOCAB, o.S, o.B, o.micro);
+           sh->name, sh->L, sh->d, sh->H, sh->I, o.V, o.S, o.B, o.micro);
     printf(",\"dropout\":%g,\"steps\":%d,\"warmup\":%d,\"profiled\":%d", o.dropout, o.steps, o.warmup, o.profile);
     json_number("masked_frac", m, "%.5f");
     json_number("step_ms", dt / o.steps * 1e3, "%.3f");
