@@ -271,6 +271,19 @@ Test(config, bad_schedule_names_the_accepted_ones) {
                       "unknown schedule \"cosin\" (expected linear, cosine or constant)");
 }
 
+Test(config, position_init_names_the_accepted_ones) {
+    expect_file_error("[model]\nposition_init = sine\n", 2, "model.position_init",
+                      "unknown position_init \"sine\" (expected normal or sinusoidal)");
+    mlm_config cfg;
+    char err[ERR_LEN] = "";
+    const char *sets[] = {"model.position_init=sinusoidal"};
+    cr_assert_eq(mlm_config_load(&cfg, NULL, NULL, 0, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(cfg.model.position_init, MLM_POSITION_INIT_NORMAL, "HF's initialisation by default");
+    cr_assert_eq(mlm_config_load(&cfg, NULL, sets, 1, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(cfg.model.position_init, MLM_POSITION_INIT_SINUSOIDAL);
+    assert_round_trip(&cfg);
+}
+
 Test(config, seq_len_beyond_max_position) {
     expect_file_error("[model]\nmax_position = 128\n\n[data]\nseq_len = 256\n", 5, "data.seq_len",
                       "exceeds model.max_position 128");

@@ -106,6 +106,46 @@ Test(layout, initialisation_by_kind) {
     be->destroy(be);
 }
 
+/* position_init = sinusoidal: the position table holds range sqrt2 sin / cos of
+ * position x 10000^(-2i/d), and nothing else changes (RoBERTa: positions from row 2,
+ * its pad row 1 zero). */
+Test(layout, sinusoidal_positions) {
+    for (int roberta = 0; roberta < 2; roberta++) {
+        float *values[2];
+        size_t n = 0, wpe = 0, rows = 0, d = 0;
+        for (int k = 0; k < 2; k++) {
+            mlm_backend *be = mlm_backend_cpu(1);
+            mlm_model m;
+            mlm_model_config c = shape(2);
+            c.architecture = roberta ? MLM_ARCH_ROBERTA : MLM_ARCH_BERT;
+            c.position_init = k ? MLM_POSITION_INIT_SINUSOIDAL : MLM_POSITION_INIT_NORMAL;
+            mlm_model_create(&m, &c, be, 1, 8, 8, 5);
+            mlm_model_init_params(&m, 5);
+            n = m.lay.num_params;
+            wpe = m.lay.t[MLM_T_WPE].offset, rows = m.lay.t[MLM_T_WPE].rows, d = m.lay.t[MLM_T_WPE].cols;
+            values[k] = malloc(n * sizeof(float));
+            memcpy(values[k], m.master, n * sizeof(float));
+            mlm_model_destroy(&m);
+            be->destroy(be);
+        }
+        size_t first = roberta ? 2 : 0;
+        cr_expect_eq(memcmp(values[0], values[1], wpe * sizeof(float)), 0, "a tensor before the positions changed");
+        cr_expect_eq(memcmp(values[0] + wpe + rows * d, values[1] + wpe + rows * d, (n - wpe - rows * d) * sizeof(float)),
+                     0, "a tensor after the positions changed");
+        const float *p = values[1] + wpe;
+        for (size_t r = first; r < rows; r++)
+            for (size_t c = 0; c < d; c++) {
+                double w = pow(10000.0, -(double)(c / 2 * 2) / (double)d), k = (double)(r - first);
+                double want = 0.02 * sqrt(2.0) * (c % 2 ? cos(k * w) : sin(k * w));
+                cr_expect_float_eq(p[r * d + c], want, 1e-6, "position %zu, column %zu", r, c);
+            }
+        if (roberta)
+            for (size_t c = 0; c < d; c++) cr_expect_eq(p[1 * d + c], 0.0f, "RoBERTa's pad row must stay zero");
+        free(values[0]);
+        free(values[1]);
+    }
+}
+
 /* The initialisation runs on the OpenMP team; its values do not depend on its size. */
 Test(layout, initialisation_is_the_same_on_any_thread_count) {
     mlm_model_config c = shape(2);

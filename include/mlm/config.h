@@ -20,6 +20,10 @@ typedef enum { MLM_SCHED_LINEAR, MLM_SCHED_COSINE, MLM_SCHED_CONSTANT } mlm_sche
  * padding_idx + 1, one token type, the roberta. / lm_head. names). */
 typedef enum { MLM_ARCH_BERT = 0, MLM_ARCH_ROBERTA = 1 } mlm_arch;
 
+/* How the position embeddings start: N(0, init_range) as HF does, or the sinusoids of
+ * Vaswani et al. (2017) scaled to the same standard deviation (model.c). */
+typedef enum { MLM_POSITION_INIT_NORMAL = 0, MLM_POSITION_INIT_SINUSOIDAL = 1 } mlm_position_init;
+
 typedef struct {
     mlm_arch architecture;   // bert | roberta
     int vocab_size;          // V, rows of the word embedding (and decoder)
@@ -33,6 +37,7 @@ typedef struct {
     float hidden_dropout;
     float attention_dropout;
     float init_range;        // std of the N(0, init_range) init
+    mlm_position_init position_init;   // normal | sinusoidal
     char init_from[MLM_PATH_MAX]; // HF BERT directory to start from; its config.json sets the shape
 } mlm_model_config;
 
@@ -103,5 +108,7 @@ void mlm_config_write(const mlm_config *cfg, FILE *f);
 const char *mlm_schedule_name(mlm_schedule s);
 /* Name of an architecture ("bert", "roberta"). */
 const char *mlm_arch_name(mlm_arch a);
+/* Name of a position initialisation ("normal", "sinusoidal"). */
+const char *mlm_position_init_name(mlm_position_init p);
 
 #endif

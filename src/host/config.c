@@ -32,7 +32,7 @@
 
 /* ---- the table ---- */
 
-typedef enum { T_INT, T_U64, T_FLOAT, T_PATH, T_SCHED, T_ARCH } field_type;
+typedef enum { T_INT, T_U64, T_FLOAT, T_PATH, T_ENUM } field_type;
 
 enum { OPEN_LO = 1, OPEN_HI = 2 };  // range bounds that are excluded
 
@@ -43,18 +43,26 @@ typedef struct {
     const char *def;      // default, parsed like a file value
     double lo, hi;        // accepted range of numbers
     int open;             // OPEN_LO | OPEN_HI
+    const char *const *names;   // T_ENUM: the values' names, in the enum's order, NULL-ended
+    const char *what;           // T_ENUM: what a value is, for the error ("schedule")
 } field;
+
+/* The names of the enum-valued keys, each in its C enum's order (include/mlm/config.h). */
+static const char *const SCHEDULES[] = {"linear", "cosine", "constant", NULL};
+static const char *const ARCHS[] = {"bert", "roberta", NULL};
+static const char *const POSITION_INITS[] = {"normal", "sinusoidal", NULL};
+#define ENUM(names, what) -INFINITY, INFINITY, 0, names, what
 
 // AT names a key and where it lives; the section is the struct member of mlm_config.
 #define AT(sec, name) #sec, #name, offsetof(mlm_config, sec.name)
-#define ANY -INFINITY, INFINITY, 0
-#define AT_LEAST(x) x, INFINITY, 0
-#define ABOVE(x) x, INFINITY, OPEN_LO
-#define UNIT 0, 1, 0               // [0, 1]
-#define UNIT_BELOW_1 0, 1, OPEN_HI // [0, 1)
+#define ANY -INFINITY, INFINITY, 0, NULL, NULL
+#define AT_LEAST(x) x, INFINITY, 0, NULL, NULL
+#define ABOVE(x) x, INFINITY, OPEN_LO, NULL, NULL
+#define UNIT 0, 1, 0, NULL, NULL               // [0, 1]
+#define UNIT_BELOW_1 0, 1, OPEN_HI, NULL, NULL // [0, 1)
 
 static const field FIELDS[] = {
-    {AT(model, architecture), T_ARCH, "bert", ANY},
+    {AT(model, architecture), T_ENUM, "bert", ENUM(ARCHS, "architecture")},
     {AT(model, vocab_size), T_INT, "30522", AT_LEAST(1)},
     {AT(model, hidden_size), T_INT, "128", AT_LEAST(1)},
     {AT(model, num_layers), T_INT, "2", AT_LEAST(1)},
@@ -66,6 +74,7 @@ static const field FIELDS[] = {
     {AT(model, hidden_dropout), T_FLOAT, "0.1", UNIT_BELOW_1},
     {AT(model, attention_dropout), T_FLOAT, "0.1", UNIT_BELOW_1},
     {AT(model, init_range), T_FLOAT, "0.02", AT_LEAST(0)},
+    {AT(model, position_init), T_ENUM, "normal", ENUM(POSITION_INITS, "position_init")},
     {AT(model, init_from), T_PATH, "", ANY},
 
     {AT(data, train), T_PATH, "", ANY},
@@ -73,7 +82,7 @@ static const field FIELDS[] = {
     {AT(data, vocab), T_PATH, "", ANY},
     {AT(data, seq_len), T_INT, "128", AT_LEAST(2)},  // at least [CLS] and [SEP]
     {AT(data, cased), T_INT, "0", UNIT},
-    {AT(data, mask_prob), T_FLOAT, "0.15", 0, 1, OPEN_LO},   // 0 would train and score nothing
+    {AT(data, mask_prob), T_FLOAT, "0.15", 0, 1, OPEN_LO, NULL, NULL},   // 0 would train and score nothing
     {AT(data, mask_token_prob), T_FLOAT, "0.8", UNIT},
     {AT(data, random_token_prob), T_FLOAT, "0.1", UNIT},
     {AT(data, whole_word_mask), T_INT, "0", UNIT},
@@ -87,12 +96,12 @@ static const field FIELDS[] = {
     {AT(train, eval_steps), T_INT, "20", AT_LEAST(1)},
     {AT(train, checkpoint_every), T_INT, "0", AT_LEAST(0)},
     {AT(train, checkpoint_keep), T_INT, "3", AT_LEAST(1)},
-    {AT(train, threads), T_INT, "0", 0, 1024, 0},   // prepare's --threads has the same cap
+    {AT(train, threads), T_INT, "0", 0, 1024, 0, NULL, NULL},   // prepare's --threads has the same cap
     {AT(train, out_dir), T_PATH, "runs/default", ANY},
 
     {AT(optim, lr), T_FLOAT, "1e-4", ABOVE(0)},
     {AT(optim, warmup_steps), T_INT, "100", AT_LEAST(0)},
-    {AT(optim, schedule), T_SCHED, "linear", ANY},
+    {AT(optim, schedule), T_ENUM, "linear", ENUM(SCHEDULES, "schedule")},
     {AT(optim, min_lr), T_FLOAT, "0", AT_LEAST(0)},  // <= lr: checked in check_pairs
     {AT(optim, weight_decay), T_FLOAT, "0.01", AT_LEAST(0)},
     {AT(optim, beta1), T_FLOAT, "0.9", UNIT_BELOW_1},
@@ -104,17 +113,16 @@ static const field FIELDS[] = {
 };
 #define NFIELDS (sizeof FIELDS / sizeof FIELDS[0])
 
-static const char *const SCHEDULES[] = {"linear", "cosine", "constant"};  // mlm_schedule order
-#define NSCHEDULES (sizeof SCHEDULES / sizeof SCHEDULES[0])
-
-const char *mlm_schedule_name(mlm_schedule s) {
-    return (unsigned)s < NSCHEDULES ? SCHEDULES[s] : "unknown";
+/* names[v], or "unknown" for a value outside the table. */
+static const char *enum_name(const char *const *names, int v) {
+    for (int i = 0; names[i]; i++)
+        if (i == v) return names[i];
+    return "unknown";
 }
 
-static const char *const ARCHS[] = {"bert", "roberta"};  // mlm_arch order
-#define NARCHS (sizeof ARCHS / sizeof ARCHS[0])
-
-const char *mlm_arch_name(mlm_arch a) { return (unsigned)a < NARCHS ? ARCHS[a] : "unknown"; }
+const char *mlm_schedule_name(mlm_schedule s) { return enum_name(SCHEDULES, (int)s); }
+const char *mlm_arch_name(mlm_arch a) { return enum_name(ARCHS, (int)a); }
+const char *mlm_position_init_name(mlm_position_init p) { return enum_name(POSITION_INITS, (int)p); }
 
 static const field *find_field(const char *section, const char *key) {
     for (size_t i = 0; i < NFIELDS; i++)
@@ -211,25 +219,22 @@ static int parse_path(const char *text, char *out, char *why, size_t n) {
     return 0;
 }
 
-static int parse_schedule(const char *text, mlm_schedule *out, char *why, size_t n) {
-    for (size_t i = 0; i < NSCHEDULES; i++)
-        if (!strcmp(text, SCHEDULES[i])) {
-            *out = (mlm_schedule)i;
+/* One of f's names into *out (its index: enum slots are ints, see the assert below). */
+static int parse_enum(const field *f, const char *text, int *out, char *why, size_t n) {
+    int count = 0;
+    for (; f->names[count]; count++)
+        if (!strcmp(text, f->names[count])) {
+            *out = count;
             return 0;
         }
-    return reject(why, n, "unknown schedule \"%s\" (expected %s, %s or %s)", text,
-                  SCHEDULES[0], SCHEDULES[1], SCHEDULES[2]);
+    char expected[256] = "";
+    for (int i = 0; i < count; i++)   // "a, b or c"
+        snprintf(expected + strlen(expected), sizeof expected - strlen(expected), "%s%s",
+                 i == 0 ? "" : i == count - 1 ? " or " : ", ", f->names[i]);
+    return reject(why, n, "unknown %s \"%s\" (expected %s)", f->what, text, expected);
 }
-
-static int parse_arch(const char *text, mlm_arch *out, char *why, size_t n) {
-    for (size_t i = 0; i < NARCHS; i++)
-        if (!strcmp(text, ARCHS[i])) {
-            *out = (mlm_arch)i;
-            return 0;
-        }
-    return reject(why, n, "unknown architecture \"%s\" (expected %s or %s)", text, ARCHS[0],
-                  ARCHS[1]);
-}
+_Static_assert(sizeof(mlm_schedule) == sizeof(int) && sizeof(mlm_arch) == sizeof(int) &&
+               sizeof(mlm_position_init) == sizeof(int), "enum-valued config slots are read as int");
 
 /* Parses text into cfg's slot for f; on failure leaves the slot alone and says why. */
 static int parse_value(const field *f, const char *text, mlm_config *cfg, char *why, size_t n) {
@@ -239,8 +244,7 @@ static int parse_value(const field *f, const char *text, mlm_config *cfg, char *
     case T_U64: return parse_u64(text, p, why, n);
     case T_FLOAT: return parse_float(text, p, why, n);
     case T_PATH: return parse_path(text, p, why, n);
-    case T_SCHED: return parse_schedule(text, p, why, n);
-    case T_ARCH: return parse_arch(text, p, why, n);
+    case T_ENUM: return parse_enum(f, text, p, why, n);
     }
     return -1;
 }
@@ -260,8 +264,7 @@ static void format_value(const field *f, const mlm_config *cfg, char *buf, size_
     case T_U64: snprintf(buf, n, "%" PRIu64, *(const uint64_t *)p); break;
     case T_FLOAT: format_float(*(const float *)p, buf, n); break;
     case T_PATH: snprintf(buf, n, "%s", (const char *)p); break;
-    case T_SCHED: snprintf(buf, n, "%s", mlm_schedule_name(*(const mlm_schedule *)p)); break;
-    case T_ARCH: snprintf(buf, n, "%s", mlm_arch_name(*(const mlm_arch *)p)); break;
+    case T_ENUM: snprintf(buf, n, "%s", enum_name(f->names, *(const int *)p)); break;
     }
 }
 

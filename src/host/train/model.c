@@ -418,6 +418,20 @@ static float normal01(uint32_t a, uint32_t b) {
 
 /* Element i of a tensor is a function of (seed, tensor id, i) alone, so the threads
  * of the OpenMP team (the CPU backend's) give the same values as one thread. */
+/* Rows first.. of a (rows, d) position table: position k = row - first gets
+ * sin(k w_i) in column 2i and cos(k w_i) in column 2i + 1, w_i = 10000^(-2i/d)
+ * (Vaswani et al. 2017), times range sqrt 2: the standard deviation of the N(0,
+ * range) init. For any offset, position k + offset is a fixed rotation of position k
+ * in every column pair, so attention can learn "the word before" once for all
+ * positions instead of for each one. */
+static void sinusoidal_positions(float *p, size_t rows, size_t d, size_t first, float range) {
+    for (size_t r = first; r < rows; r++)
+        for (size_t c = 0; c < d; c++) {
+            double angle = (double)(r - first) * pow(10000.0, -(double)(c - c % 2) / (double)d);
+            p[r * d + c] = (float)(range * M_SQRT2 * (c % 2 ? cos(angle) : sin(angle)));
+        }
+}
+
 void mlm_model_init_params(mlm_model *m, uint64_t seed) {
     const mlm_layout *lay = &m->lay;
     float *host = mlm_xmalloc(lay->num_params * sizeof(float), "initial parameters");
@@ -436,6 +450,8 @@ void mlm_model_init_params(mlm_model *m, uint64_t seed) {
         // HF zeroes the padding_idx row of its padded embeddings: BERT's word embeddings
         // ([PAD] = 0), RoBERTa's word and position embeddings (<pad> = 1)
         size_t pad = lay->cfg.architecture == MLM_ARCH_ROBERTA ? MLM_ROBERTA_PAD_ID : 0;
+        if (id == MLM_T_WPE && lay->cfg.position_init == MLM_POSITION_INIT_SINUSOIDAL)
+            sinusoidal_positions(p, t->rows, t->cols, pad ? pad + 1 : 0, range);
         if (t->init == MLM_INIT_NORMAL_PAD0 || (pad && id == MLM_T_WPE))
             memset(p + pad * t->cols, 0, t->cols * sizeof(float));
     }
