@@ -3,10 +3,10 @@
 # machine: install what is missing and build the mlmgpu binary (only it: the test
 # suite is scripts/test.sh); build the default corpus (35 MB of Debian
 # documentation); train a 4096-token WordPiece vocabulary; tokenize it into
-# 64-token sequences, a document per blank-line-separated block; train a
-# bert-tiny-shaped model (configs/quickstart.ini; on the GPU when one is usable,
-# else the CPU), showing the loss fall against the unigram baseline; then ask the
-# trained model to fill in masked words. Each stage prints its time.
+# 64-token sequences, a document per blank-line-separated block; train a one-layer
+# BERT (configs/quickstart.ini; on the GPU when one is usable, else the CPU),
+# showing the loss fall against the unigram baseline; then ask the trained model to
+# fill in masked words. Each stage prints its time.
 # Extra arguments go to `mlmgpu train` (e.g. --set train.steps=500).
 set -euo pipefail
 cd "$(dirname "$0")/.."
