@@ -149,6 +149,17 @@ Test(config, bert_tiny_is_the_cpu_quickstart) {
     cr_assert_str_eq(cfg.train.out_dir, "runs/bert-tiny");
 }
 
+/* scripts/quickstart.sh trains with configs/quickstart.ini: a key or value it does
+ * not accept would fail the main job after the corpus and shards are built. */
+Test(config, quickstart_config_loads) {
+    mlm_config cfg;
+    char err[ERR_LEN] = "";
+    cr_assert_eq(mlm_config_load(&cfg, MLM_SOURCE_ROOT "/configs/quickstart.ini", NULL, 0, err, sizeof err), 0,
+                 "%s", err);
+    cr_expect_eq(cfg.model.max_position, cfg.data.seq_len, "%s", cfg.source);
+    cr_expect_str_eq(cfg.train.out_dir, "runs/quickstart");
+}
+
 Test(config, comments_indentation_and_colon_parse) {
     mlm_config cfg;
     char path[64], err[ERR_LEN] = "";
