@@ -2,7 +2,7 @@
 # The main job, end to end, in under ten minutes on 2 cores from a fresh Debian
 # machine: install what is missing and build the mlmgpu binary (only it: the test
 # suite is scripts/test.sh); build the default corpus (35 MB of Debian
-# documentation); train a 4096-token WordPiece vocabulary; tokenize it into
+# documentation); train a 3072-token WordPiece vocabulary; tokenize it into
 # 64-token sequences, a document per blank-line-separated block; train a one-layer
 # BERT (configs/quickstart.ini; on the GPU when one is usable, else the CPU),
 # showing the loss fall against the unigram baseline; then ask the trained model to
@@ -18,11 +18,11 @@ scripts/build_corpus.sh corpus
 # Kept between runs, named by what made them: a vocabulary or data of other
 # settings is never reused by mistake. configs/quickstart.ini names these paths.
 run=runs/quickstart
-vocab=$run/vocab-4096.txt
-data=$run/data-4096-64
+vocab=$run/vocab-3072.txt
+data=$run/data-3072-64
 mkdir -p "$run"
 stage "vocabulary and shards"
-[ -s "$vocab" ] || build/mlmgpu vocab --input corpus --vocab-size 4096 --out "$vocab"
+[ -s "$vocab" ] || build/mlmgpu vocab --input corpus --vocab-size 3072 --out "$vocab"
 [ -f "$data/manifest.json" ] ||
   build/mlmgpu prepare --input corpus --vocab "$vocab" --seq-len 64 --out "$data"
 stage "training (mlmgpu train --config configs/quickstart.ini)"
