@@ -58,12 +58,14 @@ void mlm_cpu_blas_reexec(char **argv) {
     if (!want) return;
     if (setenv("OPENBLAS_CORETYPE", want, 1) || setenv(FROM_ENV, detected, 1)) return;
     fflush(NULL);
-    // the binary's own path, not /proc/self/exe: the process keeps its name (ps, pkill)
+    // the binary's own path, not /proc/self/exe: the process keeps its name (ps, pkill);
+    // and only when it is the program argv names (under valgrind, say, it is not)
     char self[4096];
     ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
     if (len > 0 && (size_t)len < sizeof self - 1) {
         self[len] = 0;
-        execv(self, argv);
+        const char *a = strrchr(argv[0], '/'), *b = strrchr(self, '/');
+        if (!strcmp(a ? a + 1 : argv[0], b ? b + 1 : self)) execv(self, argv);
     }
     // no re-run (no /proc, say): carry on with the library's kernels, and say so
     unsetenv("OPENBLAS_CORETYPE");
