@@ -11,6 +11,7 @@
  * sets OPENBLAS_CORETYPE to the matching kernel set and runs the program again, once.
  * A user's own OPENBLAS_CORETYPE is never touched.
  */
+#include <limits.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,28 +52,44 @@ const char *mlm_cpu_blas_core_choice(const char *detected) {
     return core_for_features();
 }
 
+/* Whether the program argv[0] names (a path, or a name found on PATH, symlinks
+ * followed) is the file self. Under valgrind, say, /proc/self/exe is the tool. */
+static int argv0_is(const char *arg0, const char *self) {
+    char real[PATH_MAX];
+    if (strchr(arg0, '/')) return realpath(arg0, real) && !strcmp(real, self);
+    const char *path = getenv("PATH");
+    while (path && *path) {
+        size_t n = strcspn(path, ":");
+        char candidate[PATH_MAX];
+        if (n > 0 && (size_t)snprintf(candidate, sizeof candidate, "%.*s/%s", (int)n, path, arg0) < sizeof candidate &&
+            access(candidate, X_OK) == 0)
+            return realpath(candidate, real) && !strcmp(real, self);   // the first match is what ran
+        path += n + (path[n] == ':');
+    }
+    return 0;
+}
+
 void mlm_cpu_blas_reexec(char **argv) {
     if (getenv("OPENBLAS_CORETYPE")) return;   // the user's choice, or the re-run itself
     const char *detected = openblas_get_corename();
     const char *want = detected ? mlm_cpu_blas_core_choice(detected) : NULL;
     if (!want) return;
-    if (setenv("OPENBLAS_CORETYPE", want, 1) || setenv(FROM_ENV, detected, 1)) return;
     fflush(NULL);
     // the binary's own path, not /proc/self/exe: the process keeps its name (ps, pkill);
-    // and only when it is the program argv names (under valgrind, say, it is not)
-    char self[4096];
+    // and only when it is the program argv names
+    char self[PATH_MAX];
     ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (len > 0 && (size_t)len < sizeof self - 1) {
+    if (argv[0] && len > 0 && (size_t)len < sizeof self - 1) {
         self[len] = 0;
-        const char *a = strrchr(argv[0], '/'), *b = strrchr(self, '/');
-        if (!strcmp(a ? a + 1 : argv[0], b ? b + 1 : self)) execv(self, argv);
+        if (argv0_is(argv[0], self) && !setenv("OPENBLAS_CORETYPE", want, 1) && !setenv(FROM_ENV, detected, 1))
+            execv(self, argv);
     }
     // no re-run (no /proc, say): carry on with the library's kernels, and say so
     unsetenv("OPENBLAS_CORETYPE");
     unsetenv(FROM_ENV);
     mlm_log("warning: OpenBLAS chose its %s kernels for this CPU, which has %s's; could not "
-             "restart with OPENBLAS_CORETYPE=%s (the CPU backend's matmuls run several "
-             "times slower: set it yourself)", detected, want, want);
+            "restart with OPENBLAS_CORETYPE=%s (the CPU backend's matmuls run several "
+            "times slower: set it yourself)", detected, want, want);
 }
 
 const char *mlm_cpu_describe(char *buf, size_t n) {
