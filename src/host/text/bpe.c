@@ -30,6 +30,7 @@
 #include <utf8proc.h>
 
 #include "bpe.h"
+#include "utf8.h"
 #include "mlm/fileio.h"
 #include "mlm/log.h"
 #include "mlm/tokenizer.h"
@@ -57,34 +58,6 @@ int mlm_bpe_char_byte(uint32_t cp) {
     for (int b = 0; b < 256; b++)
         if (mlm_bpe_byte_char((uint8_t)b) >= 256 && n-- == 0) return b;
     return -1;
-}
-
-/* ---- UTF-8, decoded as Python does ---- */
-
-/* Decodes the code point at s (n > 0 bytes left) and returns its length in bytes.
- * An ill-formed sequence gives U+FFFD and the length of its maximal ill-formed
- * subsequence: the lead byte and the continuation bytes that were acceptable
- * before the first one that was not (at least 1). */
-static inline size_t decode_cp(const uint8_t *s, size_t n, uint32_t *cp) {
-    uint8_t b = s[0];
-    if (b < 0x80) {
-        *cp = b;
-        return 1;
-    }
-    int len = b >= 0xC2 && b <= 0xDF ? 2 : b >= 0xE0 && b <= 0xEF ? 3 : b >= 0xF0 && b <= 0xF4 ? 4 : 0;
-    *cp = 0xFFFD;
-    if (len == 0) return 1;
-    // the second byte's range excludes overlongs (E0, F0), surrogates (ED), > U+10FFFF (F4)
-    uint8_t lo = b == 0xE0 ? 0xA0 : b == 0xF0 ? 0x90 : 0x80;
-    uint8_t hi = b == 0xED ? 0x9F : b == 0xF4 ? 0x8F : 0xBF;
-    if (n < 2 || s[1] < lo || s[1] > hi) return 1;
-    uint32_t c = (uint32_t)(b & (0x7F >> len)) << 6 | (s[1] & 0x3F);
-    for (int i = 2; i < len; i++) {
-        if ((size_t)i >= n || (s[i] & 0xC0) != 0x80) return (size_t)i;
-        c = c << 6 | (s[i] & 0x3F);
-    }
-    *cp = c;
-    return (size_t)len;
 }
 
 /* ---- the pre-tokenizer's character classes ---- */
@@ -169,7 +142,7 @@ static inline chr_t char_at(const uint8_t *s, size_t n, size_t i) {
         c.cls = ascii_cls(s[i]);
         return c;
     }
-    c.len = decode_cp(s + i, n - i, &c.cp);
+    c.len = mlm_utf8_decode(s + i, n - i, &c.cp);
     c.cls = class_slow(c.cp);
     return c;
 }
@@ -302,19 +275,6 @@ static int hex4(const char *s, uint32_t *v) {
     return 0;
 }
 
-static size_t put_utf8(uint32_t cp, char *out) {
-    if (cp < 0x80) return out[0] = (char)cp, 1;
-    if (cp < 0x800) return out[0] = (char)(0xC0 | cp >> 6), out[1] = (char)(0x80 | (cp & 0x3F)), 2;
-    if (cp < 0x10000)
-        return out[0] = (char)(0xE0 | cp >> 12), out[1] = (char)(0x80 | (cp >> 6 & 0x3F)),
-               out[2] = (char)(0x80 | (cp & 0x3F)), 3;
-    out[0] = (char)(0xF0 | cp >> 18);
-    out[1] = (char)(0x80 | (cp >> 12 & 0x3F));
-    out[2] = (char)(0x80 | (cp >> 6 & 0x3F));
-    out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
 /* Reads a JSON string at j->i (its opening quote) into out (room for its bytes),
  * unescaped, and returns its length, or -1 with err. */
 static long json_string(json_in *j, char *out) {
@@ -353,11 +313,11 @@ static long json_string(json_in *j, char *out) {
                 cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
             }
             if (cp == 0) return json_fail(j, at, "NUL character in a token");
-            o += put_utf8(cp, out + o);
+            o += mlm_utf8_encode(cp, out + o);
             continue;
         }
         uint32_t cp;
-        size_t used = decode_cp((const uint8_t *)j->s + j->i, j->n - j->i, &cp);
+        size_t used = mlm_utf8_decode((const uint8_t *)j->s + j->i, j->n - j->i, &cp);
         if (cp == 0xFFFD && !(used == 3 && !memcmp(j->s + j->i, "\xEF\xBF\xBD", 3)))
             return json_fail(j, j->i, "invalid UTF-8");
         memcpy(out + o, j->s + j->i, used);
@@ -619,7 +579,7 @@ mlm_bpe *mlm_bpe_load(const char *vocab_json, const char *merges_txt, char *err,
                                    b->special_id[3], b->special_id[4]};
     for (int c = 0; c < 256; c++) {
         char u[4];
-        b->byte_id[c] = find_token(b, u, put_utf8(mlm_bpe_byte_char((uint8_t)c), u));
+        b->byte_id[c] = find_token(b, u, mlm_utf8_encode(mlm_bpe_byte_char((uint8_t)c), u));
     }
     return b;
 }
@@ -747,7 +707,7 @@ static void bpe_word(const mlm_bpe *b, const uint8_t *w, size_t n, id_sink *o) {
             continue;
         }
         uint32_t cp;
-        size_t used = decode_cp(w + i, n - i, &cp);
+        size_t used = mlm_utf8_decode(w + i, n - i, &cp);
         if (cp == 0xFFFD && !(used == 3 && w[i] == 0xEF)) { // ill-formed: its U+FFFD's bytes
             static const uint8_t fffd[3] = {0xEF, 0xBF, 0xBD};
             for (int k = 0; k < 3; k++)
@@ -825,7 +785,7 @@ void mlm_bpe_pretokenize(const char *text, size_t len, void (*word)(void *ctx, c
         size_t k = i, bad = 0;
         while (k < e) {
             uint32_t cp = 0;
-            size_t used = s[k] < 0x80 ? 1 : decode_cp(s + k, e - k, &cp);
+            size_t used = s[k] < 0x80 ? 1 : mlm_utf8_decode(s + k, e - k, &cp);
             if (s[k] >= 0x80 && cp == 0xFFFD && !(used == 3 && s[k] == 0xEF)) bad++;
             k += used;
         }
@@ -837,7 +797,7 @@ void mlm_bpe_pretokenize(const char *text, size_t len, void (*word)(void *ctx, c
             size_t o = 0;
             for (k = i; k < e;) {
                 uint32_t cp;
-                size_t used = decode_cp(s + k, e - k, &cp);
+                size_t used = mlm_utf8_decode(s + k, e - k, &cp);
                 if (cp == 0xFFFD) memcpy(buf + o, "\xEF\xBF\xBD", 3), o += 3;
                 else memcpy(buf + o, text + k, used), o += used;
                 k += used;
@@ -880,7 +840,7 @@ size_t mlm_bpe_decode(const mlm_bpe *b, const int32_t *ids, size_t n, char *out,
         size_t tl = b->len[ids[k]];
         for (size_t i = 0; i < tl;) {
             uint32_t cp;
-            size_t used = decode_cp((const uint8_t *)t + i, tl - i, &cp);
+            size_t used = mlm_utf8_decode((const uint8_t *)t + i, tl - i, &cp);
             int byte = special ? -1 : mlm_bpe_char_byte(cp);
             if (byte >= 0) PUT(byte);
             else

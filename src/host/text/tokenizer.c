@@ -23,6 +23,7 @@
 #include "mlm/log.h"
 #include "mlm/tokenizer.h"
 #include "tokenizer_unicode.h"
+#include "utf8.h"
 
 #define MAX_WORD_CHARS 100                        // HF WordPiece max_input_chars_per_word
 #define WORD_FIXED_BYTES (4 * MAX_WORD_CHARS + 4) // a word WordPiece may split, in UTF-8
@@ -138,54 +139,6 @@ void mlm_tokenizer_free(mlm_tokenizer *t) {
 
 mlm_special_ids mlm_tokenizer_special(const mlm_tokenizer *t) { return t->special; }
 
-/* ---- UTF-8 decoding ---- */
-
-/* Decodes the code point at s (n > 0 bytes left) and sets *used. A byte that does
- * not begin a well-formed sequence (RFC 3629: no overlongs, surrogates or values
- * above U+10FFFF) decodes alone to U+FFFD, so decoding resumes at the next byte,
- * where Python's decode(errors="replace") resumes too. */
-static uint32_t decode_utf8(const uint8_t *s, size_t n, size_t *used) {
-    uint8_t b = s[0];
-    *used = 1;
-    if (b < 0x80) return b;
-    int len = b >= 0xC2 && b <= 0xDF ? 2 : b >= 0xE0 && b <= 0xEF ? 3 : b >= 0xF0 && b <= 0xF4 ? 4 : 0;
-    if (len == 0 || n < (size_t)len) return 0xFFFD;
-    // the second byte's range excludes overlongs (E0, F0), surrogates (ED), > U+10FFFF (F4)
-    uint8_t lo = b == 0xE0 ? 0xA0 : b == 0xF0 ? 0x90 : 0x80;
-    uint8_t hi = b == 0xED ? 0x9F : b == 0xF4 ? 0x8F : 0xBF;
-    if (s[1] < lo || s[1] > hi) return 0xFFFD;
-    uint32_t cp = b & (0x7F >> len);
-    for (int i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0xFFFD;
-        cp = cp << 6 | (s[i] & 0x3F);
-    }
-    *used = (size_t)len;
-    return cp;
-}
-
-static size_t encode_utf8(uint32_t cp, char *out) {
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xC0 | cp >> 6);
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | cp >> 12);
-        out[1] = (char)(0x80 | (cp >> 6 & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | cp >> 18);
-    out[1] = (char)(0x80 | (cp >> 12 & 0x3F));
-    out[2] = (char)(0x80 | (cp >> 6 & 0x3F));
-    out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
 /* ---- character classes, as HF's BertNormalizer and BertPreTokenizer see them ---- */
 
 /* The CJK ideograph blocks that handle_chinese_chars surrounds with spaces. */
@@ -279,7 +232,7 @@ static inline void word_append(word_acc *w, uint32_t cp) {
     w->chars++;
     if (!word_room(w)) return;
     if (cp < 0x80) w->bytes[w->n++] = (char)cp;
-    else w->n += encode_utf8(cp, w->bytes + w->n);
+    else w->n += mlm_utf8_encode(cp, w->bytes + w->n);
 }
 
 static void word_end(word_acc *w) {
@@ -394,9 +347,9 @@ static void split_words(const char *text, size_t len, int cased, word_acc *w) {
             ascii_push(&nz, s[i++]);
             continue;
         }
-        size_t used;
-        clean_push(&nz, decode_utf8(s + i, len - i, &used));
-        i += used;
+        uint32_t cp;   // ill-formed bytes are U+FFFD, which clean_text drops (as HF's does)
+        i += mlm_utf8_decode(s + i, len - i, &cp);
+        clean_push(&nz, cp);
     }
     flush_pending(&nz);
     word_end(w);

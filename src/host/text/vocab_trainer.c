@@ -28,6 +28,7 @@
 #include "mlm/log.h"
 #include "mlm/tokenizer.h"
 #include "mlm/vocab_trainer.h"
+#include "utf8.h"
 #include "word_counts.h"
 
 #define N_CODEPOINTS 0x110000
@@ -94,26 +95,18 @@ static void tokens_free(token_set *t) {
 }
 
 static char *utf8_token(const char *prefix, uint32_t cp) {
-    char buf[8];
-    size_t n = 0;
-    if (cp < 0x80) buf[n++] = (char)cp;
-    else if (cp < 0x800) buf[n++] = (char)(0xC0 | cp >> 6);
-    else if (cp < 0x10000) buf[n++] = (char)(0xE0 | cp >> 12);
-    else buf[n++] = (char)(0xF0 | cp >> 18);
-    for (int shift = cp < 0x80 ? -6 : cp < 0x800 ? 0 : cp < 0x10000 ? 6 : 12; shift >= 0; shift -= 6)
-        buf[n++] = (char)(0x80 | (cp >> shift & 0x3F));
+    char buf[4];
+    size_t n = mlm_utf8_encode(cp, buf);
     char *s = mlm_xmalloc(strlen(prefix) + n + 1, "token");
     sprintf(s, "%s%.*s", prefix, (int)n, buf);
     return s;
 }
 
-/* Decodes the well-formed UTF-8 that mlm_pretokenize emits. */
-static uint32_t next_cp(const char *w, size_t *i) {
-    uint8_t b = (uint8_t)w[*i];
-    int len = b < 0x80 ? 1 : b < 0xE0 ? 2 : b < 0xF0 ? 3 : 4;
-    uint32_t cp = len == 1 ? b : b & (0x7F >> len);
-    for (int k = 1; k < len; k++) cp = cp << 6 | ((uint8_t)w[*i + k] & 0x3F);
-    *i += (size_t)len;
+/* The code point at w[*i] (the well-formed UTF-8 that mlm_pretokenize emits, n
+ * bytes in all), *i moved past it. */
+static uint32_t next_cp(const char *w, size_t n, size_t *i) {
+    uint32_t cp;
+    *i += mlm_utf8_decode((const uint8_t *)w + *i, n - *i, &cp);
     return cp;
 }
 
@@ -156,7 +149,7 @@ static void build_alphabet(const mlm_word_counts *wc, int limit, token_set *toke
     uint8_t *inside = mlm_xcalloc(N_CODEPOINTS, 1, "character flags");
     for (size_t w = 0; w < wc->n; w++)
         for (size_t i = 0, k = 0; i < wc->items[w].len; k++) {
-            uint32_t cp = next_cp(wc->items[w].word, &i);
+            uint32_t cp = next_cp(wc->items[w].word, wc->items[w].len, &i);
             counts[cp] += wc->items[w].count;
             inside[cp] |= k > 0;
         }
@@ -230,7 +223,7 @@ static void build_words(const mlm_word_counts *wc, const alphabet *al, int bytes
             if (bytes) {
                 id = al->first[mlm_bpe_byte_char((uint8_t)wc->items[w].word[i++])];
             } else {
-                uint32_t cp = next_cp(wc->items[w].word, &i);
+                uint32_t cp = next_cp(wc->items[w].word, wc->items[w].len, &i);
                 id = k ? al->inner[cp] : al->first[cp];
             }
             if (id != NO_ID) ws->sym[at++] = id;
