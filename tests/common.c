@@ -69,13 +69,28 @@ int read_metric_losses(const char *run, const char *split, double *loss, int max
     return n;
 }
 
-char *read_tmp(const char *name, size_t *n) {
-    char path[256], *text, err[512];
+char *read_path(const char *path, size_t *n) {
+    char *text, err[1024];
     size_t len;
-    tmp_path(path, sizeof path, name);
     cr_assert_eq(mlm_read_file(path, &text, &len, err, sizeof err), 0, "%s", err);
     if (n) *n = len;
     return text;
+}
+
+char *read_tmp(const char *name, size_t *n) {
+    char path[256];
+    tmp_path(path, sizeof path, name);
+    return read_path(path, n);
+}
+
+size_t unhex(const char *s, size_t n, char *out) {
+    size_t k = 0;
+    for (size_t i = 0; i + 1 < n; i += 2) {
+        unsigned v;
+        sscanf(s + i, "%2x", &v);
+        out[k++] = (char)v;
+    }
+    return k;
 }
 
 int same_tmp_files(const char *a, const char *b) {

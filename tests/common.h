@@ -43,9 +43,14 @@ size_t parse_ids(const char *s, size_t n, int32_t *ids, size_t max);
 /* Expects got == want, naming the first difference (what, line: the case). */
 void expect_ids(const int32_t *got, size_t ngot, const int32_t *want, size_t nwant, const char *what, int line);
 
-/* tmpdir/name whole, NUL-terminated (free it), its length into *n unless n is NULL;
- * the test fails when it cannot be read. */
+/* The file at path whole, NUL-terminated (free it), its length into *n unless n is
+ * NULL; the test fails when it cannot be read. */
+char *read_path(const char *path, size_t *n);
+/* read_path of tmpdir/name. */
 char *read_tmp(const char *name, size_t *n);
+/* The bytes of the hex digits s[0..n) (pairs; an odd last digit is ignored) into
+ * out; returns how many. */
+size_t unhex(const char *s, size_t n, char *out);
 /* Whether tmpdir/a and tmpdir/b hold the same bytes. */
 int same_tmp_files(const char *a, const char *b);
 /* Largest |a - b| over largest |a| per tensor of two fp32 safetensors files in

@@ -28,22 +28,6 @@ static mlm_tokenizer *open_bpe(void) {
     return t;
 }
 
-static char *slurp(const char *path, size_t *n) {
-    char *buf, err[512];
-    cr_assert_eq(mlm_read_file(path, &buf, n, err, sizeof err), 0, "%s", err);
-    return buf;
-}
-
-static size_t unhex(const char *s, size_t n, char *out) {
-    size_t o = 0;
-    for (size_t i = 0; i + 1 < n; i += 2) {
-        unsigned v;
-        sscanf(s + i, "%2x", &v);
-        out[o++] = (char)v;
-    }
-    return o;
-}
-
 /* Pre-tokens as the fixture writes them: hex of each word's bytes, space-separated. */
 typedef struct {
     char *out;
@@ -59,7 +43,7 @@ static void hex_word(void *ctx, const char *w, size_t n) {
 Test(bpe, cases_like_roberta) {
     mlm_tokenizer *t = open_bpe();
     size_t n;
-    char *buf = slurp(FIX "bpe_cases.txt", &n);
+    char *buf = read_path(FIX "bpe_cases.txt", &n);
     char *text = malloc(n), *words = malloc(8 * n);
     int32_t *want = malloc(n * sizeof(int32_t)), *ids = NULL;
     size_t cap = 0;
@@ -94,8 +78,8 @@ Test(bpe, cases_like_roberta) {
 Test(bpe, heldout_text_like_bytelevel_bpe) {
     mlm_tokenizer *t = open_bpe();
     size_t n, m;
-    char *text = slurp(FIX "vocab_heldout.txt", &n);
-    char *idtext = slurp(FIX "bpe_heldout.ids", &m);
+    char *text = read_path(FIX "vocab_heldout.txt", &n);
+    char *idtext = read_path(FIX "bpe_heldout.ids", &m);
     int32_t *want = malloc(m * sizeof(int32_t)), *ids = NULL;
     size_t nw = parse_ids(idtext, m, want, m), k = 0, cap = 0;
     mlm_tokenize(t, text, n, &ids, &k, &cap);
@@ -141,7 +125,7 @@ static char class_of(uint32_t cp) {
 
 Test(bpe, every_code_point_like_hf) {
     size_t n;
-    char *buf = slurp(FIX "bpe_codepoints.txt", &n);
+    char *buf = read_path(FIX "bpe_codepoints.txt", &n);
     int bad = 0;
     uint32_t covered = 0;
     for (char *p = buf, *end = buf + n; p < end;) {
@@ -280,7 +264,7 @@ static void *tokenize_job(void *arg) {
 Test(bpe, concurrent_calls_agree) {
     mlm_tokenizer *t = open_bpe();
     size_t n;
-    char *text = slurp(FIX "vocab_heldout.txt", &n);
+    char *text = read_path(FIX "vocab_heldout.txt", &n);
     job jobs[4];
     pthread_t th[4];
     for (int i = 0; i < 4; i++) {

@@ -450,10 +450,7 @@ Test(checkpoint, fill_mask_matches_the_hf_pipeline) {
     int rc = run_mlmgpu("", "fill-mask --model run/checkpoints/latest --top-k 5 --device cpu " TEXTS " > fill.txt",
                         out, sizeof out);
     cr_assert_eq(rc, 0, "%s", out);
-    char path[256], *text, err[512];
-    size_t n;
-    tmp_path(path, sizeof path, "fill.txt");
-    cr_assert_eq(mlm_read_file(path, &text, &n, err, sizeof err), 0, "%s", err);
+    char *text = read_tmp("fill.txt", NULL);
     int masks = 0;
     for (char *p = text; (p = strstr(p, " [MASK] #")); p++) masks++;
     cr_expect_eq(masks, 3, "%s", text);

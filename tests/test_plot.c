@@ -163,10 +163,9 @@ static int polyline(const char *svg, const char *id, double *xs, double *ys, int
 
 /* tmpdir/run/loss.svg, checked well-formed and plain (no scripts, nothing fetched). */
 static char *read_svg(const char *run) {
-    char path[256], err[1024], *svg, why[256];
-    size_t n;
+    char path[256], why[256];
     snprintf(path, sizeof path, "%s/%s/loss.svg", tmpdir, run);
-    cr_assert_eq(mlm_read_file(path, &svg, &n, err, sizeof err), 0, "%s", err);
+    char *svg = read_path(path, NULL);
     cr_assert_eq(xml_check(svg, why, sizeof why), 0, "%s: not well-formed XML: %s", path, why);
     cr_expect(strstr(svg, "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\""), "root");
     cr_expect(!strstr(svg, "<script") && !strstr(svg, "href") && !strstr(svg, "@font-face") &&
@@ -315,10 +314,8 @@ Test(plot, renders_with_rsvg_convert) {
     snprintf(cmd, sizeof cmd, "cd %s && rsvg-convert run/loss.svg -o loss.png", tmpdir);
     int rc = run_shell(cmd, out, sizeof out);
     cr_assert_eq(rc, 0, "rsvg-convert: exit %d: %s", rc, out);
-    char path[256], err[1024], *png;
     size_t n;
-    tmp_path(path, sizeof path, "loss.png");
-    cr_assert_eq(mlm_read_file(path, &png, &n, err, sizeof err), 0, "%s", err);
+    char *png = read_tmp("loss.png", &n);
     cr_assert_gt(n, 24);
     cr_expect_eq(memcmp(png, "\x89PNG\r\n\x1a\n", 8), 0, "a PNG");
     const unsigned char *u = (const unsigned char *)png;

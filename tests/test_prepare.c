@@ -341,10 +341,7 @@ Test(prepare, bpe_vocabulary) {
         snprintf(cmd, sizeof cmd, "cmp %s/dir/%s %s/json/%s", tmpdir, same[i], tmpdir, same[i]);
         cr_expect_eq(run_shell(cmd, out, sizeof out), 0, "%s: %s", same[i], out);
     }
-    char *manifest;
-    size_t n;
-    snprintf(path, sizeof path, "%s/dir/manifest.json", tmpdir);
-    cr_assert_eq(mlm_read_file(path, &manifest, &n, err, sizeof err), 0, "%s", err);
+    char *manifest = read_tmp("dir/manifest.json", NULL);
     cr_expect(strstr(manifest, "\"tokenizer\":\t\"bpe\"") && strstr(manifest, "\"pad_id\":\t1") &&
               strstr(manifest, "mlmgpu-shards-2"), "%s", manifest);
     free(manifest);

@@ -231,16 +231,6 @@ Test(tokenizer, every_pair_of_combining_marks_like_hf) {
 
 /* ---- invalid UTF-8 ---- */
 
-static size_t unhex(const char *s, size_t n, char *out) {
-    size_t k = 0;
-    for (size_t i = 0; i + 1 < n; i += 2) {
-        unsigned v;
-        sscanf(s + i, "%2x", &v);
-        out[k++] = (char)v;
-    }
-    return k;
-}
-
 Test(tokenizer, invalid_utf8_like_python_replace) {
     loaded l = load(UNCASED_VOCAB, 0);
     size_t n, cap = 0;
