@@ -25,12 +25,12 @@
 /* Set by the re-run: the core OpenBLAS had chosen, for the log line. */
 #define FROM_ENV "MLM_OPENBLAS_DETECTED"
 
-/* 2: AVX2 + FMA kernels or better; 0: older (SSE-era). OpenBLAS's own names. */
-static int core_level(const char *name) {
+/* Whether OpenBLAS's kernel set `name` uses AVX2 + FMA or wider (its own names). */
+static int wide_kernels(const char *name) {
     static const char *const wide[] = {"Haswell", "Zen", "SkylakeX", "Cooperlake",
                                        "SapphireRapids", "Excavator"};
     for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++)
-        if (!strcasecmp(name, wide[i])) return 2;
+        if (!strcasecmp(name, wide[i])) return 1;
     return 0;
 }
 
@@ -48,8 +48,7 @@ static const char *core_for_features(void) {
 }
 
 const char *mlm_cpu_blas_core_choice(const char *detected) {
-    if (core_level(detected) >= 2) return NULL;
-    return core_for_features();
+    return wide_kernels(detected) ? NULL : core_for_features();
 }
 
 /* Whether the program argv[0] names (a path, or a name found on PATH, symlinks
