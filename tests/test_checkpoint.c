@@ -306,9 +306,9 @@ Test(import, roberta_directory_matches_hf_logits) {
 
 /* Copies a file of the source tree into tmpdir/dir/name. */
 static void copy_in(const char *from, const char *dir, const char *name) {
-    char *text, err[512], path[256];
+    char path[256];
     size_t n;
-    cr_assert_eq(mlm_read_file(from, &text, &n, err, sizeof err), 0, "%s", err);
+    char *text = read_path(from, &n);
     tmp_path(path, sizeof path, dir);
     cr_assert_eq(mlm_mkdir_p(path), 0);
     snprintf(path + strlen(path), sizeof path - strlen(path), "/%s", name);
@@ -318,46 +318,49 @@ static void copy_in(const char *from, const char *dir, const char *name) {
     free(text);
 }
 
+/* Loading dir (tmpdir/dir unless it is absolute) as c, S tokens a sequence, is
+ * refused, and the error holds want. */
+static void expect_refused(mlm_backend *be, const char *dir, const mlm_model_config *c, int S, const char *want) {
+    char path[256], err[1024];
+    if (dir[0] == '/') snprintf(path, sizeof path, "%s", dir);
+    else tmp_path(path, sizeof path, dir);
+    mlm_model m;
+    cr_expect_eq(mlm_model_load_dir(&m, path, c, be, 1, S, 8, 1, err, sizeof err), -1, "%s loaded", path);
+    cr_expect(strstr(err, want), "%s: %s", path, err);
+}
+
 /* An architecture that does not match the directory, either way, and a config.json
  * that names one family over the other's tensors: named, nothing loaded. */
 Test(import, architecture_mismatches_are_named) {
-    char err[1024], path[256];
+    char err[1024];
     mlm_backend *be = mlm_backend_cpu(1);
     mlm_model m;
     mlm_model_config bert = {.architecture = MLM_ARCH_BERT, .init_range = 0.02f}, roberta = bert;
     roberta.architecture = MLM_ARCH_ROBERTA;
-    cr_expect_eq(mlm_model_load_dir(&m, ROBERTA_DIR, &bert, be, 1, 8, 8, 1, err, sizeof err), -1);
-    cr_expect(strstr(err, "config.json: a RoBERTa model (model_type \"roberta\"), but model.architecture is bert"),
-              "%s", err);
-    cr_expect_eq(mlm_model_load_dir(&m, BERT_DIR, &roberta, be, 1, 8, 8, 1, err, sizeof err), -1);
-    cr_expect(strstr(err, "config.json: a BERT model (model_type \"bert\"), but model.architecture is roberta"),
-              "%s", err);
+    expect_refused(be, ROBERTA_DIR, &bert, 8,
+                   "config.json: a RoBERTa model (model_type \"roberta\"), but model.architecture is bert");
+    expect_refused(be, BERT_DIR, &roberta, 8,
+                   "config.json: a BERT model (model_type \"bert\"), but model.architecture is roberta");
     // RoBERTa's config.json over BERT's tensors, and the other way round
     copy_in(ROBERTA_DIR "/config.json", "mixed", "config.json");
     copy_in(BERT_DIR "/model.safetensors", "mixed", "model.safetensors");
-    tmp_path(path, sizeof path, "mixed");
-    cr_expect_eq(mlm_model_load_dir(&m, path, &roberta, be, 1, 8, 8, 1, err, sizeof err), -1);
-    cr_expect(strstr(err, "model.safetensors: holds BERT tensors (bert.embeddings.word_embeddings.weight) but "
-                          "config.json names a roberta model"), "%s", err);
+    expect_refused(be, "mixed", &roberta, 8,
+                   "model.safetensors: holds BERT tensors (bert.embeddings.word_embeddings.weight) but "
+                   "config.json names a roberta model");
     copy_in(BERT_DIR "/config.json", "mixed2", "config.json");
     copy_in(ROBERTA_DIR "/model.safetensors", "mixed2", "model.safetensors");
-    tmp_path(path, sizeof path, "mixed2");
-    cr_expect_eq(mlm_model_load_dir(&m, path, &bert, be, 1, 8, 8, 1, err, sizeof err), -1);
-    cr_expect(strstr(err, "holds RoBERTa tensors (roberta.embeddings.word_embeddings.weight) but config.json names "
-                          "a bert model"), "%s", err);
+    expect_refused(be, "mixed2", &bert, 8,
+                   "holds RoBERTa tensors (roberta.embeddings.word_embeddings.weight) but config.json names "
+                   "a bert model");
     // model_type and architectures that disagree; a model type mlmgpu does not have
     write_file("mixed/config.json", "{\"model_type\": \"bert\", \"architectures\": [\"RobertaForMaskedLM\"], "
                "\"vocab_size\": 128}");
-    cr_expect_eq(mlm_model_load_dir(&m, path, &bert, be, 1, 8, 8, 1, err, sizeof err), -1);
-    tmp_path(path, sizeof path, "mixed");
-    cr_expect_eq(mlm_model_load_dir(&m, path, &bert, be, 1, 8, 8, 1, err, sizeof err), -1);
-    cr_expect(strstr(err, "model_type \"bert\" but architectures [\"RobertaForMaskedLM\"]"), "%s", err);
+    expect_refused(be, "mixed2", &bert, 8, "holds RoBERTa tensors");   // mixed2 is untouched by that
+    expect_refused(be, "mixed", &bert, 8, "model_type \"bert\" but architectures [\"RobertaForMaskedLM\"]");
     write_file("mixed/config.json", "{\"model_type\": \"gpt2\", \"vocab_size\": 128}");
-    cr_expect_eq(mlm_model_load_dir(&m, path, &bert, be, 1, 8, 8, 1, err, sizeof err), -1);
-    cr_expect(strstr(err, "model_type \"gpt2\": mlmgpu implements \"bert\" and \"roberta\""), "%s", err);
+    expect_refused(be, "mixed", &bert, 8, "model_type \"gpt2\": mlmgpu implements \"bert\" and \"roberta\"");
     // RoBERTa numbers positions from 2: 40 rows hold 38 tokens
-    cr_expect_eq(mlm_model_load_dir(&m, ROBERTA_DIR, &roberta, be, 1, 39, 8, 1, err, sizeof err), -1);
-    cr_expect(strstr(err, "max_position_embeddings 40 is shorter than seq_len 39 + 2"), "%s", err);
+    expect_refused(be, ROBERTA_DIR, &roberta, 39, "max_position_embeddings 40 is shorter than seq_len 39 + 2");
     cr_assert_eq(mlm_model_load_dir(&m, ROBERTA_DIR, &roberta, be, 1, 38, 8, 1, err, sizeof err), 0, "%s", err);
     mlm_model_destroy(&m);
     be->destroy(be);
