@@ -131,6 +131,27 @@ Test(checkpoint, resume_mismatches_fail_clearly) {
     write_file("v.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n");
     cr_expect_eq(train("", "--set data.vocab=v.txt --resume auto"), 2);
     cr_expect(strstr(out, "another vocabulary"), "%s", out);
+    // shards that do not say their vocabulary (hash 0): the checkpoint's own record
+    // of it refuses a changed data.vocab
+    char shard[256], err[512];
+    int32_t ids[8 * 128];
+    for (int i = 0; i < 8 * 128; i++) ids[i] = 1000 + (i * 37) % 5000;
+    tmp_path(shard, sizeof shard, "h0.shard");
+    cr_assert_eq(mlm_shard_write(shard, ids, 8, 128, 2, 0, err, sizeof err), 0, "%s", err);
+    char *vocab = read_path(SAMPLE "/vocab.txt", NULL);
+    write_file("v2.txt", vocab);
+    const char *h0 = "--set data.train=h0.shard --set data.val= --set data.vocab=v2.txt --set train.out_dir=run2";
+    char args[512];
+    snprintf(args, sizeof args, "%s --set train.steps=1 --set train.checkpoint_every=1", h0);
+    cr_assert_eq(train("", args), 0, "%s", out);
+    char *token = strstr(vocab, "\n[unused5]\n");   // the same size, one token renamed
+    cr_assert(token);
+    token[8] = 'Z';
+    write_file("v2.txt", vocab);
+    free(vocab);
+    snprintf(args, sizeof args, "%s --set train.steps=2 --resume auto", h0);
+    cr_expect_eq(train("", args), 2, "%s", out);
+    cr_expect(strstr(out, "trained with another vocabulary (hash ") && strstr(out, "than data.vocab v2.txt"), "%s", out);
     cr_expect_eq(train("", "--resume nowhere"), 2);
     cr_expect(strstr(out, "--resume nowhere: not a checkpoint directory"), "%s", out);
     // a corrupt checkpoint is named, not loaded
@@ -398,7 +419,9 @@ Test(checkpoint, roberta_checkpoint_loads_in_transformers) {
     mlm_model_take_stats(&m, stats);
     float loss = stats[0] / M;
     char err[1024];
-    cr_assert_eq(mlm_checkpoint_save(&m, &cfg, 1, err, sizeof err), 0, "%s", err);
+    uint64_t vhash = mlm_vocab_hash(cfg.data.vocab, err, sizeof err);
+    cr_assert_neq(vhash, 0, "%s", err);
+    cr_assert_eq(mlm_checkpoint_save(&m, &cfg, vhash, 1, err, sizeof err), 0, "%s", err);
     mlm_model_destroy(&m);
     be->destroy(be);
     const char *files[] = {"model.safetensors", "config.json", "vocab.json", "merges.txt", "tokenizer_config.json",

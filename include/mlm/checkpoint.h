@@ -38,14 +38,17 @@ int mlm_model_load_dir(mlm_model *m, const char *dir, const mlm_model_config *ba
                        int S, int max_M, uint64_t seed, char *err, size_t err_len);
 
 /* Writes the checkpoint of step into cfg->train.out_dir/checkpoints and prunes to
- * checkpoint_keep. Returns 0 or -1 with err (the previous checkpoints stay). */
-int mlm_checkpoint_save(mlm_model *m, const mlm_config *cfg, int step, char *err, size_t err_len);
+ * checkpoint_keep. vocab_hash is mlm_vocab_hash of cfg->data.vocab as the run read
+ * it at its start (0: no data.vocab), recorded in trainer_state.json. Returns 0 or -1
+ * with err (the previous checkpoints stay). */
+int mlm_checkpoint_save(mlm_model *m, const mlm_config *cfg, uint64_t vocab_hash, int step, char *err,
+                        size_t err_len);
 
 /* The same, for a job whose collective failed (dist.h): trainer_state.json also says
  * "written_on_failure": true and "unanswered_ranks": the ranks listed in missing
  * ("1, 3"; "" or NULL when not known). */
-int mlm_checkpoint_save_on_failure(mlm_model *m, const mlm_config *cfg, int step, const char *missing, char *err,
-                                   size_t err_len);
+int mlm_checkpoint_save_on_failure(mlm_model *m, const mlm_config *cfg, uint64_t vocab_hash, int step,
+                                   const char *missing, char *err, size_t err_len);
 
 /* The checkpoint directory for --resume: "auto" is out_dir/checkpoints/latest when
  * it exists (else "" = start fresh), anything else is a directory. */
@@ -54,8 +57,9 @@ int mlm_checkpoint_find(const mlm_config *cfg, const char *resume, char *dir, si
 
 /* Restores weights and AdamW moments from dir into m (created for cfg) and returns
  * the step it was written at in *step. Fails clearly when the checkpoint's model
- * shape or vocabulary differs from cfg's. */
-int mlm_checkpoint_resume(mlm_model *m, const mlm_config *cfg, const char *dir, int *step, char *err,
-                          size_t err_len);
+ * shape differs from cfg's, or its vocabulary hash from vocab_hash (as for
+ * mlm_checkpoint_save; 0: no data.vocab, not checked). */
+int mlm_checkpoint_resume(mlm_model *m, const mlm_config *cfg, uint64_t vocab_hash, const char *dir, int *step,
+                          char *err, size_t err_len);
 
 #endif

@@ -467,14 +467,14 @@ static int write_tokenizer(const char *dir, const mlm_config *cfg, char *err, si
 }
 
 /* Writes every file of the checkpoint into the (new, empty) directory dir. */
-static int write_all_files(const char *dir, mlm_model *m, const mlm_config *cfg, int step, char *err, size_t len) {
+static int write_all_files(const char *dir, mlm_model *m, const mlm_config *cfg, uint64_t vhash, int step, char *err,
+                           size_t len) {
     mlm_backend *be = m->be;
     size_t n = m->lay.num_params;
     float *host = mlm_xmalloc(3 * n * sizeof(float), "checkpoint staging");
     be->download(be, host, m->master, n * sizeof(float));
     be->download(be, host + n, m->m, n * sizeof(float));
     be->download(be, host + 2 * n, m->v, n * sizeof(float));
-    uint64_t vhash = cfg->data.vocab[0] ? mlm_vocab_hash(cfg->data.vocab, err, len) : 0;
     char *cfg_json = hf_config_json(&cfg->model), *state = trainer_state_json(cfg, step, vhash);
     char ini_path[PATHBUF];
     path_join(ini_path, sizeof ini_path, dir, "mlmgpu.ini");
@@ -540,7 +540,7 @@ static int move_latest(const char *ckdir, const char *name, char *err, size_t le
     return mlm_fsync_dir(ckdir, err, len);
 }
 
-int mlm_checkpoint_save(mlm_model *m, const mlm_config *cfg, int step, char *err, size_t len) {
+int mlm_checkpoint_save(mlm_model *m, const mlm_config *cfg, uint64_t vocab_hash, int step, char *err, size_t len) {
     char ckdir[MLM_PATH_MAX + 32], name[32], tmp[PATHBUF], final[PATHBUF],
         old[PATHBUF];
     snprintf(ckdir, sizeof ckdir, "%s/checkpoints", cfg->train.out_dir);
@@ -551,7 +551,7 @@ int mlm_checkpoint_save(mlm_model *m, const mlm_config *cfg, int step, char *err
     if (mlm_mkdir_p(ckdir) != 0) return mlm_fail(err, len, "%s: cannot create: %s", ckdir, strerror(errno));
     mlm_remove_tree(tmp);
     if (mkdir(tmp, 0755) != 0) return mlm_fail(err, len, "%s: cannot create: %s", tmp, strerror(errno));
-    int rc = write_all_files(tmp, m, cfg, step, err, len);
+    int rc = write_all_files(tmp, m, cfg, vocab_hash, step, err, len);
     if (rc == 0) rc = mlm_fsync_dir(tmp, err, len);
     // a checkpoint of the same step (a resume from an older one) is replaced whole
     int replaced = rc == 0 && rename(final, old) == 0;
@@ -568,10 +568,10 @@ int mlm_checkpoint_save(mlm_model *m, const mlm_config *cfg, int step, char *err
     return rc;
 }
 
-int mlm_checkpoint_save_on_failure(mlm_model *m, const mlm_config *cfg, int step, const char *missing, char *err,
-                                   size_t len) {
+int mlm_checkpoint_save_on_failure(mlm_model *m, const mlm_config *cfg, uint64_t vocab_hash, int step,
+                                   const char *missing, char *err, size_t len) {
     failure_missing = missing ? missing : "";
-    int rc = mlm_checkpoint_save(m, cfg, step, err, len);
+    int rc = mlm_checkpoint_save(m, cfg, vocab_hash, step, err, len);
     failure_missing = NULL;
     return rc;
 }
@@ -662,7 +662,8 @@ static int check_shape(const char *dir, const mlm_model_config *want, char *err,
     return 0;
 }
 
-static int check_state(const char *dir, const mlm_config *cfg, int *step, char *err, size_t len) {
+static int check_state(const char *dir, const mlm_config *cfg, uint64_t vocab_hash, int *step, char *err,
+                       size_t len) {
     cJSON *j = read_json(dir, "trainer_state.json", err, len);
     if (!j) return -1;
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(j, "format"),
@@ -685,9 +686,9 @@ static int check_state(const char *dir, const mlm_config *cfg, int *step, char *
         rc = mlm_fail(err, len, "%s: trained with train.batch = %d but the config says %d; resume needs the same batch "
                       "(start a new run with --set train.out_dir=... and model.init_from=%s to change it)", dir,
                       bt->valueint, cfg->train.batch, dir);
-    if (rc == 0 && cfg->data.vocab[0]) {
+    if (rc == 0 && vocab_hash) {
         char hex[32];
-        snprintf(hex, sizeof hex, "%016" PRIx64, mlm_vocab_hash(cfg->data.vocab, err, len));
+        snprintf(hex, sizeof hex, "%016" PRIx64, vocab_hash);
         if (strcmp(hex, vh->valuestring) != 0)
             rc = mlm_fail(err, len, "%s: trained with another vocabulary (hash %s) than data.vocab %s (hash %s)", dir,
                           vh->valuestring, cfg->data.vocab, hex);
@@ -716,8 +717,10 @@ static int read_moments(const char *dir, mlm_model *m, float *host, char *err, s
     return rc;
 }
 
-int mlm_checkpoint_resume(mlm_model *m, const mlm_config *cfg, const char *dir, int *step, char *err, size_t len) {
-    if (check_shape(dir, &cfg->model, err, len) != 0 || check_state(dir, cfg, step, err, len) != 0) return -1;
+int mlm_checkpoint_resume(mlm_model *m, const mlm_config *cfg, uint64_t vocab_hash, const char *dir, int *step,
+                          char *err, size_t len) {
+    if (check_shape(dir, &cfg->model, err, len) != 0 || check_state(dir, cfg, vocab_hash, step, err, len) != 0)
+        return -1;
     float *host = mlm_xmalloc(m->lay.num_params * sizeof(float), "checkpoint weights");
     int head_missing = 0;
     int rc = read_hf_weights(dir, &m->lay, host, &head_missing, err, len);

@@ -175,6 +175,7 @@ typedef struct {
     int have_val;
     mlm_special_ids sp;
     mlm_tokenizer *tok;   // NULL when data.vocab is not given
+    uint64_t vocab_hash;  // of data.vocab's files as read at the start (0: no data.vocab)
     uint8_t *word_start;  // whole-word masking's table, else NULL
     double baseline;      // the unigram baseline of data.train (mlm_unigram_baseline), rank 0; < 0: none
     FILE *metrics;        // rank 0 only
@@ -240,9 +241,8 @@ static void check_shards(const run_state *r, const mlm_shards *sh, const char *k
 static void open_data(run_state *r) {
     const mlm_config *cfg = r->cfg;
     char err[1024];
-    uint64_t vhash = 0;
     r->sp = mlm_special_ids_arch(cfg->model.architecture, cfg->model.vocab_size);
-    if (cfg->data.vocab[0]) vhash = open_vocab(r);
+    uint64_t vhash = r->vocab_hash = cfg->data.vocab[0] ? open_vocab(r) : 0;
     if (!cfg->data.train[0]) mlm_die(MLM_EXIT_INPUT, "%s: data.train: no training data given", cfg->source);
     if (mlm_shards_open(&r->train, cfg->data.train, cfg->data.seq_len, vhash, err, sizeof err) != 0)
         mlm_die(MLM_EXIT_INPUT, "data.train: %s", err);
@@ -389,7 +389,7 @@ static int resume_from(run_state *r, const mlm_config *cfg, const char *dir) {
     char err[2048];
     if (!dir[0]) return 1;
     int step;
-    if (mlm_checkpoint_resume(&r->model, cfg, dir, &step, err, sizeof err) != 0)
+    if (mlm_checkpoint_resume(&r->model, cfg, r->vocab_hash, dir, &step, err, sizeof err) != 0)
         mlm_die(MLM_EXIT_INPUT, "--resume: %s", err);
     mlm_log("resumed from %s at step %d", dir, step);
     return step + 1;
@@ -412,7 +412,7 @@ static int sync_replicas(run_state *r, int first) {
 
 static void save_checkpoint(run_state *r, int step) {
     char err[2048];
-    if (mlm_checkpoint_save(&r->model, r->cfg, step, err, sizeof err) != 0)
+    if (mlm_checkpoint_save(&r->model, r->cfg, r->vocab_hash, step, err, sizeof err) != 0)
         mlm_die(MLM_EXIT_RUNTIME, "checkpoint at step %d: %s", step, err);
     r->saved_step = step;
     mlm_log("checkpoint: %s/checkpoints/step_%07d", r->cfg->train.out_dir, step);
@@ -435,7 +435,8 @@ static void on_dist_failure(void *ctx, const char *missing) {
         if (r->saved_step > 0) mlm_log("checkpoint on failure: step %d is saved already", r->saved_step);
         return;
     }
-    if (mlm_checkpoint_save_on_failure(&r->model, r->cfg, r->state_step, missing, err, sizeof err) != 0) {
+    if (mlm_checkpoint_save_on_failure(&r->model, r->cfg, r->vocab_hash, r->state_step, missing, err, sizeof err) !=
+        0) {
         mlm_log("error: checkpoint on failure at step %d: %s", r->state_step, err);
         return;
     }
