@@ -111,7 +111,9 @@ Test(checkpoint, killed_writer_leaves_the_previous_checkpoint) {
 
 Test(checkpoint, sigterm_finishes_the_step_and_checkpoints) {
     write_file("small.ini", SMALL);
-    int rc = run_mlmgpu("timeout --preserve-status -s TERM 3", "train --config small.ini --device cpu --set train.steps=1000000",
+    // --foreground: one SIGTERM, to mlmgpu only; without it timeout also signals its
+    // process group, and the second TERM (by design) ends the run without a checkpoint
+    int rc = run_mlmgpu("timeout --foreground --preserve-status -s TERM 3", "train --config small.ini --device cpu --set train.steps=1000000",
                         out, sizeof out);
     cr_assert_eq(rc, 128 + 15, "exit %d (a stopped run is not a finished one): %s", rc, out);
     cr_expect(strstr(out, "signal received: the step finishes, a checkpoint is written"), "%s", out);
