@@ -46,8 +46,29 @@ int run_shell(const char *cmd, char *out, size_t n) {
     snprintf(full, sizeof full, "%s 2>&1", cmd);
     FILE *p = popen(full, "r");
     cr_assert_not_null(p);
-    size_t got = fread(out, 1, n - 1, p);
-    out[got] = 0;
+    // all of it is read (a writer stopped by a full pipe would hang or die of
+    // SIGPIPE); what does not fit in out keeps its beginning and its end
+    size_t cap = 1 << 16, got = 0, r;
+    char *all = malloc(cap);
+    cr_assert_not_null(all);
+    while ((r = fread(all + got, 1, cap - got, p)) > 0) {
+        if ((got += r) < cap) continue;
+        all = realloc(all, cap *= 2);
+        cr_assert_not_null(all);
+    }
+    if (got < n) {
+        memcpy(out, all, got);
+        out[got] = 0;
+    } else {
+        char cut[64];
+        int m = snprintf(cut, sizeof cut, "\n[... %zu bytes of output left out ...]\n", got - (n - 1));
+        size_t head = (n - 1 - (size_t)m) / 2, tail = n - 1 - (size_t)m - head;
+        memcpy(out, all, head);
+        memcpy(out + head, cut, (size_t)m);
+        memcpy(out + head + m, all + got - tail, tail);
+        out[n - 1] = 0;
+    }
+    free(all);
     int st = pclose(p);
     if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
     int code = WIFEXITED(st) ? WEXITSTATUS(st) : 255;

@@ -25,7 +25,9 @@ int run_mlmgpu(const char *env, const char *args, char *out, size_t n);
 /* The "loss" of the lines of tmpdir/run/metrics.jsonl whose split is split
  * ("train" or "val"), in order, into loss (at most max); returns how many. */
 int read_metric_losses(const char *run, const char *split, double *loss, int max);
-/* Runs a shell command, stdout+stderr into out; exit code as run_mlmgpu's. */
+/* Runs a shell command, stdout+stderr into out; exit code as run_mlmgpu's. Output
+ * longer than out keeps its beginning and its end, a line between them saying how
+ * much was left out. */
 int run_shell(const char *cmd, char *out, size_t n);
 /* A tiny RoBERTa on tests/fixtures/roberta_bpe's 300 tokens, its data in tmpdir/rdata
  * (prepare_roberta_data): the [model] and [data] sections; a suite adds [train]. */
