@@ -327,8 +327,15 @@ static void lost_host(int ppn, void (*fault)(void), void (*repair)(void), const 
     double secs = wait_mlmgpu_gone(2, t0, EXIT_BOUND_S);
     end_job(2);
     char *log = read_tmp("log", NULL);
-    cr_expect(strstr(log, named), "the lost ranks are not named (%s): %s", named, log);
-    cr_expect(strstr(log, "checkpoint on failure: run/checkpoints/step_0000003"), "%s", log);
+    // mpirun, having lost a host's daemon, may end the job and stop forwarding rank 0's
+    // output before its last lines arrive (seen in one full run of the suite); the
+    // checkpoint's trainer_state.json records the same facts and is checked either way
+    if (strstr(log, "ORTE has lost communication") && !strstr(log, "checkpoint on failure")) {
+        fprintf(stderr, "multinode: mpirun ended the job before rank 0's last lines were forwarded\n");
+    } else {
+        cr_expect(strstr(log, named), "the lost ranks are not named (%s): %s", named, log);
+        cr_expect(strstr(log, "checkpoint on failure: run/checkpoints/step_0000003"), "%s", log);
+    }
     free(log);
     expect_failure_checkpoint(ranks);
     fprintf(stderr, "multinode: every mlmgpu process gone %.1f s after the fault\n", secs);
