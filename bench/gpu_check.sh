@@ -10,7 +10,9 @@
 #   agree); bench_step BERT-base S128 B256 dropout 0.1, with CUDA graphs and without
 #   (MLM_CUDA_GRAPHS=0), and bert-mini S128 B32 both ways (launch-bound: where graphs
 #   matter most); the first config again with the wide flash backward
-#   (MLM_FLASH_BWD=wide: the one-block-per-SM kernel the narrow default replaced);
+#   (MLM_FLASH_BWD=wide: the one-block-per-SM kernel the narrow default replaced)
+#   and with the bias gradients by column-sum passes (MLM_BIAS_GRAD=colsum: what the
+#   GEMM epilogue replaced);
 #   the attention kernels (bench_attention, flash with either backward and cuBLAS paths)
 #   beside torch SDPA (cuDNN and mem-efficient, key-padding mask) on the same shapes;
 #   an op-by-op profile of a BERT-base step (bench_step --profile) beside the
@@ -191,13 +193,18 @@ shape() {
   esac
 }
 
-bench_mlmgpu() {   # NAME DROPOUT [GRAPHS [FLASH_BWD]]: GRAPHS=0 launches every op (MLM_CUDA_GRAPHS=0);
-  # FLASH_BWD=wide runs the wide flash backward (MLM_FLASH_BWD)
-  local cfg seq batch so=$out/.last.json graphs=${3:-1} bwd=${4:-narrow} impl=mlmgpu
+bench_mlmgpu() {   # NAME DROPOUT [GRAPHS [VARIANT]]: GRAPHS=0 launches every op (MLM_CUDA_GRAPHS=0);
+  # VARIANT wide runs the wide flash backward (MLM_FLASH_BWD), colsum the bias gradients'
+  # column-sum passes (MLM_BIAS_GRAD)
+  local cfg seq batch so=$out/.last.json graphs=${3:-1} bwd=narrow bgrad=epilogue impl=mlmgpu
   read -r cfg seq batch <<<"$(shape "$1")"
   [ "$graphs" = 0 ] && impl=mlmgpu_nographs
-  [ "$bwd" = wide ] && impl=mlmgpu_widebwd
-  step "$impl $1 dropout $2" 240 "$so" "${ours[@]}" "MLM_CUDA_GRAPHS=$graphs" "MLM_FLASH_BWD=$bwd" "$build/bench/bench_step" --device cuda \
+  case "${4:-}" in
+    wide) bwd=wide impl=mlmgpu_widebwd ;;
+    colsum) bgrad=colsum impl=mlmgpu_colsum ;;
+  esac
+  step "$impl $1 dropout $2" 240 "$so" "${ours[@]}" "MLM_CUDA_GRAPHS=$graphs" "MLM_FLASH_BWD=$bwd" \
+    "MLM_BIAS_GRAD=$bgrad" "$build/bench/bench_step" --device cuda \
     --config "$cfg" --seq "$seq" --batch "$batch" --dropout "$2" --steps "$steps" --warmup 8
   record "${impl}_$1_d$2" $? "$so" "impl=$impl" "config=$cfg" "seq=$seq" "batch=$batch" "dropout=$2"
 }
@@ -232,6 +239,7 @@ for n in "${names[@]}"; do for p in "${dropouts[@]}"; do predict_mlmgpu "$n" "$p
 for n in "${names[@]}"; do for p in "${dropouts[@]}"; do bench_mlmgpu "$n" "$p"; done; done
 bench_mlmgpu "${names[0]}" 0.1 0
 bench_mlmgpu "${names[0]}" 0.1 1 wide
+bench_mlmgpu "${names[0]}" 0.1 1 colsum
 bench_mlmgpu mini128 0.1 1
 bench_mlmgpu mini128 0.1 0
 read -r cfg seq batch <<<"$(shape "${names[0]}")"
@@ -296,8 +304,9 @@ bench = {}
 for r in rows:
     if str(r.get("impl", "")).startswith(("mlmgpu", "hf_")) and "config" in r and "seq" in r:
         bench[(r["config"], r["seq"], r["batch"], float(r["dropout"]), r["impl"])] = r
-shapes = sorted({k[:4] for k in bench if k[4] not in ("mlmgpu_nographs", "mlmgpu_predicted", "mlmgpu_widebwd")
-                  and k[0] != "mini"},
+shapes = sorted({k[:4] for k in bench
+                 if k[4] not in ("mlmgpu_nographs", "mlmgpu_predicted", "mlmgpu_widebwd", "mlmgpu_colsum")
+                 and k[0] != "mini"},
                 key=lambda k: ({"base": 0, "large": 1}.get(k[0], 2), k[1], -k[3]))
 hdr = ("config", "mlmgpu", "predicted", "HF compile", "rows_comp", "HF eager", "x compile", "x rows", "MFU ours",
        "MFU rows", "GiB ours", "GiB pred", "GiB rows", "loss ours")
@@ -332,13 +341,16 @@ if graph_rows:
             gain = "-"
         print(f"  {s[0]} S{s[1]} B{s[2]} p{s[3]:g}: {cell(on, 'seq_per_s', '{:.0f}')} | "
               f"{cell(off, 'seq_per_s', '{:.0f}')} | {gain}")
-wide_rows = sorted({k[:4] for k in bench if k[4] == "mlmgpu_widebwd"})
-if wide_rows:
-    print("\nflash backward (mlmgpu, seq/s): narrow (default) | wide (MLM_FLASH_BWD=wide)")
-    for s in wide_rows:
-        narrow, wide = bench.get(s + ("mlmgpu",)), bench.get(s + ("mlmgpu_widebwd",))
-        print(f"  {s[0]} S{s[1]} B{s[2]} p{s[3]:g}: {cell(narrow, 'seq_per_s', '{:.0f}')} | "
-              f"{cell(wide, 'seq_per_s', '{:.0f}')}")
+for impl, title in (("mlmgpu_widebwd", "flash backward (mlmgpu, seq/s): narrow (default) | wide (MLM_FLASH_BWD=wide)"),
+                    ("mlmgpu_colsum", "bias gradients (mlmgpu, seq/s): GEMM epilogue (default) | column sums "
+                                      "(MLM_BIAS_GRAD=colsum)")):
+    variant_rows = sorted({k[:4] for k in bench if k[4] == impl})
+    if variant_rows:
+        print("\n" + title)
+    for s in variant_rows:
+        default, variant = bench.get(s + ("mlmgpu",)), bench.get(s + (impl,))
+        print(f"  {s[0]} S{s[1]} B{s[2]} p{s[3]:g}: {cell(default, 'seq_per_s', '{:.0f}')} | "
+              f"{cell(variant, 'seq_per_s', '{:.0f}')}")
 prof = [r for r in rows if "profile_op" in r]
 if prof:
     predicted = {(r["predict_op"], r["shape"]): r["ms"] for r in rows

@@ -70,12 +70,23 @@ Test(predict, single_ops_by_hand) {
     be->cross_entropy(be, x, (int32_t *)x, 10, 50, 128, 1.0f, NULL, (float *)x);
     expect_counts("cross_entropy", 0, 10 * 4 + 500 * 2 + 500 * 2 + 10 * 8 + 10 * 8 + 2 * 4 * 2, 2);
     // tied decoder backward, M 64 d 32 V 100: the dW GEMM (g, in, dW read and written in
-    // fp32), the bias column sum (g in, one chunk of float2 partials; the partials in,
-    // db read and written), the din GEMM
+    // fp32, the bias gradient's 100 floats written by its epilogue), their addition to db
+    // (both read, db written), the din GEMM
     be->decoder_bwd(be, x, (float *)x, (float *)x, x, x, x, 64, 32, 100, 128);
     expect_counts("decoder_bwd", 2 * (2.0 * 100 * 32 * 64),
-                  ((100 * 64 + 64 * 32) * 2 + 100 * 32 * 4 * 2) + (64 * 100 * 2 + 100 * 8) + (100 * 8 + 100 * 4 * 2) +
+                  ((100 * 64 + 64 * 32) * 2 + 100 * 32 * 4 * 2 + 100 * 4) + (100 * 4 * 2 + 100 * 4) +
                       ((64 * 100 + 100 * 32) * 2 + 64 * 32 * 2),
+                  3);
+    // linear backward without GELU, N 64 I 16 O 32, with MLM_BIAS_GRAD=colsum: the dW GEMM,
+    // the bias column sum (dout in, one chunk of float2 partials; the partials in, db read
+    // and written), the din GEMM (dout, W in, din out)
+    mlm_predict_reset(pred);
+    setenv("MLM_BIAS_GRAD", "colsum", 1);
+    be->linear_bwd(be, x, (float *)x, (float *)x, x, x, x, NULL, 64, 16, 32, MLM_ACT_NONE, 0);
+    unsetenv("MLM_BIAS_GRAD");
+    expect_counts("linear_bwd", 2 * (2.0 * 64 * 16 * 32),
+                  ((32 * 64 + 64 * 16) * 2 + 32 * 16 * 4 * 2) + (64 * 32 * 2 + 32 * 8) + (32 * 8 + 32 * 4 * 2) +
+                      ((64 * 32 + 32 * 16) * 2 + 64 * 16 * 2),
                   4);
     // flash forward, B 2 S 32 H 2 dh 16 (computed as 64 columns): q, k, v read, out and
     // the log-sum-exp written, four heads

@@ -214,6 +214,26 @@ static void pred_linear_fwd(mlm_backend *be, void *out, void *pre, const void *i
     if (act == MLM_ACT_GELU) pass(p, (double)N * O * A, (double)N * O * A);   // pre -> out
 }
 
+/* The bias-gradient path cuda_weight_grads takes: the GEMM's epilogue unless
+ * MLM_BIAS_GRAD=colsum (the model takes cuBLASLt to have an algorithm for it). */
+static int bgrad_epilogue(void) {
+    const char *e = getenv("MLM_BIAS_GRAD");
+    return !e || strcmp(e, "colsum") != 0;
+}
+
+/* cuda_weight_grads (linear.cu): dW (O, I) += g^T in, fp32; db from the GEMM's
+ * epilogue (O sums written to the partials, then added to db) or a column sum. */
+static void weight_grads(mlm_predict *p, double N, double I, double O, int db) {
+    if (db && bgrad_epilogue()) {
+        need_partials(p, (size_t)(O * F));
+        launch(p, 2 * O * I * N, p->c.gemm_flops, (O * N + N * I) * A + 2 * O * I * F + O * F);
+        pass(p, 2 * O * F, O * F);
+        return;
+    }
+    gemm(p, O, I, N, F, 1, 0, 1);
+    if (db) colsum(p, N, O, N * O * A, 0, 1);
+}
+
 static void pred_linear_bwd(mlm_backend *be, void *din, float *dW, float *db, void *dout, const void *in,
                             const void *W, const void *pre, int N, int I, int O, mlm_act act, int din_accumulate) {
     mlm_predict *p = pred(be);
@@ -223,8 +243,7 @@ static void pred_linear_bwd(mlm_backend *be, void *din, float *dW, float *db, vo
     } else if (act == MLM_ACT_GELU) {
         pass(p, 2 * NO * A, NO * A);
     }
-    gemm(p, O, I, N, F, 1, 0, 1);   // dW += dout^T in
-    if (db && act != MLM_ACT_GELU) colsum(p, N, O, NO * A, 0, 1);
+    weight_grads(p, N, I, O, db && act != MLM_ACT_GELU);   // dW += dout^T in, db
     if (din) gemm(p, N, I, O, A, din_accumulate, 0, 1);   // din = dout W
 }
 
@@ -368,9 +387,8 @@ static void pred_decoder_fwd(mlm_backend *be, void *logits, const void *in, cons
 static void pred_decoder_bwd(mlm_backend *be, void *din, float *dW, float *db, const void *dlogits, const void *in,
                              const void *W, int M, int d, int V, int ldl) {
     mlm_predict *p = pred(be);
-    gemm(p, V, d, M, F, 1, 0, 1);              // dW += g^T in
-    colsum(p, M, V, (double)M * V * A, 0, 1);   // db
-    gemm(p, M, d, V, A, 0, 0, 1);              // din = g W
+    weight_grads(p, M, d, V, 1);    // dW += g^T in, db
+    gemm(p, M, d, V, A, 0, 0, 1);   // din = g W
 }
 
 /* One sweep over each row held in registers (read once, the gradient written once)

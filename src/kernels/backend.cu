@@ -328,9 +328,15 @@ static int check_device(int device, char *err, size_t err_len) {
 
 extern "C" mlm_backend *mlm_backend_cuda(int device, char *err, size_t err_len) {
     if (check_device(device, err, err_len)) return NULL;
+    // MLM_BIAS_GRAD: epilogue (the default: from the weight-gradient GEMMs) or colsum (separate passes)
+    const char *bgrad = getenv("MLM_BIAS_GRAD");
+    int bgrad_colsum = bgrad && !strcmp(bgrad, "colsum");
+    if (bgrad && *bgrad && !bgrad_colsum && strcmp(bgrad, "epilogue"))
+        mlm_die(MLM_EXIT_INPUT, "MLM_BIAS_GRAD=%s: expected epilogue or colsum", bgrad);
     cudaCheck(cudaSetDevice(device));
     cuda_state *st = (cuda_state *)mlm_xcalloc(1, sizeof *st, "cuda backend state");
     st->device = device;
+    st->bgrad_colsum = bgrad_colsum;
     cudaCheck(cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking));
     cublasCheck(cublasLtCreate(&st->lt));
     cudaCheck(cudaMalloc(&st->lt_workspace, LT_WORKSPACE_BYTES));

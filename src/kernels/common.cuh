@@ -53,6 +53,7 @@ struct cuda_state {
     int capturing;              // inside a stream capture: nothing may wait or allocate
     int graphs_recorded;        // captures so far (logged once)
     int cublas_attention;       // mlm_cuda_use_cublas_attention: the cuBLAS path for every S
+    int bgrad_colsum;           // MLM_BIAS_GRAD=colsum: bias gradients by a column-sum pass, never an epilogue
     uint64_t replays;           // replay calls so far
     void *pinned;               // page-locked host memory for download_start (PINNED_BYTES)
     cudaEvent_t copied;         // recorded behind download_start's copy
@@ -84,7 +85,11 @@ void *cuda_partials(cuda_state *st, size_t bytes);
  * Row-major C (M, N) = alpha op(A) op(B) + beta C (+ bias broadcast over rows),
  * batch times with element strides sa, sb, sc. A and B are bf16: op(A) is (M, K),
  * stored (M, K) or, with ta, (K, M); op(B) is (K, N), stored (K, N) or, with tb,
- * (N, K). C is bf16 or fp32 (ctype), bias (N) has C's type. fp32 accumulation. */
+ * (N, K). C is bf16 or fp32 (ctype), bias (N) has C's type. fp32 accumulation.
+ * bgrad (M floats), for an unbatched GEMM with ta and fp32 C, gets the sums of op(A)'s rows
+ * over K, written, not added (cuBLASLt's BGRADB epilogue): cuda_gemm_try returns
+ * false, having done nothing, when cuBLASLt has no algorithm with that epilogue for
+ * the problem; cuda_gemm dies then. */
 struct gemm_args {
     int M, N, K;
     const void *A;
@@ -98,10 +103,19 @@ struct gemm_args {
     cudaDataType_t ctype = CUDA_R_16BF;
     float alpha = 1.0f, beta = 0.0f;
     const void *bias = nullptr;
+    float *bgrad = nullptr;
     int batch = 1;
     long long sa = 0, sb = 0, sc = 0;
 };
 void cuda_gemm(cuda_state *st, const gemm_args &g);
+bool cuda_gemm_try(cuda_state *st, const gemm_args &g);
+
+/* The weight gradient of a linear map (linear.cu): dW (O, I) += g^T (O, N) in (N, I),
+ * fp32, and with db, db (O) += the column sums of g (N, O, rows ldg apart), from
+ * the GEMM's bias-gradient epilogue or, where cuBLASLt has none for the problem
+ * (or MLM_BIAS_GRAD=colsum), a column-sum pass (reduce.cuh). */
+void cuda_weight_grads(cuda_state *st, float *dW, float *db, const void *g, int ldg, const void *in, int N, int I,
+                       int O);
 gemm_cache *gemm_cache_new(void);
 void gemm_cache_free(gemm_cache *c);
 

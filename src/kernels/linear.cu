@@ -4,8 +4,10 @@
  * epilogue: cuBLASLt's GELU epilogues use the tanh approximation, and HF BERT uses
  * the exact erf form, so linear_fwd writes pre = x W^T + b and a kernel applies erf
  * GELU; the backward multiplies by the exact derivative, in the same pass as the bias
- * gradient when there is one. Bias gradients are deterministic column sums
- * (reduce.cuh). Weight gradients accumulate in fp32 (C fp32, beta 1).
+ * gradient when there is one. Other bias gradients come from the weight-gradient
+ * GEMM's BGRADB epilogue (cuda_weight_grads), or deterministic column sums
+ * (reduce.cuh) where cuBLASLt has no such algorithm. Weight gradients accumulate in
+ * fp32 (C fp32, beta 1).
  */
 #include <math.h>
 
@@ -63,6 +65,24 @@ struct gelu_grad_in_place {
     }
 };
 
+/* ---- weight and bias gradients ---- */
+
+void cuda_weight_grads(cuda_state *st, float *dW, float *db, const void *g, int ldg, const void *in, int N, int I,
+                       int O) {
+    gemm_args w = {.M = O, .N = I, .K = N, .A = g, .lda = ldg, .ta = true, .B = in, .ldb = I, .C = dW, .ldc = I,
+                   .ctype = CUDA_R_32F, .beta = 1.0f};
+    if (db && !st->bgrad_colsum) {   // the epilogue writes the sums; they are added to db after
+        w.bgrad = (float *)cuda_partials(st, (size_t)O * sizeof(float));
+        if (cuda_gemm_try(st, w)) {
+            add_into(st, db, w.bgrad, O);
+            return;
+        }
+        w.bgrad = nullptr;
+    }
+    cuda_gemm(st, w);
+    if (db) colsum(st, db, nullptr, colsum_of<bf16>{(const bf16 *)g, ldg}, N, O);
+}
+
 /* ---- linear: out (N, O) = act(in (N, I) W^T (O, I) + b) ---- */
 
 void cuda_linear_fwd(mlm_backend *be, void *out, void *pre, const void *in, const void *W,
@@ -91,10 +111,7 @@ void cuda_linear_bwd(mlm_backend *be, void *din, float *dW, float *db, void *dou
                                                                                         (const bf16 *)pre, n);
         launchCheck();
     }
-    // dW (O, I) += dout^T (O, N) in (N, I)
-    cuda_gemm(st, {.M = O, .N = I, .K = N, .A = dout, .lda = O, .ta = true, .B = in, .ldb = I, .C = dW,
-                   .ldc = I, .ctype = CUDA_R_32F, .beta = 1.0f});
-    if (db && !gelu) colsum(st, db, nullptr, colsum_of<bf16>{(const bf16 *)dout, O}, N, O);
+    cuda_weight_grads(st, dW, gelu ? nullptr : db, dout, O, in, N, I, O);
     // din (N, I) = dout (N, O) W (O, I)
     if (din)
         cuda_gemm(st, {.M = N, .N = I, .K = O, .A = dout, .lda = O, .B = W, .ldb = I, .C = din, .ldc = I,

@@ -10,8 +10,9 @@
  * first index of the max, then the held values become scale * (softmax -
  * onehot(label)) in bf16: the row is read once and written once. Probabilities are
  * never stored. Row losses and hits go to scratch and one block adds them in row
- * order (in double), so the statistics are deterministic. The bias gradient is a
- * column sum of the bf16 gradient, as the GEMMs see it.
+ * order (in double), so the statistics are deterministic. The bias gradient sums
+ * the bf16 gradient, as the GEMMs see it, in the weight-gradient GEMM's epilogue
+ * (cuda_weight_grads).
  * Label -1 marks a padding row (row index -1 too): zero gradient, no loss, no hit;
  * gather writes zeros for it and scatter skips it. Any other label outside [0, V)
  * makes the row's loss NaN (the CPU backend exits instead; the device cannot
@@ -22,7 +23,6 @@
 #include <math.h>
 
 #include "common.cuh"
-#include "reduce.cuh"
 
 /* CE_HELD_RUNS: the most 8-column runs a cross-entropy thread holds in registers
  * (predict.c mirrors it and CE_THREADS). */
@@ -73,10 +73,7 @@ void cuda_decoder_fwd(mlm_backend *be, void *logits, const void *in, const void 
 void cuda_decoder_bwd(mlm_backend *be, void *din, float *dW, float *db, const void *dlogits, const void *in,
                       const void *W, int M, int d, int V, int ldl) {
     cuda_state *st = cuda_st(be);
-    // dW (V, d) += g^T (V, M) in (M, d)
-    cuda_gemm(st, {.M = V, .N = d, .K = M, .A = dlogits, .lda = ldl, .ta = true, .B = in, .ldb = d, .C = dW,
-                   .ldc = d, .ctype = CUDA_R_32F, .beta = 1.0f});
-    colsum(st, db, nullptr, colsum_of<bf16>{(const bf16 *)dlogits, ldl}, M, V);
+    cuda_weight_grads(st, dW, db, dlogits, ldl, in, M, d, V);   // dW (V, d) += g^T (V, M) in (M, d), db
     // din (M, d) = g (M, V) W (V, d)
     cuda_gemm(st, {.M = M, .N = d, .K = V, .A = dlogits, .lda = ldl, .B = W, .ldb = d, .C = din, .ldc = d});
 }

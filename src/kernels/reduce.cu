@@ -28,6 +28,17 @@ void colsum_finish(cuda_state *st, float *acc0, float *acc1, const float2 *parti
     launchCheck();
 }
 
+__global__ void add_into_kernel(float *acc, const float *v, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) acc[i] += v[i];
+}
+
+void add_into(cuda_state *st, float *acc, const float *v, int n) {
+    if (n <= 0) return;
+    add_into_kernel<<<cdiv(n, FINISH_THREADS), FINISH_THREADS, 0, st->stream>>>(acc, v, n);
+    launchCheck();
+}
+
 /* partial[b] = sum of g[i]^2 over block b's chunk [b chunk, (b+1) chunk), chunk % 8 == 0. */
 __global__ void sumsq_partials_kernel(double *partial, const float *g, size_t n, size_t chunk) {
     __shared__ double shared[32];

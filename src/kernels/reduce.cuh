@@ -37,6 +37,9 @@ template <class F> __global__ void colsum_partials_kernel(float2 *partial, F f, 
     partial[(size_t)p * C + c] = acc;
 }
 
+/* acc[i] += v[i] for i < n (reduce.cu). */
+void add_into(cuda_state *st, float *acc, const float *v, int n);
+
 /* acc0[c] += sum_p partial[p, c].x, acc1 likewise with .y (reduce.cu). */
 void colsum_finish(cuda_state *st, float *acc0, float *acc1, const float2 *partial, int P, int C);
 

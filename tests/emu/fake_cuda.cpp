@@ -549,8 +549,10 @@ cublasStatus_t problem(const emu_lt_desc *d, const emu_lt_layout *a, const emu_l
         return CUBLAS_STATUS_NOT_SUPPORTED;
     if ((d->transa != CUBLAS_OP_N && d->transa != CUBLAS_OP_T) || (d->transb != CUBLAS_OP_N && d->transb != CUBLAS_OP_T))
         return CUBLAS_STATUS_NOT_SUPPORTED;
-    if (d->epilogue != CUBLASLT_EPILOGUE_DEFAULT && d->epilogue != CUBLASLT_EPILOGUE_BIAS)
+    if (d->epilogue != CUBLASLT_EPILOGUE_DEFAULT && d->epilogue != CUBLASLT_EPILOGUE_BIAS &&
+        d->epilogue != CUBLASLT_EPILOGUE_BGRADB)
         return CUBLAS_STATUS_NOT_SUPPORTED;   // not emulated
+    if (d->epilogue == CUBLASLT_EPILOGUE_BGRADB && b->batch != 1) return CUBLAS_STATUS_NOT_SUPPORTED;
     *m = dl->rows;
     *n = dl->cols;
     *k = d->transa == CUBLAS_OP_N ? a->cols : a->rows;
@@ -580,6 +582,13 @@ uint32_t alignment(const void *p, const emu_lt_layout *l) {
 
 float load(const void *p, cudaDataType_t t, size_t i) {
     return t == CUDA_R_32F ? ((const float *)p)[i] : __bfloat162float(((const bf16 *)p)[i]);
+}
+
+/* EMU_LT_NO_BGRAD=1: the heuristic has no algorithm with a bias-gradient epilogue, as
+ * cuBLASLt may answer for some problems; the callers must do without. */
+bool bgrad_refused(const emu_lt_desc *d) {
+    const char *e = getenv("EMU_LT_NO_BGRAD");
+    return d->epilogue == CUBLASLT_EPILOGUE_BGRADB && e && !strcmp(e, "1");
 }
 
 }  // namespace
@@ -636,6 +645,7 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMa
         if (bytes != sizeof(void *)) return CUBLAS_STATUS_INVALID_VALUE;
         memcpy(&d->bias, buf, bytes);
         return CUBLAS_STATUS_SUCCESS;
+
     default: return CUBLAS_STATUS_INVALID_VALUE;   // not emulated
     }
 }
@@ -714,6 +724,7 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
     uint64_t m, n, k;
     cublasStatus_t s = problem(d, a, b, c, dl, &m, &n, &k);
     if (s != CUBLAS_STATUS_SUCCESS) return s;
+    if (bgrad_refused(d)) return CUBLAS_STATUS_NOT_SUPPORTED;
     memset(&results[0], 0, sizeof results[0]);
     results[0].algo.data[0] = ALGO_MAGIC;
     for (int i = 0; i < 4; i++) results[0].algo.data[1 + i] = pref->align[i];
@@ -737,7 +748,9 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t desc, con
     const emu_lt_desc dd = *desc;
     const emu_lt_layout la = *adesc, lb = *bdesc, lc = *cdesc, ld = *ddesc;
     float alpha = *(const float *)alpha_p, beta = *(const float *)beta_p;   // host pointer mode: read now
-    if (dd.epilogue == CUBLASLT_EPILOGUE_BIAS && !dd.bias) return CUBLAS_STATUS_INVALID_VALUE;
+    if (dd.epilogue != CUBLASLT_EPILOGUE_DEFAULT && !dd.bias) return CUBLAS_STATUS_INVALID_VALUE;
+    if (bgrad_refused(&dd)) return CUBLAS_STATUS_NOT_SUPPORTED;
+    const cudaDataType_t vt = ld.type;   // the bias (gradient) vector's type: D's
     if (algo) {   // the kernel it names may need the alignments its preference promised
         if (algo->data[0] != ALGO_MAGIC) return CUBLAS_STATUS_INVALID_VALUE;
         const void *ptr[4] = {A, B, C, D};
@@ -749,7 +762,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t desc, con
     std::vector<emu_range> uses = {{D, extent(&ld)}};   // operands outside their allocations: an illegal address
     if (k) uses.push_back({A, extent(&la)}), uses.push_back({B, extent(&lb)});
     if (beta != 0.0f) uses.push_back({C, extent(&lc)});
-    if (dd.epilogue == CUBLASLT_EPILOGUE_BIAS) uses.push_back({dd.bias, m * elem_size(ld.type)});
+    if (dd.epilogue == CUBLASLT_EPILOGUE_BIAS) uses.push_back({dd.bias, m * elem_size(vt)});
+    if (dd.epilogue == CUBLASLT_EPILOGUE_BGRADB) uses.push_back({dd.bias, n * elem_size(vt)});
     if (workspace_bytes) uses.push_back({workspace, workspace_bytes});
     emu_submit(stream, "cublasLtMatmul", [=]() {
         std::vector<float> af(m * k), bf(n * k);   // op(A) by rows, op(B) by columns: both k-contiguous
@@ -775,9 +789,16 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t desc, con
                     float v = alpha * (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
                     size_t at = i + j * ld.ld;
                     if (beta != 0.0f) v += beta * load(c, lc.type, i + j * lc.ld);
-                    if (dd.epilogue == CUBLASLT_EPILOGUE_BIAS) v += load(dd.bias, ld.type, i);
+                    if (dd.epilogue == CUBLASLT_EPILOGUE_BIAS) v += load(dd.bias, vt, i);
                     if (ld.type == CUDA_R_32F) ((float *)d)[at] = v;
                     else ((bf16 *)d)[at] = __float2bfloat16(v);
+                }
+            if (dd.epilogue == CUBLASLT_EPILOGUE_BGRADB)   // op(B)'s column sums over k (one matrix)
+                for (uint64_t j = 0; j < n; j++) {
+                    float v = 0;
+                    for (uint64_t p = 0; p < k; p++) v += bf[j * k + p];
+                    if (vt == CUDA_R_32F) ((float *)dd.bias)[j] = v;
+                    else ((bf16 *)dd.bias)[j] = __float2bfloat16(v);
                 }
         }
     }, std::move(uses));

@@ -11,6 +11,7 @@
  *  - the loss curve tracks the CPU backend's (the same data, masking and dropout)
  *    within 2% (bf16 against fp32).
  * The loop's statistics are read one step behind through download_start here too.
+ * A bad MLM_BIAS_GRAD stops mlmgpu before training starts.
  *
  * And a RoBERTa model (model.architecture = roberta: positions from padding_idx + 1,
  * <pad> = 1, one token type) on the CUDA backend against the CPU backend, the
@@ -50,6 +51,14 @@ static int same_files(const char *a, const char *b) {
 }
 
 TestSuite(cuda_train_emu, .init = make_tmpdir, .fini = rm_tmpdir, .timeout = 600);
+
+/* A bad MLM_BIAS_GRAD is refused before training starts, naming the variable. */
+Test(cuda_train_emu, a_bad_bias_grad_setting_is_refused) {
+    write_file("small.ini", SMALL);
+    cr_expect_eq(train("MLM_BIAS_GRAD=sideways", "cuda", ""), 2, "%s", out);
+    cr_expect(strstr(out, "MLM_BIAS_GRAD=sideways: expected epilogue or colsum"), "%s", out);
+    cr_expect(!strstr(out, "step "), "training started: %s", out);
+}
 
 Test(cuda_train_emu, graphs_resume_and_the_cpu_curve) {
     write_file("small.ini", SMALL);
