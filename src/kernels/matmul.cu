@@ -7,8 +7,9 @@
  * cached: the same problem always runs the same kernel, which keeps results bitwise
  * reproducible and keeps the heuristic off the hot path. The bias rides in
  * cuBLASLt's BIAS epilogue, a bias gradient in its BGRADB epilogue (fp32, as C)
- * where the heuristic offers one: a problem it has no algorithm for is remembered
- * too, and cuda_gemm_try says no at once the next time.
+ * where the heuristic offers one: a problem it has no algorithm for (or whose
+ * algorithm cublasLtMatmul then refuses) is remembered too, and cuda_gemm_try says
+ * no at once the next time.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -80,17 +81,14 @@ static cublasLtMatrixLayout_t layout(cudaDataType_t t, int rows, int cols, int l
     return l;
 }
 
-/* The cached algorithm for this problem, or cuBLASLt's first choice, remembered:
- * true with *algo set, or false when cuBLASLt has none (remembered as well). */
-static bool find_algo(cuda_state *st, const gemm_key &k, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t la,
-                      cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t lc, cublasLtMatmulAlgo_t *algo) {
+/* The cache slot of this problem: the algorithm cuBLASLt chose for it, or found
+ * false when it had none (remembered as well), asked for the first time now. */
+static int find_algo(cuda_state *st, const gemm_key &k, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t la,
+                     cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t lc) {
     gemm_cache *c = st->gemms;
     int used = c->n < GEMM_CACHE_SIZE ? c->n : GEMM_CACHE_SIZE;
     for (int i = 0; i < used; i++)
-        if (!memcmp(&c->key[i], &k, sizeof k)) {
-            *algo = c->algo[i];
-            return c->found[i];
-        }
+        if (!memcmp(&c->key[i], &k, sizeof k)) return i;
     cublasLtMatmulPreference_t pref;
     cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
     uint64_t ws = LT_WORKSPACE_BYTES;
@@ -115,8 +113,7 @@ static bool find_algo(cuda_state *st, const gemm_key &k, cublasLtMatmulDesc_t de
     c->key[slot] = k;
     c->algo[slot] = res.algo;
     c->found[slot] = found > 0;
-    *algo = res.algo;
-    return found > 0;
+    return slot;
 }
 
 static const char *epilogue_name(int e) {
@@ -148,15 +145,22 @@ static bool gemm_run(cuda_state *st, const gemm_args &g, bool must) {
     cublasLtMatrixLayout_t lb = layout(CUDA_R_16BF, g.ta ? g.M : g.K, g.ta ? g.K : g.M, g.lda, g.batch, g.sa);
     cublasLtMatrixLayout_t lc = layout(g.ctype, g.N, g.M, g.ldc, g.batch, g.sc);
     gemm_key k = key_of(g);
-    cublasLtMatmulAlgo_t algo;
-    bool found = find_algo(st, k, desc, la, lb, lc, &algo);
-    if (!found && must)
+    gemm_cache *c = st->gemms;
+    int slot = find_algo(st, k, desc, la, lb, lc);
+    if (!c->found[slot] && must)
         mlm_die(MLM_EXIT_RUNTIME,
                 "cuBLASLt has no algorithm for C (%d, %d) = op(A) op(B), K = %d, batch %d, ta %d, tb %d, C %s%s", k.M,
                 k.N, k.K, k.batch, k.ta, k.tb, k.ctype == CUDA_R_32F ? "fp32" : "bf16", epilogue_name(k.epilogue));
-    if (found)
-        cublasCheck(cublasLtMatmul(st->lt, desc, &g.alpha, g.B, la, g.A, lb, &g.beta, g.C, lc, g.C, lc, &algo,
-                                   st->lt_workspace, LT_WORKSPACE_BYTES, st->stream));
+    bool found = c->found[slot];
+    if (found) {
+        cublasStatus_t s = cublasLtMatmul(st->lt, desc, &g.alpha, g.B, la, g.A, lb, &g.beta, g.C, lc, g.C, lc,
+                                          &c->algo[slot], st->lt_workspace, LT_WORKSPACE_BYTES, st->stream);
+        if (s == CUBLAS_STATUS_NOT_SUPPORTED && !must) {   // the heuristic's algorithm refused after all: remembered
+            c->found[slot] = found = false;
+        } else {
+            cublasCheck(s);
+        }
+    }
     cublasCheck(cublasLtMatrixLayoutDestroy(la));
     cublasCheck(cublasLtMatrixLayoutDestroy(lb));
     cublasCheck(cublasLtMatrixLayoutDestroy(lc));

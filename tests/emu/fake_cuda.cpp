@@ -584,11 +584,12 @@ float load(const void *p, cudaDataType_t t, size_t i) {
     return t == CUDA_R_32F ? ((const float *)p)[i] : __bfloat162float(((const bf16 *)p)[i]);
 }
 
-/* EMU_LT_NO_BGRAD=1: the heuristic has no algorithm with a bias-gradient epilogue, as
- * cuBLASLt may answer for some problems; the callers must do without. */
-bool bgrad_refused(const emu_lt_desc *d) {
+/* EMU_LT_NO_BGRAD=heuristic: the heuristic has no algorithm with a bias-gradient
+ * epilogue, as cuBLASLt may answer for some problems; =matmul: it offers one and
+ * cublasLtMatmul refuses it. The callers must do without. */
+bool bgrad_refused(const emu_lt_desc *d, const char *where) {
     const char *e = getenv("EMU_LT_NO_BGRAD");
-    return d->epilogue == CUBLASLT_EPILOGUE_BGRADB && e && !strcmp(e, "1");
+    return d->epilogue == CUBLASLT_EPILOGUE_BGRADB && e && !strcmp(e, where);
 }
 
 }  // namespace
@@ -724,7 +725,7 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
     uint64_t m, n, k;
     cublasStatus_t s = problem(d, a, b, c, dl, &m, &n, &k);
     if (s != CUBLAS_STATUS_SUCCESS) return s;
-    if (bgrad_refused(d)) return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (bgrad_refused(d, "heuristic")) return CUBLAS_STATUS_NOT_SUPPORTED;
     memset(&results[0], 0, sizeof results[0]);
     results[0].algo.data[0] = ALGO_MAGIC;
     for (int i = 0; i < 4; i++) results[0].algo.data[1 + i] = pref->align[i];
@@ -749,7 +750,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t desc, con
     const emu_lt_layout la = *adesc, lb = *bdesc, lc = *cdesc, ld = *ddesc;
     float alpha = *(const float *)alpha_p, beta = *(const float *)beta_p;   // host pointer mode: read now
     if (dd.epilogue != CUBLASLT_EPILOGUE_DEFAULT && !dd.bias) return CUBLAS_STATUS_INVALID_VALUE;
-    if (bgrad_refused(&dd)) return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (bgrad_refused(&dd, "matmul")) return CUBLAS_STATUS_NOT_SUPPORTED;
     const cudaDataType_t vt = ld.type;   // the bias (gradient) vector's type: D's
     if (algo) {   // the kernel it names may need the alignments its preference promised
         if (algo->data[0] != ALGO_MAGIC) return CUBLAS_STATUS_INVALID_VALUE;

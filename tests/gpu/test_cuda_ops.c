@@ -317,13 +317,21 @@ Test(cuda_ops, bias_grads_by_column_sums) {
     weight_grads_against_cpu();
 }
 
-/* Where cuBLASLt has no algorithm with the bias-gradient epilogue, the backend falls
- * back to the column sums. The emulated cuBLASLt refuses it with EMU_LT_NO_BGRAD=1; a
- * real one ignores the variable, and this repeats the default path. */
+/* Where cuBLASLt has no algorithm with the bias-gradient epilogue, or refuses the one
+ * its heuristic offered, the backend falls back to the column sums. The emulated
+ * cuBLASLt does either with EMU_LT_NO_BGRAD; a real one ignores the variable, and
+ * these repeat the default path. */
 Test(cuda_ops, bias_grads_without_an_epilogue_algorithm) {
-    setenv("EMU_LT_NO_BGRAD", "1", 1);
+    setenv("EMU_LT_NO_BGRAD", "heuristic", 1);
     need_gpu();
     weight_grads_against_cpu();
+}
+
+Test(cuda_ops, bias_grads_when_the_epilogue_is_refused) {
+    setenv("EMU_LT_NO_BGRAD", "matmul", 1);
+    need_gpu();
+    weight_grads_against_cpu();
+    weight_grads_against_cpu();   // again, the refusal remembered
 }
 
 Test(cuda_ops, decoder) {
