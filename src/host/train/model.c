@@ -416,8 +416,6 @@ static float normal01(uint32_t a, uint32_t b) {
     return sqrtf(-2.0f * logf(u1)) * cosf(6.28318530718f * u2);
 }
 
-/* Element i of a tensor is a function of (seed, tensor id, i) alone, so the threads
- * of the OpenMP team (the CPU backend's) give the same values as one thread. */
 /* Rows first.. of a (rows, d) position table: position k = row - first gets
  * sin(k w_i) in column 2i and cos(k w_i) in column 2i + 1, w_i = 10000^(-2i/d)
  * (Vaswani et al. 2017), times range sqrt 2: the standard deviation of the N(0,
@@ -432,6 +430,8 @@ static void sinusoidal_positions(float *p, size_t rows, size_t d, size_t first, 
         }
 }
 
+/* Element i of a tensor is a function of (seed, tensor id, i) alone, so the threads
+ * of the OpenMP team (the CPU backend's) give the same values as one thread. */
 void mlm_model_init_params(mlm_model *m, uint64_t seed) {
     const mlm_layout *lay = &m->lay;
     float *host = mlm_xmalloc(lay->num_params * sizeof(float), "initial parameters");
