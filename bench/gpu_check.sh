@@ -135,6 +135,16 @@ versions=$(timeout 90 "$py" -c 'import torch, transformers; print(torch.__versio
 echo "torch transformers cuda: $versions"
 record env 0 - "gpu=$gpu" "torch_transformers_cuda=$versions"
 
+# the packed bundle (bench/prepare_gpu_bundle.sh), where it was carried: unpacked over
+# build-gpu/ and libs/ (python's tarfile where xz is missing)
+if [ -f gpu-bundle.tar.xz ]; then
+  if tar -xJf gpu-bundle.tar.xz 2>/dev/null ||
+     "$py" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(filter="tar")' gpu-bundle.tar.xz; then
+    echo "bundle: gpu-bundle.tar.xz unpacked"
+  else
+    echo "bundle: gpu-bundle.tar.xz could not be unpacked"
+  fi
+fi
 libpath=$root/libs
 for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu; do
   [ -d "$d" ] && libpath=$libpath:$d
@@ -142,7 +152,7 @@ done
 libpath=$libpath${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 bins=("$build/mlmgpu" "$build/tests/gpu/test_cuda_ops" "$build/bench/bench_step" "$build/bench/bench_attention")
 for b in "${bins[@]}"; do
-  [ -x "$b" ] || echo "MISSING: $b (run bench/prepare_gpu_bundle.sh on the build machine and carry build-gpu/ and libs/)"
+  [ -x "$b" ] || echo "MISSING: $b (run bench/prepare_gpu_bundle.sh on the build machine and carry gpu-bundle.tar.xz)"
 done
 # a library the bundle left to the host (cudart, cuBLAS) may live in python's wheels
 missing=$(for b in "${bins[@]}"; do [ -x "$b" ] && LD_LIBRARY_PATH=$libpath ldd "$b"; done | awk '/not found/{print $1}' | sort -u)

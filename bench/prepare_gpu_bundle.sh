@@ -4,10 +4,12 @@
 # with torch but none of the -dev packages this build links (Criterion, OpenBLAS,
 # cJSON, utf8proc, libgomp ...).
 #
-#   bench/prepare_gpu_bundle.sh      # here: build-gpu/ (release, -Dcuda=enabled) + libs/
-#   then carry these paths to the GPU host (both are git-ignored):
+#   bench/prepare_gpu_bundle.sh      # here: build-gpu/ (release, -Dcuda=enabled) + libs/,
+#                                    # and both packed in gpu-bundle.tar.xz
+#   then carry gpu-bundle.tar.xz to the GPU host (about 10 MB; git-ignored) and run
+#   there: bench/gpu_check.sh, which unpacks it. Carrying the unpacked paths instead
+#   works too (about 58 MB, OpenBLAS 36.5 of it: close to a 64 MiB transfer limit):
 #     build-gpu/mlmgpu build-gpu/tests/gpu/test_cuda_ops build-gpu/tests/gpu/test_cuda_train build-gpu/bench/bench_step build-gpu/bench/bench_attention libs
-#   and run there: bench/gpu_check.sh
 #
 # The check is single-GPU, so the build leaves MPI out (-Ddist=disabled, where the
 # option exists): an MPI library carried without its runtime is one more way to fail.
@@ -31,5 +33,8 @@ ninja -C build-gpu "${bins[@]#build-gpu/}"
 
 rm -rf libs
 bash "$bundle" libs "${bins[@]}"
-du -ch "${bins[@]}" libs | tail -1 | awk '{print "to carry: " $1 " (the device tool takes 64 MiB with the tree)"}'
-echo "carry: ${bins[*]} libs"
+rm -f gpu-bundle.tar.xz.part
+tar -cJf gpu-bundle.tar.xz.part "${bins[@]}" libs
+mv gpu-bundle.tar.xz.part gpu-bundle.tar.xz
+du -ch "${bins[@]}" libs | tail -1 | awk '{print "unpacked: " $1}'
+du -h gpu-bundle.tar.xz | awk '{print "carry: gpu-bundle.tar.xz (" $1 "; bench/gpu_check.sh unpacks it)"}'
