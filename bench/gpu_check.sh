@@ -9,16 +9,16 @@
 #   a 60-step bert-tiny training run on the GPU and on the CPU (the loss curves must
 #   agree); bench_step BERT-base S128 B256 dropout 0.1, with CUDA graphs and without
 #   (MLM_CUDA_GRAPHS=0), and bert-mini S128 B32 both ways (launch-bound: where graphs
-#   matter most); the first config again with the wide flash backward
-#   (MLM_FLASH_BWD=wide: the one-block-per-SM kernel the narrow default replaced)
-#   and with the bias gradients by column-sum passes (MLM_BIAS_GRAD=colsum: what the
-#   GEMM epilogue replaced);
-#   the attention kernels (bench_attention, flash with either backward and cuBLAS paths)
-#   beside torch SDPA (cuDNN and mem-efficient, key-padding mask) on the same shapes;
-#   an op-by-op profile of a BERT-base step (bench_step --profile) beside the
-#   performance model's prediction of every op (bench_step --predict, which also
-#   predicts each configuration's step); HF compile and HF rows_compile on BERT-base;
-#   then a table.
+#   matter most); the attention kernels (bench_attention, flash with either backward
+#   and cuBLAS paths) beside torch SDPA (cuDNN and mem-efficient, key-padding mask) on
+#   the same shapes; an op-by-op profile of a BERT-base step (bench_step --profile)
+#   beside the performance model's prediction of every op (bench_step --predict, which
+#   also predicts each configuration's step); HF compile and HF rows_compile on
+#   BERT-base; then, budget permitting, the first config again with the wide flash
+#   backward (MLM_FLASH_BWD=wide: the one-block-per-SM kernel the narrow default
+#   replaced), with the bias gradients by column-sum passes (MLM_BIAS_GRAD=colsum: what
+#   the GEMM epilogue replaced) and with GEMM algorithms chosen by timing
+#   (MLM_GEMM_TUNE=1); then a table.
 # --full: BERT-base S512 B64 and BERT-large S128 B128 too, dropout 0.1 and 0, and HF
 #   eager. It needs more than one 10-minute call: split it with --configs and a
 #   --budget that fits the call.
@@ -43,7 +43,7 @@ while [ $# -gt 0 ]; do
     --configs) configs=$2; shift ;;
     --steps) steps=$2; shift ;;
     --budget) budget=$2; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) echo "gpu_check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -205,18 +205,22 @@ shape() {
 
 bench_mlmgpu() {   # NAME DROPOUT [GRAPHS [VARIANT]]: GRAPHS=0 launches every op (MLM_CUDA_GRAPHS=0);
   # VARIANT wide runs the wide flash backward (MLM_FLASH_BWD), colsum the bias gradients'
-  # column-sum passes (MLM_BIAS_GRAD)
-  local cfg seq batch so=$out/.last.json graphs=${3:-1} bwd=narrow bgrad=epilogue impl=mlmgpu
+  # column-sum passes (MLM_BIAS_GRAD), tune the GEMM algorithms chosen by timing (MLM_GEMM_TUNE)
+  local cfg seq batch so=$out/.last.json graphs=${3:-1} bwd=narrow bgrad=epilogue tune=0 impl=mlmgpu
   read -r cfg seq batch <<<"$(shape "$1")"
   [ "$graphs" = 0 ] && impl=mlmgpu_nographs
   case "${4:-}" in
     wide) bwd=wide impl=mlmgpu_widebwd ;;
     colsum) bgrad=colsum impl=mlmgpu_colsum ;;
+    tune) tune=1 impl=mlmgpu_tuned ;;
   esac
   step "$impl $1 dropout $2" 240 "$so" "${ours[@]}" "MLM_CUDA_GRAPHS=$graphs" "MLM_FLASH_BWD=$bwd" \
-    "MLM_BIAS_GRAD=$bgrad" "$build/bench/bench_step" --device cuda \
+    "MLM_BIAS_GRAD=$bgrad" "MLM_GEMM_TUNE=$tune" "$build/bench/bench_step" --device cuda \
     --config "$cfg" --seq "$seq" --batch "$batch" --dropout "$2" --steps "$steps" --warmup 8
-  record "${impl}_$1_d$2" $? "$so" "impl=$impl" "config=$cfg" "seq=$seq" "batch=$batch" "dropout=$2"
+  local rc=$? note=-
+  # MLM_GEMM_TUNE's report (the backend logs it at the end): what the timing chose
+  [ "$tune" = 1 ] && note=$(grep -o 'MLM_GEMM_TUNE: .*' "$steps_log" | tail -n 1)
+  record "${impl}_$1_d$2" $rc "$so" "impl=$impl" "config=$cfg" "seq=$seq" "batch=$batch" "dropout=$2" "note=$note"
 }
 
 predict_mlmgpu() {   # NAME DROPOUT: the performance model's step (runs nothing on the GPU)
@@ -244,12 +248,10 @@ dropouts=(0.1)
 [ $full = 1 ] && dropouts=(0.1 0)
 
 # ours first (cheap): the steps, what CUDA graphs give, and the attention kernels
-# beside SDPA; then PyTorch in order of importance
+# beside SDPA; then PyTorch in order of importance; then our variants
 for n in "${names[@]}"; do for p in "${dropouts[@]}"; do predict_mlmgpu "$n" "$p"; done; done
 for n in "${names[@]}"; do for p in "${dropouts[@]}"; do bench_mlmgpu "$n" "$p"; done; done
 bench_mlmgpu "${names[0]}" 0.1 0
-bench_mlmgpu "${names[0]}" 0.1 1 wide
-bench_mlmgpu "${names[0]}" 0.1 1 colsum
 bench_mlmgpu mini128 0.1 1
 bench_mlmgpu mini128 0.1 0
 read -r cfg seq batch <<<"$(shape "${names[0]}")"
@@ -272,6 +274,10 @@ rc=$?
 [ -s "$out/.attention.jsonl" ] && grep '^{' "$out/.attention.jsonl" >>"$results"
 [ $rc -ne 0 ] && record attention $rc - impl=torch_sdpa
 for n in "${names[@]}"; do bench_hf "$n" rows_compile 0.1; bench_hf "$n" compile 0.1; done
+# the variants the GPU is to decide between, once the comparison with HF is in
+bench_mlmgpu "${names[0]}" 0.1 1 wide
+bench_mlmgpu "${names[0]}" 0.1 1 colsum
+bench_mlmgpu "${names[0]}" 0.1 1 tune
 if [ $full = 1 ]; then
   for n in "${names[@]}"; do bench_hf "$n" eager 0.1; done
   for n in "${names[@]}"; do bench_hf "$n" rows_compile 0; bench_hf "$n" compile 0; done
@@ -315,7 +321,8 @@ for r in rows:
     if str(r.get("impl", "")).startswith(("mlmgpu", "hf_")) and "config" in r and "seq" in r:
         bench[(r["config"], r["seq"], r["batch"], float(r["dropout"]), r["impl"])] = r
 shapes = sorted({k[:4] for k in bench
-                 if k[4] not in ("mlmgpu_nographs", "mlmgpu_predicted", "mlmgpu_widebwd", "mlmgpu_colsum")
+                 if k[4] not in ("mlmgpu_nographs", "mlmgpu_predicted", "mlmgpu_widebwd", "mlmgpu_colsum",
+                                 "mlmgpu_tuned")
                  and k[0] != "mini"},
                 key=lambda k: ({"base": 0, "large": 1}.get(k[0], 2), k[1], -k[3]))
 hdr = ("config", "mlmgpu", "predicted", "HF compile", "rows_comp", "HF eager", "x compile", "x rows", "MFU ours",
@@ -353,7 +360,9 @@ if graph_rows:
               f"{cell(off, 'seq_per_s', '{:.0f}')} | {gain}")
 for impl, title in (("mlmgpu_widebwd", "flash backward (mlmgpu, seq/s): narrow (default) | wide (MLM_FLASH_BWD=wide)"),
                     ("mlmgpu_colsum", "bias gradients (mlmgpu, seq/s): GEMM epilogue (default) | column sums "
-                                      "(MLM_BIAS_GRAD=colsum)")):
+                                      "(MLM_BIAS_GRAD=colsum)"),
+                    ("mlmgpu_tuned", "GEMM algorithms (mlmgpu, seq/s): cuBLASLt's first choice (default) | chosen by "
+                                     "timing (MLM_GEMM_TUNE=1)")):
     variant_rows = sorted({k[:4] for k in bench if k[4] == impl})
     if variant_rows:
         print("\n" + title)
@@ -361,6 +370,8 @@ for impl, title in (("mlmgpu_widebwd", "flash backward (mlmgpu, seq/s): narrow (
         default, variant = bench.get(s + ("mlmgpu",)), bench.get(s + (impl,))
         print(f"  {s[0]} S{s[1]} B{s[2]} p{s[3]:g}: {cell(default, 'seq_per_s', '{:.0f}')} | "
               f"{cell(variant, 'seq_per_s', '{:.0f}')}")
+        if variant and variant.get("note") not in (None, "-", ""):
+            print(f"    {variant['note']}")
 prof = [r for r in rows if "profile_op" in r]
 if prof:
     predicted = {(r["predict_op"], r["shape"]): r["ms"] for r in rows

@@ -29,6 +29,10 @@ void mlm_cuda_use_graphs(mlm_backend *be, int on);
  * saved) instead of the flash kernels: for tests and benchmarks. */
 void mlm_cuda_use_cublas_attention(mlm_backend *be, int on);
 
+/* MLM_GEMM_TUNE=1's tally so far: GEMM problems whose algorithm was chosen by
+ * timing, and how many of them run another than cuBLASLt's first choice. */
+void mlm_cuda_gemm_tuning(mlm_backend *be, int *tuned, int *changed);
+
 #ifdef __cplusplus
 }
 #endif

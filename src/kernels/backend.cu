@@ -296,6 +296,7 @@ static void cuda_destroy(mlm_backend *be) {
     cudaCheck(cudaFree(st->scratch));
     cudaCheck(cudaFree(st->partials));
     cudaCheck(cudaFree(st->lt_workspace));
+    if (st->gemm_tune) gemm_tune_report(st);
     gemm_cache_free(st->gemms);
     cublasCheck(cublasLtDestroy(st->lt));
     cudaCheck(cudaStreamDestroy(st->stream));
@@ -333,10 +334,15 @@ extern "C" mlm_backend *mlm_backend_cuda(int device, char *err, size_t err_len) 
     int bgrad_colsum = bgrad && !strcmp(bgrad, "colsum");
     if (bgrad && *bgrad && !bgrad_colsum && strcmp(bgrad, "epilogue"))
         mlm_die(MLM_EXIT_INPUT, "MLM_BIAS_GRAD=%s: expected epilogue or colsum", bgrad);
+    // MLM_GEMM_TUNE: 1 times each GEMM problem's candidate algorithms (matmul.cu), 0 (the default) does not
+    const char *tune = getenv("MLM_GEMM_TUNE");
+    if (tune && *tune && strcmp(tune, "0") && strcmp(tune, "1"))
+        mlm_die(MLM_EXIT_INPUT, "MLM_GEMM_TUNE=%s: expected 0 or 1", tune);
     cudaCheck(cudaSetDevice(device));
     cuda_state *st = (cuda_state *)mlm_xcalloc(1, sizeof *st, "cuda backend state");
     st->device = device;
     st->bgrad_colsum = bgrad_colsum;
+    st->gemm_tune = tune && !strcmp(tune, "1");
     cudaCheck(cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking));
     cublasCheck(cublasLtCreate(&st->lt));
     cudaCheck(cudaMalloc(&st->lt_workspace, LT_WORKSPACE_BYTES));

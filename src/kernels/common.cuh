@@ -54,6 +54,7 @@ struct cuda_state {
     int graphs_recorded;        // captures so far (logged once)
     int cublas_attention;       // mlm_cuda_use_cublas_attention: the cuBLAS path for every S
     int bgrad_colsum;           // MLM_BIAS_GRAD=colsum: bias gradients by a column-sum pass, never an epilogue
+    int gemm_tune;              // MLM_GEMM_TUNE=1: each GEMM problem's algorithm chosen by timing (matmul.cu)
     uint64_t replays;           // replay calls so far
     void *pinned;               // page-locked host memory for download_start (PINNED_BYTES)
     cudaEvent_t copied;         // recorded behind download_start's copy
@@ -118,6 +119,7 @@ void cuda_weight_grads(cuda_state *st, float *dW, float *db, const void *g, int 
                        int O);
 gemm_cache *gemm_cache_new(void);
 void gemm_cache_free(gemm_cache *c);
+void gemm_tune_report(const cuda_state *st);   // MLM_GEMM_TUNE's tally, logged
 
 /* ---- the ops of include/mlm/backend_ops.def, cuda_OP each: memory in backend.cu,
  * the rest in the file of their family ---- */

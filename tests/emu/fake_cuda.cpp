@@ -10,6 +10,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 
 namespace {
 
@@ -45,6 +46,8 @@ struct emu_stream {
 };
 struct emu_event {
     emu_stream *captured_in = nullptr;   // recorded in this stream's capture
+    bool recorded = false;               // outside a capture: at time t (every op before it has run)
+    std::chrono::steady_clock::time_point t;
 };
 struct emu_graph {
     std::vector<op> ops;
@@ -391,6 +394,15 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     if (!events.count(e) || !valid_stream(s)) return fail(cudaErrorInvalidResourceHandle);
     e->captured_in = s && s->capturing ? s : nullptr;
+    if (!e->captured_in) e->recorded = true, e->t = std::chrono::steady_clock::now();   // ops run at submission
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) {
+    if (!ms) return fail(cudaErrorInvalidValue);
+    if (!events.count(start) || !events.count(end)) return fail(cudaErrorInvalidResourceHandle);
+    if (!start->recorded || !end->recorded) return fail(cudaErrorInvalidResourceHandle);
+    *ms = std::chrono::duration<float, std::milli>(end->t - start->t).count();
     return cudaSuccess;
 }
 
@@ -536,6 +548,14 @@ namespace {
 
 std::set<emu_lt *> lt_handles;
 constexpr uint64_t ALGO_MAGIC = 0x656d752d616c676full;
+constexpr int EMU_LT_ALGOS = 3;   // algorithms the heuristic offers at most (data[5]: which)
+
+/* EMU_LT_SLOW_ALGO=k: algorithm k of the heuristic's list takes 2 ms more per call,
+ * so that choosing by timing (MLM_GEMM_TUNE) has something to avoid. */
+bool slow_algo(const cublasLtMatmulAlgo_t *algo) {
+    const char *e = getenv("EMU_LT_SLOW_ALGO");
+    return algo && e && *e && algo->data[5] == strtoull(e, nullptr, 10);
+}
 
 size_t elem_size(cudaDataType_t t) { return t == CUDA_R_32F ? 4 : 2; }
 
@@ -726,13 +746,16 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
     cublasStatus_t s = problem(d, a, b, c, dl, &m, &n, &k);
     if (s != CUBLAS_STATUS_SUCCESS) return s;
     if (bgrad_refused(d, "heuristic")) return CUBLAS_STATUS_NOT_SUPPORTED;
-    memset(&results[0], 0, sizeof results[0]);
-    results[0].algo.data[0] = ALGO_MAGIC;
-    for (int i = 0; i < 4; i++) results[0].algo.data[1 + i] = pref->align[i];
-    results[0].workspaceSize = 0;
-    results[0].state = CUBLAS_STATUS_SUCCESS;
-    results[0].wavesCount = 1.0f;
-    *found = 1;
+    *found = std::min(requested, EMU_LT_ALGOS);   // variants of one emulation: the same results
+    for (int r = 0; r < *found; r++) {
+        memset(&results[r], 0, sizeof results[r]);
+        results[r].algo.data[0] = ALGO_MAGIC;
+        for (int i = 0; i < 4; i++) results[r].algo.data[1 + i] = pref->align[i];
+        results[r].algo.data[5] = (uint64_t)r;
+        results[r].workspaceSize = 0;
+        results[r].state = CUBLAS_STATUS_SUCCESS;
+        results[r].wavesCount = 1.0f;
+    }
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -766,7 +789,9 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t desc, con
     if (dd.epilogue == CUBLASLT_EPILOGUE_BIAS) uses.push_back({dd.bias, m * elem_size(vt)});
     if (dd.epilogue == CUBLASLT_EPILOGUE_BGRADB) uses.push_back({dd.bias, n * elem_size(vt)});
     if (workspace_bytes) uses.push_back({workspace, workspace_bytes});
+    const bool slow = slow_algo(algo);
     emu_submit(stream, "cublasLtMatmul", [=]() {
+        if (slow) std::this_thread::sleep_for(std::chrono::milliseconds(2));
         std::vector<float> af(m * k), bf(n * k);   // op(A) by rows, op(B) by columns: both k-contiguous
         const size_t ea = elem_size(la.type), ec = elem_size(ld.type);
         for (int32_t bt = 0; bt < ld.batch; bt++) {

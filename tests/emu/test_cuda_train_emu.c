@@ -11,7 +11,8 @@
  *  - the loss curve tracks the CPU backend's (the same data, masking and dropout)
  *    within 2% (bf16 against fp32).
  * The loop's statistics are read one step behind through download_start here too.
- * A bad MLM_BIAS_GRAD stops mlmgpu before training starts.
+ * A bad MLM_BIAS_GRAD or MLM_GEMM_TUNE stops mlmgpu before training starts, and
+ * MLM_GEMM_TUNE=1 reports the GEMM algorithms it chose by timing.
  *
  * And a RoBERTa model (model.architecture = roberta: positions from padding_idx + 1,
  * <pad> = 1, one token type) on the CUDA backend against the CPU backend, the
@@ -52,12 +53,39 @@ static int same_files(const char *a, const char *b) {
 
 TestSuite(cuda_train_emu, .init = make_tmpdir, .fini = rm_tmpdir, .timeout = 600);
 
-/* A bad MLM_BIAS_GRAD is refused before training starts, naming the variable. */
-Test(cuda_train_emu, a_bad_bias_grad_setting_is_refused) {
+/* A bad MLM_BIAS_GRAD or MLM_GEMM_TUNE is refused before training starts, naming
+ * the variable. */
+Test(cuda_train_emu, a_bad_backend_setting_is_refused) {
     write_file("small.ini", SMALL);
     cr_expect_eq(train("MLM_BIAS_GRAD=sideways", "cuda", ""), 2, "%s", out);
     cr_expect(strstr(out, "MLM_BIAS_GRAD=sideways: expected epilogue or colsum"), "%s", out);
     cr_expect(!strstr(out, "step "), "training started: %s", out);
+    cr_expect_eq(train("MLM_GEMM_TUNE=yes", "cuda", ""), 2, "%s", out);
+    cr_expect(strstr(out, "MLM_GEMM_TUNE=yes: expected 0 or 1"), "%s", out);
+    cr_expect(!strstr(out, "step "), "training started: %s", out);
+}
+
+/* MLM_GEMM_TUNE=1 picks each GEMM's algorithm by timing and says what it chose at
+ * the end. The emulated cuBLASLt's algorithms give the same results and its first
+ * is made slow (EMU_LT_SLOW_ALGO=0): the losses are the untuned run's, bit for bit,
+ * and every timed problem left the first. */
+Test(cuda_train_emu, gemm_tuning_reports_its_choices) {
+    write_file("small.ini", SMALL);
+    cr_assert_eq(train("", "cuda", "--set train.out_dir=plain --set train.steps=3"), 0, "%s", out);
+    cr_assert_eq(train("MLM_GEMM_TUNE=1 EMU_LT_SLOW_ALGO=0", "cuda", "--set train.out_dir=tuned --set train.steps=3"),
+                 0, "%s", out);
+    const char *line = strstr(out, "MLM_GEMM_TUNE: ");
+    cr_assert(line, "no tuning report: %s", out);
+    int tuned = 0, changed = -1;
+    cr_expect_eq(sscanf(line, "MLM_GEMM_TUNE: %d GEMM problems timed (up to %*d algorithms each), %d run", &tuned,
+                        &changed), 2, "%s", line);
+    cr_expect_gt(tuned, 10, "%s", line);
+    cr_expect_eq(changed, tuned, "%s", line);
+    double plain[4], tuned_loss[4];
+    cr_assert_eq(read_metric_losses("plain", "train", plain, 4), 3);
+    cr_assert_eq(read_metric_losses("tuned", "train", tuned_loss, 4), 3);
+    for (int i = 0; i < 3; i++)
+        cr_expect_eq(plain[i], tuned_loss[i], "step %d: %.6f untuned, %.6f tuned", i + 1, plain[i], tuned_loss[i]);
 }
 
 Test(cuda_train_emu, graphs_resume_and_the_cpu_curve) {

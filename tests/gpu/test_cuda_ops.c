@@ -334,6 +334,33 @@ Test(cuda_ops, bias_grads_when_the_epilogue_is_refused) {
     weight_grads_against_cpu();   // again, the refusal remembered
 }
 
+/* MLM_GEMM_TUNE=1: each GEMM problem's first call times cuBLASLt's candidates and
+ * keeps the fastest; the timing runs write elsewhere, so results stay the CPU's and
+ * accumulations (beta 1) happen once. The emulated cuBLASLt offers three algorithms
+ * and makes its first slow (EMU_LT_SLOW_ALGO=0): there every problem moves off it. */
+Test(cuda_ops, gemm_tuning) {
+    setenv("MLM_GEMM_TUNE", "1", 1);
+    setenv("EMU_LT_SLOW_ALGO", "0", 1);
+    need_gpu();
+    rng = 109;
+    int N = 39, I = 72, O = 216;
+    CASE("linear_fwd N=%d I=%d O=%d", N, I, O);
+    pair in = act((size_t)N * I, rand_buf((size_t)N * I, 0, 1));
+    pair W = wgt((size_t)O * I, rand_buf((size_t)O * I, 0, 0.2f));
+    pair b = wgt(O, rand_buf(O, 0, 0.5f));
+    pair out = act((size_t)N * O, NULL), pre = act((size_t)N * O, NULL);
+    cpu->linear_fwd(cpu, out.c, pre.c, in.c, W.c, b.c, N, I, O, MLM_ACT_GELU);
+    gpu->linear_fwd(gpu, out.g, pre.g, in.g, W.g, b.g, N, I, O, MLM_ACT_GELU);
+    expect_close(out, NULL, 1e-2, "linear_fwd out");
+    weight_grads_against_cpu();
+    int tuned = 0, changed = 0;
+    mlm_cuda_gemm_tuning(gpu, &tuned, &changed);
+    cr_expect_geq(tuned, 4, "%d GEMM problems timed", tuned);
+#ifdef MLM_TEST_EMU
+    cr_expect_eq(changed, tuned, "%d of %d timed problems left the slow algorithm", changed, tuned);
+#endif
+}
+
 Test(cuda_ops, decoder) {
     need_gpu();
     rng = 102;
