@@ -355,9 +355,12 @@ Test(cuda_ops, gemm_tuning) {
     weight_grads_against_cpu();
     int tuned = 0, changed = 0;
     mlm_cuda_gemm_tuning(gpu, &tuned, &changed);
-    cr_expect_geq(tuned, 4, "%d GEMM problems timed", tuned);
 #ifdef MLM_TEST_EMU
+    // the forward GEMM, and the dW (bias-gradient epilogue) and din GEMMs of three shapes
+    cr_expect_eq(tuned, 7, "%d GEMM problems timed", tuned);
     cr_expect_eq(changed, tuned, "%d of %d timed problems left the slow algorithm", changed, tuned);
+#else
+    cr_expect_gt(tuned, 0, "no GEMM problem was timed: cuBLASLt offered one algorithm for each");
 #endif
 }
 
