@@ -144,7 +144,8 @@ int main(int argc, char **argv) {
         be->upload_f32_as_act(be, dout, h, N * d);
         be->upload(be, lengths, len, B * sizeof(int32_t));
         int paths = strcmp(be->name, "cuda") == 0 && !flash_only ? 2 : 1;
-        const char *bwd = getenv("MLM_FLASH_BWD"), *flash = bwd && !strcmp(bwd, "wide") ? "flash-wide" : "flash";
+        static const char *const bwd[] = {"narrow", "wide", NULL};
+        const char *flash = mlm_env_choice("MLM_FLASH_BWD", bwd) == 1 ? "flash-wide" : "flash";
         for (int p = 0; p < paths; p++) {
 #ifdef MLM_HAVE_CUDA
             if (paths == 2) mlm_cuda_use_cublas_attention(be, p);

@@ -307,8 +307,8 @@ static void train_step(mlm_model *m, const step_data *sd, int nmicro, const mlm_
  * summary on stdout. */
 static int predict(const options *o, const mlm_model_config *mc, const mlm_data_config *dc,
                    const mlm_optim_config *oc) {
-    const char *env = getenv("MLM_CUDA_GRAPHS");
-    int graphs = !(env && strcmp(env, "0") == 0);
+    static const char *const graphs_choices[] = {"1", "0", NULL};   // as the CUDA backend reads it
+    int graphs = mlm_env_choice("MLM_CUDA_GRAPHS", graphs_choices) == 0;
     mlm_ceilings c = mlm_ceilings_h100();
     if (o->gemm_tflops) c.gemm_flops = o->gemm_tflops * 1e12;
     if (o->attn_tflops) c.attn_flops = o->attn_tflops * 1e12;

@@ -55,6 +55,15 @@ Test(predict, flash_backward_variants) {
     be->free(be, x);
 }
 
+/* The model reads the backend's switches as the backend does: a bad value dies
+ * (exit 2) instead of being costed as the default. */
+Test(predict, a_bad_switch_is_refused, .exit_code = 2) {
+    char *x = be->alloc(be, 1 << 20, "test");
+    setenv("MLM_BIAS_GRAD", "sideways", 1);
+    be->linear_bwd(be, x, (float *)x, (float *)x, x, x, x, NULL, 64, 16, 32, MLM_ACT_NONE, 0);
+    cr_assert_fail("MLM_BIAS_GRAD=sideways was costed");
+}
+
 Test(predict, single_ops_by_hand) {
     char *x = be->alloc(be, 1 << 20, "test");   // addresses only: nothing is read or written
     // GEMM 64 x 32 x 16 with a bf16 bias: A, B, C and the bias; then the GELU pass reads

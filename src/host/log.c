@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 void mlm_log(const char *fmt, ...) {
@@ -26,6 +27,19 @@ _Noreturn void mlm_die(int code, const char *fmt, ...) {
     fputc('\n', stderr);
     va_end(ap);
     exit(code);
+}
+
+int mlm_env_choice(const char *name, const char *const *choices) {
+    const char *v = getenv(name);
+    if (!v || !*v) return 0;
+    int n = 0;
+    for (; choices[n]; n++)
+        if (!strcmp(v, choices[n])) return n;
+    char list[256] = "";   // "a, b or c"
+    for (int i = 0; i < n; i++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i == 0 ? "" : i == n - 1 ? " or " : ", ",
+                 choices[i]);
+    mlm_die(MLM_EXIT_INPUT, "%s=%s: expected %s", name, v, list);
 }
 
 void *mlm_xmalloc(size_t bytes, const char *what) {

@@ -215,10 +215,11 @@ static void pred_linear_fwd(mlm_backend *be, void *out, void *pre, const void *i
 }
 
 /* The bias-gradient path cuda_weight_grads takes: the GEMM's epilogue unless
- * MLM_BIAS_GRAD=colsum (the model takes cuBLASLt to have an algorithm for it). */
+ * MLM_BIAS_GRAD=colsum (the model takes cuBLASLt to have an algorithm for it); a
+ * bad value dies, as in the backend. */
 static int bgrad_epilogue(void) {
-    const char *e = getenv("MLM_BIAS_GRAD");
-    return !e || strcmp(e, "colsum") != 0;
+    static const char *const choices[] = {"epilogue", "colsum", NULL};
+    return mlm_env_choice("MLM_BIAS_GRAD", choices) == 0;
 }
 
 /* cuda_weight_grads (linear.cu): dW (O, I) += g^T in, fp32; db from the GEMM's
@@ -299,12 +300,12 @@ static void flash_fwd(mlm_predict *p, double B, double S, double H, int dh) {
 }
 
 /* The backward variant flash_attention.cu runs: MLM_FLASH_BWD = wide, else narrow
- * (its default; a bad value dies there). The model sees the variants' FLOPs and
+ * (its default; a bad value dies, here as there). The model sees the variants' FLOPs and
  * bytes, not their occupancy (narrow: three blocks per SM at DH 64, two at DH 128,
  * wide: one). */
 static int flash_bwd_narrow(void) {
-    const char *e = getenv("MLM_FLASH_BWD");
-    return !e || strcmp(e, "wide") != 0;
+    static const char *const choices[] = {"narrow", "wide", NULL};
+    return mlm_env_choice("MLM_FLASH_BWD", choices) == 0;
 }
 
 /* Backward, one block per (head, sequence): q, k, v, dout, out and the log-sum-exp

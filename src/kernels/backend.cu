@@ -329,20 +329,20 @@ static int check_device(int device, char *err, size_t err_len) {
 
 extern "C" mlm_backend *mlm_backend_cuda(int device, char *err, size_t err_len) {
     if (check_device(device, err, err_len)) return NULL;
-    // MLM_BIAS_GRAD: epilogue (the default: from the weight-gradient GEMMs) or colsum (separate passes)
-    const char *bgrad = getenv("MLM_BIAS_GRAD");
-    int bgrad_colsum = bgrad && !strcmp(bgrad, "colsum");
-    if (bgrad && *bgrad && !bgrad_colsum && strcmp(bgrad, "epilogue"))
-        mlm_die(MLM_EXIT_INPUT, "MLM_BIAS_GRAD=%s: expected epilogue or colsum", bgrad);
-    // MLM_GEMM_TUNE: 1 times each GEMM problem's candidate algorithms (matmul.cu), 0 (the default) does not
-    const char *tune = getenv("MLM_GEMM_TUNE");
-    if (tune && *tune && strcmp(tune, "0") && strcmp(tune, "1"))
-        mlm_die(MLM_EXIT_INPUT, "MLM_GEMM_TUNE=%s: expected 0 or 1", tune);
+    // the switches, checked before anything is allocated: MLM_CUDA_GRAPHS=0 launches every op;
+    // MLM_BIAS_GRAD=colsum sums bias gradients in passes of their own, not GEMM epilogues;
+    // MLM_GEMM_TUNE=1 chooses each GEMM's algorithm by timing (matmul.cu)
+    static const char *const graphs[] = {"1", "0", NULL}, *const bgrad[] = {"epilogue", "colsum", NULL},
+                             *const tune[] = {"0", "1", NULL};
+    int graphs_off = mlm_env_choice("MLM_CUDA_GRAPHS", graphs) == 1;
+    int bgrad_colsum = mlm_env_choice("MLM_BIAS_GRAD", bgrad) == 1;
+    int gemm_tune = mlm_env_choice("MLM_GEMM_TUNE", tune) == 1;
     cudaCheck(cudaSetDevice(device));
     cuda_state *st = (cuda_state *)mlm_xcalloc(1, sizeof *st, "cuda backend state");
     st->device = device;
+    st->graphs_off = graphs_off;
     st->bgrad_colsum = bgrad_colsum;
-    st->gemm_tune = tune && !strcmp(tune, "1");
+    st->gemm_tune = gemm_tune;
     cudaCheck(cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking));
     cublasCheck(cublasLtCreate(&st->lt));
     cudaCheck(cudaMalloc(&st->lt_workspace, LT_WORKSPACE_BYTES));
@@ -362,8 +362,6 @@ extern "C" mlm_backend *mlm_backend_cuda(int device, char *err, size_t err_len) 
     be->replay = cuda_replay;
     be->rows_align = 64;   // a few graphs cover every masked-row count, at most 63 rows of padding
     be->logits_align = 128;   // bf16 logits rows 256-byte aligned: the decoder GEMMs' fast kernels
-    const char *graphs = getenv("MLM_CUDA_GRAPHS");
-    st->graphs_off = graphs && strcmp(graphs, "0") == 0;
     be->destroy = cuda_destroy;
     mlm_backend_check(be);
     return be;

@@ -95,10 +95,8 @@ template <int DH, int V> static void launch_bwd(cuda_state *st, flash_params p, 
 static int flash_bwd_variant(void) {
     static int variant = -1;
     if (variant < 0) {
-        const char *e = getenv("MLM_FLASH_BWD");
-        if (!e || !*e || !strcmp(e, "narrow")) variant = FLASH_BWD_NARROW;
-        else if (!strcmp(e, "wide")) variant = FLASH_BWD_WIDE;
-        else mlm_die(MLM_EXIT_INPUT, "MLM_FLASH_BWD=%s: expected narrow or wide", e);
+        static const char *const choices[] = {"narrow", "wide", NULL};
+        variant = mlm_env_choice("MLM_FLASH_BWD", choices) == 1 ? FLASH_BWD_WIDE : FLASH_BWD_NARROW;
     }
     return variant;
 }

@@ -11,8 +11,9 @@
  *  - the loss curve tracks the CPU backend's (the same data, masking and dropout)
  *    within 2% (bf16 against fp32).
  * The loop's statistics are read one step behind through download_start here too.
- * A bad MLM_BIAS_GRAD or MLM_GEMM_TUNE stops mlmgpu before training starts, and
- * MLM_GEMM_TUNE=1 reports the GEMM algorithms it chose by timing.
+ * A bad value of a backend switch (MLM_CUDA_GRAPHS, MLM_FLASH_BWD, MLM_BIAS_GRAD,
+ * MLM_GEMM_TUNE) stops mlmgpu before training starts, and MLM_GEMM_TUNE=1 reports
+ * the GEMM algorithms it chose by timing.
  *
  * And a RoBERTa model (model.architecture = roberta: positions from padding_idx + 1,
  * <pad> = 1, one token type) on the CUDA backend against the CPU backend, the
@@ -53,16 +54,21 @@ static int same_files(const char *a, const char *b) {
 
 TestSuite(cuda_train_emu, .init = make_tmpdir, .fini = rm_tmpdir, .timeout = 600);
 
-/* A bad MLM_BIAS_GRAD or MLM_GEMM_TUNE is refused before training starts, naming
- * the variable. */
+/* A bad value of a backend switch is refused before training starts, naming the
+ * variable, its value and the choices. */
 Test(cuda_train_emu, a_bad_backend_setting_is_refused) {
     write_file("small.ini", SMALL);
-    cr_expect_eq(train("MLM_BIAS_GRAD=sideways", "cuda", ""), 2, "%s", out);
-    cr_expect(strstr(out, "MLM_BIAS_GRAD=sideways: expected epilogue or colsum"), "%s", out);
-    cr_expect(!strstr(out, "step "), "training started: %s", out);
-    cr_expect_eq(train("MLM_GEMM_TUNE=yes", "cuda", ""), 2, "%s", out);
-    cr_expect(strstr(out, "MLM_GEMM_TUNE=yes: expected 0 or 1"), "%s", out);
-    cr_expect(!strstr(out, "step "), "training started: %s", out);
+    static const char *const cases[][2] = {
+        {"MLM_BIAS_GRAD=sideways", "MLM_BIAS_GRAD=sideways: expected epilogue or colsum"},
+        {"MLM_GEMM_TUNE=yes", "MLM_GEMM_TUNE=yes: expected 0 or 1"},
+        {"MLM_CUDA_GRAPHS=off", "MLM_CUDA_GRAPHS=off: expected 1 or 0"},
+        {"MLM_FLASH_BWD=thin", "MLM_FLASH_BWD=thin: expected narrow or wide"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cr_expect_eq(train(cases[i][0], "cuda", ""), 2, "%s: %s", cases[i][0], out);
+        cr_expect(strstr(out, cases[i][1]), "%s", out);
+        cr_expect(!strstr(out, "step "), "training started: %s", out);
+    }
 }
 
 /* MLM_GEMM_TUNE=1 picks each GEMM's algorithm by timing and says what it chose at
