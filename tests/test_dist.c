@@ -241,6 +241,17 @@ Test(dist, resume_needs_the_same_world_size) {
     cr_expect(strstr(out, "written by a job of 1 rank(s) but this job has 2"), "%s", out);
 }
 
+/* The start-up limit is read before MPI starts; a value that is not a whole number
+ * of seconds stops every rank at once instead of falling back to 300 s. */
+Test(dist, a_bad_init_timeout_is_refused) {
+    need_mpi();
+    write_file("small.ini", SMALL);
+    int rc = train_mpi(2, "MLM_DIST_INIT_TIMEOUT_S=5m", "", NULL);
+    cr_expect_eq(rc, 2, "%s", out);
+    cr_expect(strstr(out, "MLM_DIST_INIT_TIMEOUT_S=5m: expected a whole number of seconds"), "%s", out);
+    cr_expect(strstr(out, "step ") == NULL, "work started: %s", out);
+}
+
 Test(dist, batch_must_split_over_the_ranks) {
     need_mpi();
     write_file("small.ini", SMALL);

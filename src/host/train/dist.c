@@ -24,6 +24,7 @@
  */
 #include "mlm/dist.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -209,7 +210,16 @@ void mlm_dist_init(int *argc, char ***argv) {
     if (size == 0) return;   // no launcher: one rank, no MPI
     int provided = 0;
     const char *it = getenv("MLM_DIST_INIT_TIMEOUT_S");
-    unsigned init_s = it && atoi(it) > 0 ? (unsigned)atoi(it) : INIT_TIMEOUT_S;
+    unsigned init_s = INIT_TIMEOUT_S;
+    if (it && *it) {   // a whole number of seconds, checked before MPI starts
+        char *end;
+        errno = 0;
+        long v = strtol(it, &end, 10);
+        if (errno || *end || v < 1 || v > 86400)
+            mlm_die(MLM_EXIT_INPUT, "MLM_DIST_INIT_TIMEOUT_S=%s: expected a whole number of seconds from 1 to 86400",
+                    it);
+        init_s = (unsigned)v;
+    }
     const char *rank = getenv("OMPI_COMM_WORLD_RANK") ? getenv("OMPI_COMM_WORLD_RANK") : getenv("PMIX_RANK");
     snprintf(init_alarm_msg, sizeof init_alarm_msg,
              "mlmgpu: error: [rank %s] MPI start-up (MPI_Init, the node split) did not complete within %u s "
