@@ -241,22 +241,22 @@ Test(dist, resume_needs_the_same_world_size) {
     cr_expect(strstr(out, "written by a job of 1 rank(s) but this job has 2"), "%s", out);
 }
 
-/* The start-up limit is read before MPI starts; a value that is not a whole number
- * of seconds stops every rank at once instead of falling back to 300 s. */
-Test(dist, a_bad_init_timeout_is_refused) {
+/* Two ranks with env and extra arguments exit 2 with message before any step. */
+static void expect_refused_start(const char *env, const char *extra, const char *message) {
     need_mpi();
     write_file("small.ini", SMALL);
-    int rc = train_mpi(2, "MLM_DIST_INIT_TIMEOUT_S=5m", "", NULL);
+    int rc = train_mpi(2, env, extra, NULL);
     cr_expect_eq(rc, 2, "%s", out);
-    cr_expect(strstr(out, "MLM_DIST_INIT_TIMEOUT_S=5m: expected a whole number of seconds"), "%s", out);
+    cr_expect(strstr(out, message), "%s", out);
     cr_expect(strstr(out, "step ") == NULL, "work started: %s", out);
 }
 
+/* The start-up limit is read before MPI starts; a value that is not a whole number
+ * of seconds stops every rank at once instead of falling back to 300 s. */
+Test(dist, a_bad_init_timeout_is_refused) {
+    expect_refused_start("MLM_DIST_INIT_TIMEOUT_S=5m", "", "MLM_DIST_INIT_TIMEOUT_S=5m: expected a whole number of seconds");
+}
+
 Test(dist, batch_must_split_over_the_ranks) {
-    need_mpi();
-    write_file("small.ini", SMALL);
-    int rc = train_mpi(2, "", "--set train.batch=4", NULL);
-    cr_expect_eq(rc, 2, "%s", out);
-    cr_expect(strstr(out, "train.batch 4 is not a multiple of train.micro_batch 4 x 2 ranks"), "%s", out);
-    cr_expect(strstr(out, "step ") == NULL, "work started: %s", out);
+    expect_refused_start("", "--set train.batch=4", "train.batch 4 is not a multiple of train.micro_batch 4 x 2 ranks");
 }
