@@ -44,29 +44,21 @@ mlm_eval_result mlm_evaluate(mlm_model *m, const mlm_shards *sh, const mlm_confi
 
 /* ---------------------------------------------------------------- unigram baseline */
 
-/* One pass over the ids (read straight from the mapped shards: no vocabulary check,
- * mlm_shards_check_ids did that at open), counted per id; the entropy in nats. */
+/* One pass over the ids, counted per id; the entropy in nats. The ids come through
+ * mlm_shards_get, bounded by max_id + 1 (the largest id, found at open), so none is
+ * refused. */
 double mlm_unigram_baseline(const mlm_shards *sh, const mlm_special_ids *sp, uint64_t max_seqs) {
     uint32_t V = sh->max_id + 1;
     uint64_t *count = mlm_xcalloc(V, sizeof(uint64_t), "token counts");
+    int32_t *ids = mlm_xmalloc((size_t)sh->seq_len * sizeof(int32_t), "a sequence");
     uint64_t n = sh->total, take = max_seqs && max_seqs < n ? max_seqs : n, total = 0;
-    int file = 0, S = sh->seq_len;
     for (uint64_t k = 0; k < take; k++) {
-        uint64_t idx = take == n ? k : k * n / take;   // evenly spread when sampling
-        while (file + 1 < sh->nfiles && idx >= sh->first[file + 1]) file++;
-        const uint8_t *p = sh->maps[file] + MLM_SHARD_HEADER_BYTES +
-                           (idx - sh->first[file]) * (uint64_t)S * (uint64_t)sh->dtype_bytes;
-        for (int s = 0; s < S; s++) {
-            uint32_t id;
-            if (sh->dtype_bytes == 2) {
-                uint16_t v;
-                memcpy(&v, p + 2 * s, 2);
-                id = v;
-            } else memcpy(&id, p + 4 * (size_t)s, 4);
-            if (id >= V) continue;
-            count[id]++;
-        }
+        char err[512];
+        if (mlm_shards_get(sh, take == n ? k : k * n / take, ids, (int)V, err, sizeof err) < 0)   // evenly spread
+            mlm_die(MLM_EXIT_RUNTIME, "unigram baseline: %s", err);   // cannot be: every id is below max_id + 1
+        for (int s = 0; s < sh->seq_len; s++) count[ids[s]]++;
     }
+    free(ids);
     int specials[4] = {sh->pad_id, sp->cls, sp->sep, sp->mask};
     for (int i = 0; i < 4; i++)
         if (specials[i] >= 0 && (uint32_t)specials[i] < V) count[specials[i]] = 0;
