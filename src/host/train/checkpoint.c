@@ -324,11 +324,9 @@ static int write_optimizer(const char *dir, const mlm_model *m, const float *mom
     return mlm_st_write(path, out, 2, keys, values, 3, err, len);
 }
 
-/* Set by mlm_checkpoint_save_on_failure for the one checkpoint it writes: the ranks
- * that did not answer ("" when not known), for trainer_state.json. */
-static const char *failure_missing;
-
-static char *trainer_state_json(const mlm_config *cfg, int step, uint64_t vocab_hash) {
+/* failure_missing: NULL for a regular checkpoint; for one written on failure, the
+ * ranks that did not answer ("" when not known). */
+static char *trainer_state_json(const mlm_config *cfg, int step, uint64_t vocab_hash, const char *failure_missing) {
     cJSON *j = cJSON_CreateObject();
     char hex[32];
     cJSON_AddStringToObject(j, "format", TRAINER_FORMAT);
@@ -467,15 +465,15 @@ static int write_tokenizer(const char *dir, const mlm_config *cfg, char *err, si
 }
 
 /* Writes every file of the checkpoint into the (new, empty) directory dir. */
-static int write_all_files(const char *dir, mlm_model *m, const mlm_config *cfg, uint64_t vhash, int step, char *err,
-                           size_t len) {
+static int write_all_files(const char *dir, mlm_model *m, const mlm_config *cfg, uint64_t vhash, int step,
+                           const char *failure_missing, char *err, size_t len) {
     mlm_backend *be = m->be;
     size_t n = m->lay.num_params;
     float *host = mlm_xmalloc(3 * n * sizeof(float), "checkpoint staging");
     be->download(be, host, m->master, n * sizeof(float));
     be->download(be, host + n, m->m, n * sizeof(float));
     be->download(be, host + 2 * n, m->v, n * sizeof(float));
-    char *cfg_json = hf_config_json(&cfg->model), *state = trainer_state_json(cfg, step, vhash);
+    char *cfg_json = hf_config_json(&cfg->model), *state = trainer_state_json(cfg, step, vhash, failure_missing);
     char ini_path[PATHBUF];
     path_join(ini_path, sizeof ini_path, dir, "mlmgpu.ini");
     int rc = write_model(dir, &m->lay, host, err, len);
@@ -540,7 +538,9 @@ static int move_latest(const char *ckdir, const char *name, char *err, size_t le
     return mlm_fsync_dir(ckdir, err, len);
 }
 
-int mlm_checkpoint_save(mlm_model *m, const mlm_config *cfg, uint64_t vocab_hash, int step, char *err, size_t len) {
+/* mlm_checkpoint_save, and with failure_missing not NULL mlm_checkpoint_save_on_failure. */
+static int save(mlm_model *m, const mlm_config *cfg, uint64_t vocab_hash, int step, const char *failure_missing,
+                char *err, size_t len) {
     char ckdir[MLM_PATH_MAX + 32], name[32], tmp[PATHBUF], final[PATHBUF],
         old[PATHBUF];
     snprintf(ckdir, sizeof ckdir, "%s/checkpoints", cfg->train.out_dir);
@@ -551,7 +551,7 @@ int mlm_checkpoint_save(mlm_model *m, const mlm_config *cfg, uint64_t vocab_hash
     if (mlm_mkdir_p(ckdir) != 0) return mlm_fail(err, len, "%s: cannot create: %s", ckdir, strerror(errno));
     mlm_remove_tree(tmp);
     if (mkdir(tmp, 0755) != 0) return mlm_fail(err, len, "%s: cannot create: %s", tmp, strerror(errno));
-    int rc = write_all_files(tmp, m, cfg, vocab_hash, step, err, len);
+    int rc = write_all_files(tmp, m, cfg, vocab_hash, step, failure_missing, err, len);
     if (rc == 0) rc = mlm_fsync_dir(tmp, err, len);
     // a checkpoint of the same step (a resume from an older one) is replaced whole
     int replaced = rc == 0 && rename(final, old) == 0;
@@ -568,12 +568,13 @@ int mlm_checkpoint_save(mlm_model *m, const mlm_config *cfg, uint64_t vocab_hash
     return rc;
 }
 
+int mlm_checkpoint_save(mlm_model *m, const mlm_config *cfg, uint64_t vocab_hash, int step, char *err, size_t len) {
+    return save(m, cfg, vocab_hash, step, NULL, err, len);
+}
+
 int mlm_checkpoint_save_on_failure(mlm_model *m, const mlm_config *cfg, uint64_t vocab_hash, int step,
                                    const char *missing, char *err, size_t len) {
-    failure_missing = missing ? missing : "";
-    int rc = mlm_checkpoint_save(m, cfg, vocab_hash, step, err, len);
-    failure_missing = NULL;
-    return rc;
+    return save(m, cfg, vocab_hash, step, missing ? missing : "", err, len);
 }
 
 /* ---------------------------------------------------------------- resuming */
