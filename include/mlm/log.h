@@ -21,6 +21,9 @@ _Noreturn void mlm_die(int code, const char *fmt, ...) __attribute__((format(pri
  * functions that report `where: what is wrong` to their caller. */
 int mlm_fail(char *err, size_t err_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* The NULL-terminated names as "a, b or c" into out (n bytes); returns out. */
+const char *mlm_choices_text(const char *const *names, char *out, size_t n);
+
 /* An environment switch (MLM_CUDA_GRAPHS, MLM_FLASH_BWD, MLM_BIAS_GRAD, ...): the
  * index in choices (NULL-terminated) of variable name's value, 0 (the default) when
  * it is unset or empty; any other value dies with MLM_EXIT_INPUT, naming the

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "mlm/fileio.h"
+#include "mlm/log.h"
 
 /* ---- the table ---- */
 
@@ -221,17 +222,14 @@ static int parse_path(const char *text, char *out, char *why, size_t n) {
 
 /* One of f's names into *out (its index: enum slots are ints, see the assert below). */
 static int parse_enum(const field *f, const char *text, int *out, char *why, size_t n) {
-    int count = 0;
-    for (; f->names[count]; count++)
-        if (!strcmp(text, f->names[count])) {
-            *out = count;
+    for (int i = 0; f->names[i]; i++)
+        if (!strcmp(text, f->names[i])) {
+            *out = i;
             return 0;
         }
-    char expected[256] = "";
-    for (int i = 0; i < count; i++)   // "a, b or c"
-        snprintf(expected + strlen(expected), sizeof expected - strlen(expected), "%s%s",
-                 i == 0 ? "" : i == count - 1 ? " or " : ", ", f->names[i]);
-    return reject(why, n, "unknown %s \"%s\" (expected %s)", f->what, text, expected);
+    char expected[256];
+    return reject(why, n, "unknown %s \"%s\" (expected %s)", f->what, text,
+                  mlm_choices_text(f->names, expected, sizeof expected));
 }
 _Static_assert(sizeof(mlm_schedule) == sizeof(int) && sizeof(mlm_arch) == sizeof(int) &&
                sizeof(mlm_position_init) == sizeof(int), "enum-valued config slots are read as int");

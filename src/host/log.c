@@ -29,17 +29,22 @@ _Noreturn void mlm_die(int code, const char *fmt, ...) {
     exit(code);
 }
 
+const char *mlm_choices_text(const char *const *names, char *out, size_t n) {
+    int count = 0;
+    while (names[count]) count++;
+    out[0] = 0;
+    for (int i = 0; i < count; i++)
+        snprintf(out + strlen(out), n - strlen(out), "%s%s", i == 0 ? "" : i == count - 1 ? " or " : ", ", names[i]);
+    return out;
+}
+
 int mlm_env_choice(const char *name, const char *const *choices) {
     const char *v = getenv(name);
     if (!v || !*v) return 0;
-    int n = 0;
-    for (; choices[n]; n++)
-        if (!strcmp(v, choices[n])) return n;
-    char list[256] = "";   // "a, b or c"
-    for (int i = 0; i < n; i++)
-        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i == 0 ? "" : i == n - 1 ? " or " : ", ",
-                 choices[i]);
-    mlm_die(MLM_EXIT_INPUT, "%s=%s: expected %s", name, v, list);
+    for (int i = 0; choices[i]; i++)
+        if (!strcmp(v, choices[i])) return i;
+    char list[256];
+    mlm_die(MLM_EXIT_INPUT, "%s=%s: expected %s", name, v, mlm_choices_text(choices, list, sizeof list));
 }
 
 void *mlm_xmalloc(size_t bytes, const char *what) {
