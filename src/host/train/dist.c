@@ -260,6 +260,12 @@ void mlm_dist_finalize(void) {
 #endif
 }
 
+/* Sleeps s seconds, or less when a signal comes. */
+static void sleep_s(double s) {
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    nanosleep(&ts, NULL);
+}
+
 void mlm_dist_fault_point(int step) {
     const char *kr = getenv("MLM_FAULT_KILL_RANK"), *ks = getenv("MLM_FAULT_KILL_STEP");
     const char *hr = getenv("MLM_FAULT_HANG_RANK"), *hs = getenv("MLM_FAULT_HANG_STEP");
@@ -268,13 +274,8 @@ void mlm_dist_fault_point(int step) {
         raise(SIGKILL);
     }
     const char *ps = getenv("MLM_FAULT_PAUSE_STEP"), *pt = getenv("MLM_FAULT_PAUSE_S");
-    if (ps && atoi(ps) == step) {   // every rank: a window for the multinode tests to cut a link in
-        struct timespec ts = {0, 0};
-        double secs = pt ? atof(pt) : 2.0;
-        ts.tv_sec = (time_t)secs;
-        ts.tv_nsec = (long)((secs - (double)ts.tv_sec) * 1e9);
-        nanosleep(&ts, NULL);   // a signal (the launcher ending the job) ends it early
-    }
+    if (ps && atoi(ps) == step)   // every rank: a window for the multinode tests to cut a link in
+        sleep_s(pt ? atof(pt) : 2.0);   // a signal (the launcher ending the job) ends it early
     if (hr && hs && atoi(hr) == g.rank && atoi(hs) == step) {
         fprintf(stderr, "mlmgpu: fault injection: rank %d stops answering at step %d\n", g.rank, step);
         for (;;) pause();
@@ -289,8 +290,7 @@ typedef int (*poll_fn)(void *arg, char *err, size_t len);
 
 static void nap(long spins) {
     if (spins < 64) return;   // a fast collective: spin
-    struct timespec ts = {0, spins < 2000 ? 20000 : 500000};
-    nanosleep(&ts, NULL);
+    sleep_s(spins < 2000 ? 20e-6 : 500e-6);
 }
 
 typedef struct { MPI_Request *r; int n; } mpi_reqs;
@@ -306,6 +306,15 @@ static int poll_mpi(void *arg, char *err, size_t len) {
 }
 
 enum { TAG_ARRIVAL = 0x6d6c, TAG_HOLD = 0x6d6d };
+enum { NOTE_HOLD = 1, NOTE_DONE = 2 };   // rank 0's TAG_HOLD notices: writing the checkpoint, done
+
+/* Rank 0's notice (TAG_HOLD) to every other rank: sent, never waited for (a peer
+ * may be gone); note stays valid, being static. */
+static void tell_others(const int *note) {
+    MPI_Request req;
+    for (int r = 1; r < g.world; r++)
+        if (MPI_Isend(note, 1, MPI_INT, r, TAG_HOLD, g.comm, &req) == MPI_SUCCESS) MPI_Request_free(&req);
+}
 
 /* A collective failed or timed out (missing: the ranks that never reached it, "" when
  * not known): prints the error; rank 0 runs the failure hook between two notices to
@@ -317,20 +326,16 @@ static _Noreturn __attribute__((format(printf, 2, 3))) void fail_collective(cons
     print_error(fmt, ap);
     va_end(ap);
     if (g.rank == 0 && g.fail_hook) {
-        static int note[2] = {1, 2};   // hold, done: sent, never waited for (a peer may be gone)
-        MPI_Request req;
-        for (int r = 1; r < g.world; r++)
-            if (MPI_Isend(&note[0], 1, MPI_INT, r, TAG_HOLD, g.comm, &req) == MPI_SUCCESS) MPI_Request_free(&req);
+        static const int hold = NOTE_HOLD, done = NOTE_DONE;
+        tell_others(&hold);
         mlm_dist_failure_fn hook = g.fail_hook;
         g.fail_hook = NULL;   // a failure inside the hook does not run it again
         hook(g.fail_ctx, missing);
-        for (int r = 1; r < g.world; r++)
-            if (MPI_Isend(&note[1], 1, MPI_INT, r, TAG_HOLD, g.comm, &req) == MPI_SUCCESS) MPI_Request_free(&req);
+        tell_others(&done);
         for (int i = 0; i < 100; i++) {   // let the done notices leave (MPI moves them inside MPI calls)
             int flag;
             MPI_Iprobe(MPI_ANY_SOURCE, TAG_HOLD, g.comm, &flag, MPI_STATUS_IGNORE);
-            struct timespec ts = {0, 1000000};
-            nanosleep(&ts, NULL);
+            sleep_s(1e-3);
         }
     }
     end_job(MLM_EXIT_RUNTIME);
@@ -344,11 +349,10 @@ static void wait_for_rank0_hook(void) {
     if (g.rank == 0 || MPI_Iprobe(0, TAG_HOLD, g.comm, &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS || !flag) return;
     MPI_Recv(&note, 1, MPI_INT, 0, TAG_HOLD, g.comm, MPI_STATUS_IGNORE);
     double until = mlm_now_s() + g.timeout_s;
-    while (note != 2 && mlm_now_s() < until) {
+    while (note != NOTE_DONE && mlm_now_s() < until) {
         if (MPI_Iprobe(0, TAG_HOLD, g.comm, &flag, MPI_STATUS_IGNORE) == MPI_SUCCESS && flag)
             MPI_Recv(&note, 1, MPI_INT, 0, TAG_HOLD, g.comm, MPI_STATUS_IGNORE);
-        struct timespec ts = {0, 10000000};
-        nanosleep(&ts, NULL);
+        sleep_s(0.01);
     }
 }
 
