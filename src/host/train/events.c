@@ -160,6 +160,8 @@ struct mlm_events {
 
 static const char PREFIX[] = "events.out.tfevents.";
 
+enum { EVENT_MAX = 4096 };   // bytes of one serialised Event: a record is 16 more
+
 static double wall_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -188,8 +190,8 @@ static long long scan_event_files(const char *dir, int fresh) {
 }
 
 static int write_record(mlm_events *ev, const uint8_t *event, size_t n, char *err, size_t err_len) {
-    uint8_t rec[4096 + 16];
-    if (n > 4096) return mlm_fail(err, err_len, "%s: an event of %zu bytes is too large", ev->path, n);
+    uint8_t rec[EVENT_MAX + 16];
+    if (n > EVENT_MAX) return mlm_fail(err, err_len, "%s: an event of %zu bytes is too large", ev->path, n);
     size_t len = mlm_tfrecord_frame(event, n, rec);
     if (mlm_write_all(ev->fd, rec, len) != 0) {
         int e = errno;
@@ -247,10 +249,11 @@ int mlm_events_scalars(mlm_events *ev, int64_t step, const char *const *tags, co
     float v[64];
     if (n > 64) return mlm_fail(err, err_len, "%s: %d scalars in one event, at most 64", ev->path, n);
     for (int i = 0; i < n; i++) v[i] = (float)values[i];
-    uint8_t event[4096];
+    uint8_t event[EVENT_MAX];
     size_t len = mlm_event_encode(event, sizeof event, wall_now(), step, NULL, 0, tags, v, n);
-    if (len == 0) return mlm_fail(err, err_len, "%s: the event of step %lld does not fit 4096 bytes", ev->path,
-                                  (long long)step);
+    if (len == 0)
+        return mlm_fail(err, err_len, "%s: the event of step %lld does not fit %d bytes", ev->path, (long long)step,
+                        EVENT_MAX);
     return write_record(ev, event, len, err, err_len);
 }
 
